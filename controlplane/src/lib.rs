@@ -1,0 +1,13 @@
+//! NetStorm control plane.
+//!
+//! * [`network`] — the network model planners read (capacities, latencies, loss, NIC caps).
+//! * [`planner`] — the planner interface, the fluid round-time model, and every planner:
+//!   NetStorm's own (`paper`), ours (`packing`), and the baselines as topologies.
+//! * [`bounds`] — the physical limit: the fluid-optimum LP and the latency lower bound.
+//! * [`models`] — per-tensor parameter counts of the paper's DNNs.
+#![deny(unsafe_code)]
+
+pub mod bounds;
+pub mod models;
+pub mod network;
+pub mod planner;

@@ -1,0 +1,50 @@
+//! The network model the planners read.
+//!
+//! Today it is built from a scenario's topology (the "oracle" view); network awareness
+//! will build it from telemetry. Capacities are bits per second, latencies nanoseconds.
+
+use netstorm_dataplane::topology::Topology;
+use netstorm_dataplane::NodeId;
+
+/// What the control plane believes about the network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkModel {
+    /// Nodes, NIC caps and directed links with their estimated rate, latency and loss.
+    pub topology: Topology,
+    /// Dense `n × n` link index matrix (`usize::MAX` = no link), from `topology`.
+    link_index: Vec<usize>,
+}
+
+impl NetworkModel {
+    pub fn from_topology(topology: Topology) -> Self {
+        let link_index = topology.link_matrix();
+        Self { topology, link_index }
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.topology.node_count()
+    }
+
+    /// Capacity of `from → to` in bits per second (0 if there is no link).
+    pub fn capacity_bps(&self, from: NodeId, to: NodeId) -> f64 {
+        self.link(from, to).map(|l| l.rate_bps).unwrap_or(0.0)
+    }
+
+    /// One-way latency of `from → to` in nanoseconds, if the link exists.
+    pub fn latency_ns(&self, from: NodeId, to: NodeId) -> Option<u64> {
+        self.link(from, to).map(|l| l.latency_ns)
+    }
+
+    pub fn link(&self, from: NodeId, to: NodeId) -> Option<&netstorm_dataplane::topology::Link> {
+        let n = self.node_count();
+        let i = *self.link_index.get(from as usize * n + to as usize)?;
+        self.topology.links.get(i)
+    }
+
+    /// Index into `topology.links` of `from → to`.
+    pub fn link_index(&self, from: NodeId, to: NodeId) -> Option<usize> {
+        let n = self.node_count();
+        let i = *self.link_index.get(from as usize * n + to as usize)?;
+        (i != usize::MAX).then_some(i)
+    }
+}

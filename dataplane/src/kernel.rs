@@ -1,0 +1,1 @@
+//! Aggregation kernels (placeholder replaced by the kernel work).

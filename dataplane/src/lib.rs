@@ -1,0 +1,28 @@
+//! NetStorm data plane.
+//!
+//! * [`wire`] — the versioned packet format (checked parse/emit).
+//! * [`policy`] — what the control plane installs: trees, shares, routes, pacing rates.
+//! * [`engine`] — the sans-IO synchronization engine (one per node).
+//! * [`kernel`] — the f32 aggregation kernels used on the hot path.
+//! * [`topology`] / [`scenario`] — the network description and its TOML file format.
+//! * [`emu`] — the emulated WAN and the virtual-time driver that runs N engines.
+#![deny(unsafe_code)]
+
+pub mod emu;
+pub mod engine;
+pub mod kernel;
+pub mod policy;
+pub mod scenario;
+pub mod topology;
+pub mod wire;
+
+/// Index of a node (data center) in a job, `0..node_count`.
+pub type NodeId = u16;
+
+/// A point in time or a duration, in nanoseconds. The engine never reads a clock: every
+/// `now` it sees is handed in by the caller (virtual time in the emulator, a monotonic
+/// clock in the real backends).
+pub type Nanos = u64;
+
+/// Nanoseconds per second, for unit conversions.
+pub const NANOS_PER_SEC: u64 = 1_000_000_000;
