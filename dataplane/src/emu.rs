@@ -1,1 +1,535 @@
-//! emu
+//! The emulated WAN and the discrete-event driver that runs N engines in virtual time.
+//!
+//! Each directed link serializes frames at its rate (a FIFO that is busy until the last
+//! frame's last bit left), adds its one-way delay, and drops frames at random with its loss
+//! probability (after they used the link, as loss on the wire does). A drop-tail limit on
+//! queueing delay models the router buffer. Optional per-node egress/ingress caps serialize
+//! frames at the NIC. Impairments for tests (reordering, duplication, corruption) are per
+//! network. Everything is driven by one seeded RNG and one event heap ordered by
+//! (time, insertion number), so the same seed gives the same event trace.
+//!
+//! Approximations, on purpose: a rate change applies to frames queued after it (frames
+//! already queued keep their computed times), and the ingress cap serializes frames in the
+//! order they were sent rather than the order they arrive.
+
+use crate::engine::{Engine, EngineEvent};
+use crate::scenario::{Change, TimedChange};
+use crate::topology::Topology;
+use crate::{Nanos, NodeId, NANOS_PER_SEC};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::Hasher;
+
+/// Network-wide emulator settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmuConfig {
+    pub seed: u64,
+    /// Bytes per frame besides the datagram (Ethernet + IPv4 + UDP).
+    pub frame_overhead_bytes: usize,
+    /// Drop-tail: a frame that would wait longer than this in a link queue is dropped.
+    pub queue_limit_ns: Nanos,
+    /// Extra random loss on every link, on top of each link's own.
+    pub extra_loss: f64,
+    /// Probability that a frame is delayed by up to `reorder_delay_ns` extra (reordering).
+    pub reorder_prob: f64,
+    pub reorder_delay_ns: Nanos,
+    /// Probability that a frame is delivered twice.
+    pub duplicate_prob: f64,
+    /// Probability that one random byte of a frame is flipped.
+    pub corrupt_prob: f64,
+}
+
+impl Default for EmuConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            frame_overhead_bytes: crate::wire::FRAME_OVERHEAD_BYTES,
+            queue_limit_ns: 100_000_000,
+            extra_loss: 0.0,
+            reorder_prob: 0.0,
+            reorder_delay_ns: 0,
+            duplicate_prob: 0.0,
+            corrupt_prob: 0.0,
+        }
+    }
+}
+
+/// Counters of one directed link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub frames: u64,
+    /// Bytes on the wire, frame overhead included.
+    pub wire_bytes: u64,
+    pub lost: u64,
+    pub queue_drops: u64,
+}
+
+#[derive(Debug, Clone)]
+struct EmuLink {
+    rate_bps: f64,
+    latency_ns: Nanos,
+    loss: f64,
+    busy_until: Nanos,
+    up: bool,
+    stats: LinkStats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum EventKind {
+    Deliver { node: NodeId, slot: u32, len: u32 },
+    Wake { node: NodeId },
+    Change,
+    Start { node: NodeId, round: u32 },
+}
+
+/// What happened to one node in one round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeRound {
+    pub started_at: Nanos,
+    pub result_at: Nanos,
+    pub completed_at: Nanos,
+    pub epoch: u32,
+}
+
+/// One round across all nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundSummary {
+    pub round: u32,
+    /// First node's start.
+    pub started_at: Nanos,
+    /// When the last node held the result.
+    pub result_at: Nanos,
+    /// When the last node completed (all its sends acknowledged).
+    pub completed_at: Nanos,
+    /// Epoch every node ran the round under (`None` if nodes disagreed — a bug).
+    pub epoch: Option<u32>,
+}
+
+impl RoundSummary {
+    /// Synchronization time of the round: first start to the last node holding the result.
+    pub fn sync_ns(&self) -> Nanos {
+        self.result_at - self.started_at
+    }
+}
+
+/// Errors of a simulation run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EmuError {
+    #[error("topology has {topo} nodes but {engines} engines were given")]
+    EngineCount { topo: usize, engines: usize },
+    #[error("round {round} did not finish by virtual time {at_s:.3} s ({pending} nodes pending): {why}")]
+    Stuck { round: u32, at_s: f64, pending: usize, why: String },
+    #[error("engine {node}: {err}")]
+    Engine { node: NodeId, err: crate::engine::EngineError },
+}
+
+/// N engines on an emulated WAN, in virtual time.
+pub struct Simulation {
+    cfg: EmuConfig,
+    engines: Vec<Engine>,
+    links: Vec<EmuLink>,
+    link_of: Vec<u32>,
+    n: usize,
+    egress_cap: Vec<Option<f64>>,
+    ingress_cap: Vec<Option<f64>>,
+    egress_busy: Vec<Nanos>,
+    ingress_busy: Vec<Nanos>,
+    heap: BinaryHeap<Reverse<(Nanos, u64, EventKind)>>,
+    seq: u64,
+    now: Nanos,
+    wake_at: Vec<Option<Nanos>>,
+    pool: Vec<Vec<u8>>,
+    free: Vec<u32>,
+    scratch: Vec<u8>,
+    rng: ChaCha8Rng,
+    changes: Box<dyn Iterator<Item = TimedChange> + Send>,
+    next_change: Option<TimedChange>,
+    rounds: Vec<Vec<NodeRound>>,
+    trace: std::collections::hash_map::DefaultHasher,
+    events_processed: u64,
+    /// Frames sent to a neighbour without a link (a routing bug; counted, never delivered).
+    pub no_link_drops: u64,
+}
+
+const NO_LINK: u32 = u32::MAX;
+
+impl std::fmt::Debug for Simulation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulation")
+            .field("now", &self.now)
+            .field("nodes", &self.n)
+            .field("events_processed", &self.events_processed)
+            .field("pending_events", &self.heap.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulation {
+    /// Emulates `topo` with one engine per node (engine `i` is node `i`).
+    pub fn new(topo: &Topology, engines: Vec<Engine>, cfg: EmuConfig) -> Result<Self, EmuError> {
+        let n = topo.node_count();
+        if engines.len() != n {
+            return Err(EmuError::EngineCount { topo: n, engines: engines.len() });
+        }
+        let mut link_of = vec![NO_LINK; n * n];
+        let links = topo
+            .links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                link_of[l.from as usize * n + l.to as usize] = i as u32;
+                EmuLink {
+                    rate_bps: l.rate_bps,
+                    latency_ns: l.latency_ns,
+                    loss: l.loss,
+                    busy_until: 0,
+                    up: true,
+                    stats: LinkStats::default(),
+                }
+            })
+            .collect();
+        let max_len = engines.iter().map(|e| e.config().max_datagram_len()).max().unwrap_or(2048);
+        Ok(Self {
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            cfg,
+            engines,
+            links,
+            link_of,
+            n,
+            egress_cap: topo.nodes.iter().map(|x| x.egress_bps).collect(),
+            ingress_cap: topo.nodes.iter().map(|x| x.ingress_bps).collect(),
+            egress_busy: vec![0; n],
+            ingress_busy: vec![0; n],
+            heap: BinaryHeap::new(),
+            seq: 0,
+            now: 0,
+            wake_at: vec![None; n],
+            pool: Vec::new(),
+            free: Vec::new(),
+            scratch: vec![0; max_len],
+            changes: Box::new(std::iter::empty()),
+            next_change: None,
+            rounds: Vec::new(),
+            trace: std::collections::hash_map::DefaultHasher::new(),
+            events_processed: 0,
+            no_link_drops: 0,
+        })
+    }
+
+    /// Applies a stream of timed network changes (e.g. `Scenario::changes()`), in order.
+    pub fn set_changes(&mut self, changes: impl Iterator<Item = TimedChange> + Send + 'static) {
+        self.changes = Box::new(changes);
+        self.next_change = None;
+        self.pull_change();
+    }
+
+    fn pull_change(&mut self) {
+        if self.next_change.is_none() {
+            if let Some(c) = self.changes.next() {
+                let at = c.at_ns.max(self.now);
+                self.next_change = Some(c);
+                self.push(at, EventKind::Change);
+            }
+        }
+    }
+
+    pub fn now(&self) -> Nanos {
+        self.now
+    }
+    pub fn engine(&self, node: NodeId) -> &Engine {
+        &self.engines[node as usize]
+    }
+    pub fn engine_mut(&mut self, node: NodeId) -> &mut Engine {
+        &mut self.engines[node as usize]
+    }
+    pub fn engines(&self) -> &[Engine] {
+        &self.engines
+    }
+    pub fn engines_mut(&mut self) -> &mut [Engine] {
+        &mut self.engines
+    }
+
+    /// Current rate of every link, in topology order (what an oracle planner would see).
+    pub fn link_rates_bps(&self) -> Vec<f64> {
+        self.links.iter().map(|l| if l.up { l.rate_bps } else { 0.0 }).collect()
+    }
+
+    pub fn link_stats(&self) -> Vec<LinkStats> {
+        self.links.iter().map(|l| l.stats).collect()
+    }
+
+    /// Total bytes that crossed any link (frame overhead included).
+    pub fn wan_bytes(&self) -> u64 {
+        self.links.iter().map(|l| l.stats.wire_bytes).sum()
+    }
+
+    /// A hash of every event processed so far (time, kind, node): equal traces, equal hashes.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.finish()
+    }
+
+    pub fn events_processed(&self) -> u64 {
+        self.events_processed
+    }
+
+    /// Per round (index = round number), what each node saw.
+    pub fn rounds(&self) -> &[Vec<NodeRound>] {
+        &self.rounds
+    }
+
+    /// Summary of `round` once every node completed it.
+    pub fn summary(&self, round: u32) -> Option<RoundSummary> {
+        let r = self.rounds.get(round as usize)?;
+        if r.is_empty() || r.iter().any(|x| x.completed_at == 0) {
+            return None;
+        }
+        let epoch = r[0].epoch;
+        Some(RoundSummary {
+            round,
+            started_at: r.iter().map(|x| x.started_at).min()?,
+            result_at: r.iter().map(|x| x.result_at).max()?,
+            completed_at: r.iter().map(|x| x.completed_at).max()?,
+            epoch: r.iter().all(|x| x.epoch == epoch).then_some(epoch),
+        })
+    }
+
+    /// Starts `round` on every node now and runs it to completion.
+    pub fn run_round_all(&mut self, round: u32, max_virtual_ns: Nanos) -> Result<RoundSummary, EmuError> {
+        for v in 0..self.n {
+            self.schedule_start(v as NodeId, round, self.now);
+        }
+        self.run_round(round, max_virtual_ns)?;
+        Ok(self.summary(round).expect("run_round returned Ok"))
+    }
+
+    fn push(&mut self, at: Nanos, kind: EventKind) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq, kind)));
+    }
+
+    /// Starts `round` on `node` at virtual time `at` (≥ now).
+    pub fn schedule_start(&mut self, node: NodeId, round: u32, at: Nanos) {
+        self.push(at.max(self.now), EventKind::Start { node, round });
+    }
+
+    fn round_slot(&mut self, round: u32) -> &mut Vec<NodeRound> {
+        let r = round as usize;
+        if self.rounds.len() <= r {
+            self.rounds.resize(r + 1, Vec::new());
+        }
+        if self.rounds[r].is_empty() {
+            self.rounds[r] = vec![NodeRound::default(); self.n];
+        }
+        &mut self.rounds[r]
+    }
+
+    /// Runs until every node completed `round`, or fails after `max_virtual_ns` of virtual
+    /// time beyond now (never hangs).
+    pub fn run_round(&mut self, round: u32, max_virtual_ns: Nanos) -> Result<(), EmuError> {
+        let deadline = self.now.saturating_add(max_virtual_ns);
+        loop {
+            let done = self
+                .rounds
+                .get(round as usize)
+                .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x.completed_at > 0));
+            if done {
+                return Ok(());
+            }
+            let Some(Reverse((at, _, _))) = self.heap.peek() else {
+                return Err(self.stuck(round, "no events left (deadlock)"));
+            };
+            if *at > deadline {
+                return Err(self.stuck(round, "virtual-time limit reached"));
+            }
+            self.step()?;
+        }
+    }
+
+    fn stuck(&self, round: u32, why: &str) -> EmuError {
+        let pending = self
+            .rounds
+            .get(round as usize)
+            .map_or(self.n, |r| r.iter().filter(|x| x.completed_at == 0).count());
+        EmuError::Stuck { round, at_s: self.now as f64 / NANOS_PER_SEC as f64, pending, why: why.into() }
+    }
+
+    /// Processes one event.
+    pub fn step(&mut self) -> Result<(), EmuError> {
+        let Some(Reverse((at, _, kind))) = self.heap.pop() else { return Ok(()) };
+        self.now = at;
+        self.events_processed += 1;
+        self.trace.write_u64(at);
+        match kind {
+            EventKind::Deliver { node, slot, len } => {
+                self.trace.write_u16(node);
+                let buf = std::mem::take(&mut self.pool[slot as usize]);
+                self.engines[node as usize].handle_packet(at, &buf[..len as usize]);
+                self.pool[slot as usize] = buf;
+                self.free.push(slot);
+                self.service(node);
+            }
+            EventKind::Wake { node } => {
+                if self.wake_at[node as usize] != Some(at) {
+                    return Ok(()); // superseded
+                }
+                self.wake_at[node as usize] = None;
+                self.trace.write_u16(node | 0x8000);
+                self.engines[node as usize].handle_timeout(at);
+                self.service(node);
+            }
+            EventKind::Change => {
+                if let Some(c) = self.next_change.take() {
+                    self.apply(c.change);
+                }
+                self.pull_change();
+            }
+            EventKind::Start { node, round } => {
+                self.trace.write_u32(round);
+                self.round_slot(round)[node as usize].started_at = at;
+                self.engines[node as usize]
+                    .start_round(at, round)
+                    .map_err(|err| EmuError::Engine { node, err })?;
+                self.service(node);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::LinkRate { link, rate_bps } => {
+                if let Some(l) = self.links.get_mut(link) {
+                    l.rate_bps = rate_bps;
+                }
+            }
+            Change::LinkLatency { link, latency_ns } => {
+                if let Some(l) = self.links.get_mut(link) {
+                    l.latency_ns = latency_ns;
+                }
+            }
+            Change::LinkLoss { link, loss } => {
+                if let Some(l) = self.links.get_mut(link) {
+                    l.loss = loss;
+                }
+            }
+            Change::NodeDown(v) | Change::NodeUp(v) => {
+                let up = matches!(change, Change::NodeUp(_));
+                let n = self.n;
+                for u in 0..n {
+                    for (a, b) in [(u, v as usize), (v as usize, u)] {
+                        let i = self.link_of[a * n + b];
+                        if i != NO_LINK {
+                            self.links[i as usize].up = up;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drains an engine's output after it handled something.
+    fn service(&mut self, node: NodeId) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        loop {
+            let engine = &mut self.engines[node as usize];
+            let Some(tx) = engine.poll_transmit(self.now, &mut scratch) else { break };
+            self.transmit(node, tx.next_hop, &scratch[..tx.len]);
+        }
+        self.scratch = scratch;
+        while let Some(ev) = self.engines[node as usize].poll_event() {
+            match ev {
+                EngineEvent::ResultReady { round, at } => {
+                    self.round_slot(round)[node as usize].result_at = at;
+                }
+                EngineEvent::RoundComplete { round, epoch, at } => {
+                    let r = &mut self.round_slot(round)[node as usize];
+                    r.completed_at = at.max(1);
+                    r.epoch = epoch;
+                }
+            }
+        }
+        if let Some(t) = self.engines[node as usize].poll_timeout() {
+            // The engine only reports deadlines it cannot act on yet; clamp defensively so a
+            // wrong deadline can never stall virtual time.
+            let t = t.max(self.now + 1);
+            if self.wake_at[node as usize] != Some(t) {
+                self.wake_at[node as usize] = Some(t);
+                self.push(t, EventKind::Wake { node });
+            }
+        }
+    }
+
+    fn alloc_slot(&mut self, data: &[u8]) -> u32 {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.pool.push(Vec::with_capacity(self.scratch.len()));
+                (self.pool.len() - 1) as u32
+            }
+        };
+        let buf = &mut self.pool[slot as usize];
+        buf.clear();
+        buf.extend_from_slice(data);
+        slot
+    }
+
+    fn transmit(&mut self, from: NodeId, to: NodeId, data: &[u8]) {
+        let n = self.n;
+        let li = self.link_of.get(from as usize * n + to as usize).copied().unwrap_or(NO_LINK);
+        if li == NO_LINK {
+            self.no_link_drops += 1;
+            return;
+        }
+        let bits = ((data.len() + self.cfg.frame_overhead_bytes) * 8) as f64;
+        let now = self.now;
+        let mut t = now;
+        if let Some(cap) = self.egress_cap[from as usize] {
+            t = t.max(self.egress_busy[from as usize]) + (bits * 1e9 / cap) as Nanos;
+            self.egress_busy[from as usize] = t;
+        }
+        let link = &mut self.links[li as usize];
+        if !link.up || link.rate_bps <= 0.0 {
+            link.stats.lost += 1;
+            return;
+        }
+        let start = t.max(link.busy_until);
+        if start - now > self.cfg.queue_limit_ns {
+            link.stats.queue_drops += 1;
+            return;
+        }
+        let done = start + (bits * 1e9 / link.rate_bps) as Nanos;
+        link.busy_until = done;
+        link.stats.frames += 1;
+        link.stats.wire_bytes += (data.len() + self.cfg.frame_overhead_bytes) as u64;
+        let loss = link.loss + self.cfg.extra_loss;
+        let latency = link.latency_ns;
+        if loss > 0.0 && self.rng.random::<f64>() < loss {
+            self.links[li as usize].stats.lost += 1;
+            return;
+        }
+        let mut arrive = done + latency;
+        if self.cfg.reorder_prob > 0.0 && self.rng.random::<f64>() < self.cfg.reorder_prob {
+            arrive += self.rng.random_range(0..=self.cfg.reorder_delay_ns);
+        }
+        if let Some(cap) = self.ingress_cap[to as usize] {
+            arrive = arrive.max(self.ingress_busy[to as usize]) + (bits * 1e9 / cap) as Nanos;
+            self.ingress_busy[to as usize] = arrive;
+        }
+        let copies = if self.cfg.duplicate_prob > 0.0 && self.rng.random::<f64>() < self.cfg.duplicate_prob {
+            2
+        } else {
+            1
+        };
+        for c in 0..copies {
+            let slot = self.alloc_slot(data);
+            if self.cfg.corrupt_prob > 0.0 && self.rng.random::<f64>() < self.cfg.corrupt_prob {
+                let buf = &mut self.pool[slot as usize];
+                let i = self.rng.random_range(0..buf.len());
+                buf[i] ^= 1 << self.rng.random_range(0..8);
+            }
+            self.push(arrive + c, EventKind::Deliver { node: to, slot, len: data.len() as u32 });
+        }
+    }
+}
