@@ -74,7 +74,7 @@ impl EngineConfig {
             buffer_elems,
             segment_elems: 352,
             frame_overhead_bytes: wire::FRAME_OVERHEAD_BYTES,
-            ack_every: 8,
+            ack_every: 16,
             ack_delay_ns: 500_000,
             max_inflight: 1 << 16,
             default_rate_bps: 1e9,
