@@ -80,7 +80,6 @@ struct EmuLink {
 enum EventKind {
     Deliver { node: NodeId, slot: u32, len: u32 },
     Wake { node: NodeId },
-    Change,
     Start { node: NodeId, round: u32 },
 }
 
@@ -119,10 +118,20 @@ impl RoundSummary {
 pub enum EmuError {
     #[error("topology has {topo} nodes but {engines} engines were given")]
     EngineCount { topo: usize, engines: usize },
-    #[error("round {round} did not finish by virtual time {at_s:.3} s ({pending} nodes pending): {why}")]
-    Stuck { round: u32, at_s: f64, pending: usize, why: String },
+    #[error(
+        "round {round} did not finish by virtual time {at_s:.3} s ({pending} nodes pending): {why}"
+    )]
+    Stuck {
+        round: u32,
+        at_s: f64,
+        pending: usize,
+        why: String,
+    },
     #[error("engine {node}: {err}")]
-    Engine { node: NodeId, err: crate::engine::EngineError },
+    Engine {
+        node: NodeId,
+        err: crate::engine::EngineError,
+    },
 }
 
 /// N engines on an emulated WAN, in virtual time.
@@ -146,14 +155,22 @@ pub struct Simulation {
     rng: ChaCha8Rng,
     changes: Box<dyn Iterator<Item = TimedChange> + Send>,
     next_change: Option<TimedChange>,
+    start_hook: Option<StartHook>,
     rounds: Vec<Vec<NodeRound>>,
     trace: std::collections::hash_map::DefaultHasher,
     events_processed: u64,
+    /// `(last_round, compute_ns)`: when a node completes round r < last_round it starts
+    /// r + 1 after `compute_ns` (counted from when it held the result), like a trainer.
+    auto_advance: Option<(u32, Nanos)>,
     /// Frames sent to a neighbour without a link (a routing bug; counted, never delivered).
     pub no_link_drops: u64,
 }
 
 const NO_LINK: u32 = u32::MAX;
+
+/// Called as `hook(node, round, buffer)` right before `node` starts `round`: the buffer still
+/// holds the previous round's result; the hook may check it and must write the contribution.
+pub type StartHook = Box<dyn FnMut(NodeId, u32, &mut [f32]) + Send>;
 
 impl std::fmt::Debug for Simulation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -171,7 +188,10 @@ impl Simulation {
     pub fn new(topo: &Topology, engines: Vec<Engine>, cfg: EmuConfig) -> Result<Self, EmuError> {
         let n = topo.node_count();
         if engines.len() != n {
-            return Err(EmuError::EngineCount { topo: n, engines: engines.len() });
+            return Err(EmuError::EngineCount {
+                topo: n,
+                engines: engines.len(),
+            });
         }
         let mut link_of = vec![NO_LINK; n * n];
         let links = topo
@@ -190,7 +210,11 @@ impl Simulation {
                 }
             })
             .collect();
-        let max_len = engines.iter().map(|e| e.config().max_datagram_len()).max().unwrap_or(2048);
+        let max_len = engines
+            .iter()
+            .map(|e| e.config().max_datagram_len())
+            .max()
+            .unwrap_or(2048);
         Ok(Self {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             cfg,
@@ -211,9 +235,11 @@ impl Simulation {
             scratch: vec![0; max_len],
             changes: Box::new(std::iter::empty()),
             next_change: None,
+            start_hook: None,
             rounds: Vec::new(),
             trace: std::collections::hash_map::DefaultHasher::new(),
             events_processed: 0,
+            auto_advance: None,
             no_link_drops: 0,
         })
     }
@@ -221,18 +247,25 @@ impl Simulation {
     /// Applies a stream of timed network changes (e.g. `Scenario::changes()`), in order.
     pub fn set_changes(&mut self, changes: impl Iterator<Item = TimedChange> + Send + 'static) {
         self.changes = Box::new(changes);
-        self.next_change = None;
-        self.pull_change();
+        self.next_change = self.changes.next();
     }
 
-    fn pull_change(&mut self) {
-        if self.next_change.is_none() {
-            if let Some(c) = self.changes.next() {
-                let at = c.at_ns.max(self.now);
+    /// Applies every network change due at or before `t` (they are applied lazily, before
+    /// the first event at or after their time).
+    pub fn apply_changes_until(&mut self, t: Nanos) {
+        while let Some(c) = self.next_change.take() {
+            if c.at_ns > t {
                 self.next_change = Some(c);
-                self.push(at, EventKind::Change);
+                break;
             }
+            self.apply(c.change);
+            self.next_change = self.changes.next();
         }
+    }
+
+    /// Installs the hook run before every round start (see [`StartHook`]).
+    pub fn set_start_hook(&mut self, hook: StartHook) {
+        self.start_hook = Some(hook);
     }
 
     pub fn now(&self) -> Nanos {
@@ -250,10 +283,17 @@ impl Simulation {
     pub fn engines_mut(&mut self) -> &mut [Engine] {
         &mut self.engines
     }
+    /// The engines themselves, e.g. to move them into a new simulation.
+    pub fn engines_mut_vec(&mut self) -> &mut Vec<Engine> {
+        &mut self.engines
+    }
 
     /// Current rate of every link, in topology order (what an oracle planner would see).
     pub fn link_rates_bps(&self) -> Vec<f64> {
-        self.links.iter().map(|l| if l.up { l.rate_bps } else { 0.0 }).collect()
+        self.links
+            .iter()
+            .map(|l| if l.up { l.rate_bps } else { 0.0 })
+            .collect()
     }
 
     pub fn link_stats(&self) -> Vec<LinkStats> {
@@ -279,6 +319,38 @@ impl Simulation {
         &self.rounds
     }
 
+    /// Makes every node start round r + 1 by itself once it completed round r (for
+    /// r < `last_round`), `compute_ns` after it held round r's result.
+    pub fn set_auto_advance(&mut self, last_round: u32, compute_ns: Nanos) {
+        self.auto_advance = Some((last_round, compute_ns));
+    }
+
+    /// Runs until some node completed `round` (or every node did). Lets a control plane
+    /// act between a round's first completion and the next round's first start.
+    pub fn run_until_first_complete(
+        &mut self,
+        round: u32,
+        max_virtual_ns: Nanos,
+    ) -> Result<(), EmuError> {
+        let deadline = self.now.saturating_add(max_virtual_ns);
+        loop {
+            let any = self
+                .rounds
+                .get(round as usize)
+                .is_some_and(|r| r.iter().any(|x| x.completed_at > 0));
+            if any {
+                return Ok(());
+            }
+            let Some(Reverse((at, _, _))) = self.heap.peek() else {
+                return Err(self.stuck(round, "no events left (deadlock)"));
+            };
+            if *at > deadline {
+                return Err(self.stuck(round, "virtual-time limit reached"));
+            }
+            self.step()?;
+        }
+    }
+
     /// Summary of `round` once every node completed it.
     pub fn summary(&self, round: u32) -> Option<RoundSummary> {
         let r = self.rounds.get(round as usize)?;
@@ -296,7 +368,11 @@ impl Simulation {
     }
 
     /// Starts `round` on every node now and runs it to completion.
-    pub fn run_round_all(&mut self, round: u32, max_virtual_ns: Nanos) -> Result<RoundSummary, EmuError> {
+    pub fn run_round_all(
+        &mut self,
+        round: u32,
+        max_virtual_ns: Nanos,
+    ) -> Result<RoundSummary, EmuError> {
         for v in 0..self.n {
             self.schedule_start(v as NodeId, round, self.now);
         }
@@ -352,12 +428,23 @@ impl Simulation {
             .rounds
             .get(round as usize)
             .map_or(self.n, |r| r.iter().filter(|x| x.completed_at == 0).count());
-        EmuError::Stuck { round, at_s: self.now as f64 / NANOS_PER_SEC as f64, pending, why: why.into() }
+        EmuError::Stuck {
+            round,
+            at_s: self.now as f64 / NANOS_PER_SEC as f64,
+            pending,
+            why: why.into(),
+        }
     }
 
     /// Processes one event.
     pub fn step(&mut self) -> Result<(), EmuError> {
-        let Some(Reverse((at, _, kind))) = self.heap.pop() else { return Ok(()) };
+        let Some(&Reverse((next_at, _, _))) = self.heap.peek() else {
+            return Ok(());
+        };
+        self.apply_changes_until(next_at);
+        let Some(Reverse((at, _, kind))) = self.heap.pop() else {
+            return Ok(());
+        };
         self.now = at;
         self.events_processed += 1;
         self.trace.write_u64(at);
@@ -379,15 +466,12 @@ impl Simulation {
                 self.engines[node as usize].handle_timeout(at);
                 self.service(node);
             }
-            EventKind::Change => {
-                if let Some(c) = self.next_change.take() {
-                    self.apply(c.change);
-                }
-                self.pull_change();
-            }
             EventKind::Start { node, round } => {
                 self.trace.write_u32(round);
                 self.round_slot(round)[node as usize].started_at = at;
+                if let Some(hook) = &mut self.start_hook {
+                    hook(node, round, self.engines[node as usize].buffer_mut());
+                }
                 self.engines[node as usize]
                     .start_round(at, round)
                     .map_err(|err| EmuError::Engine { node, err })?;
@@ -434,7 +518,9 @@ impl Simulation {
         let mut scratch = std::mem::take(&mut self.scratch);
         loop {
             let engine = &mut self.engines[node as usize];
-            let Some(tx) = engine.poll_transmit(self.now, &mut scratch) else { break };
+            let Some(tx) = engine.poll_transmit(self.now, &mut scratch) else {
+                break;
+            };
             self.transmit(node, tx.next_hop, &scratch[..tx.len]);
         }
         self.scratch = scratch;
@@ -447,6 +533,19 @@ impl Simulation {
                     let r = &mut self.round_slot(round)[node as usize];
                     r.completed_at = at.max(1);
                     r.epoch = epoch;
+                    let result_at = r.result_at;
+                    if let Some((last, compute)) = self.auto_advance {
+                        if round < last {
+                            let start = at.max(result_at + compute);
+                            self.push(
+                                start,
+                                EventKind::Start {
+                                    node,
+                                    round: round + 1,
+                                },
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -477,7 +576,11 @@ impl Simulation {
 
     fn transmit(&mut self, from: NodeId, to: NodeId, data: &[u8]) {
         let n = self.n;
-        let li = self.link_of.get(from as usize * n + to as usize).copied().unwrap_or(NO_LINK);
+        let li = self
+            .link_of
+            .get(from as usize * n + to as usize)
+            .copied()
+            .unwrap_or(NO_LINK);
         if li == NO_LINK {
             self.no_link_drops += 1;
             return;
@@ -517,7 +620,9 @@ impl Simulation {
             arrive = arrive.max(self.ingress_busy[to as usize]) + (bits * 1e9 / cap) as Nanos;
             self.ingress_busy[to as usize] = arrive;
         }
-        let copies = if self.cfg.duplicate_prob > 0.0 && self.rng.random::<f64>() < self.cfg.duplicate_prob {
+        let copies = if self.cfg.duplicate_prob > 0.0
+            && self.rng.random::<f64>() < self.cfg.duplicate_prob
+        {
             2
         } else {
             1
@@ -529,7 +634,14 @@ impl Simulation {
                 let i = self.rng.random_range(0..buf.len());
                 buf[i] ^= 1 << self.rng.random_range(0..8);
             }
-            self.push(arrive + c, EventKind::Deliver { node: to, slot, len: data.len() as u32 });
+            self.push(
+                arrive + c,
+                EventKind::Deliver {
+                    node: to,
+                    slot,
+                    len: data.len() as u32,
+                },
+            );
         }
     }
 }

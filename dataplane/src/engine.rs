@@ -95,22 +95,40 @@ impl EngineConfig {
     pub fn validate(&self) -> Result<(), EngineError> {
         let bad = |field: &'static str, why: String| Err(EngineError::Config { field, why });
         if self.node >= self.node_count {
-            return bad("node", format!("{} is not below node_count {}", self.node, self.node_count));
+            return bad(
+                "node",
+                format!("{} is not below node_count {}", self.node, self.node_count),
+            );
         }
-        if self.segment_elems == 0 || wire::HEADER_LEN + self.segment_elems * 4 > wire::MAX_DATAGRAM_LEN - wire::AUTH_TAG_LEN {
-            return bad("segment_elems", format!("{} does not fit one datagram", self.segment_elems));
+        if self.segment_elems == 0
+            || wire::HEADER_LEN + self.segment_elems * 4
+                > wire::MAX_DATAGRAM_LEN - wire::AUTH_TAG_LEN
+        {
+            return bad(
+                "segment_elems",
+                format!("{} does not fit one datagram", self.segment_elems),
+            );
         }
         if self.ack_every == 0 {
             return bad("ack_every", "must be at least 1".into());
         }
         if self.max_inflight < 16 || self.max_inflight > (1 << 24) {
-            return bad("max_inflight", format!("{} is outside 16..=16777216", self.max_inflight));
+            return bad(
+                "max_inflight",
+                format!("{} is outside 16..=16777216", self.max_inflight),
+            );
         }
         if !(self.default_rate_bps.is_finite() && self.default_rate_bps > 0.0) {
-            return bad("default_rate_bps", format!("{} is not a positive rate", self.default_rate_bps));
+            return bad(
+                "default_rate_bps",
+                format!("{} is not a positive rate", self.default_rate_bps),
+            );
         }
         if self.min_rto_ns == 0 || self.min_rto_ns > self.max_rto_ns {
-            return bad("min_rto_ns", "must be positive and at most max_rto_ns".into());
+            return bad(
+                "min_rto_ns",
+                "must be positive and at most max_rto_ns".into(),
+            );
         }
         Ok(())
     }
@@ -372,7 +390,12 @@ impl RecvPath {
                 bits |= 1 << i;
             }
         }
-        AckRepr { cum_ack: self.rcv_nxt as u32, top: self.top as u32, bits, echo_ts_ns: self.echo_ts }
+        AckRepr {
+            cum_ack: self.rcv_nxt as u32,
+            top: self.top as u32,
+            bits,
+            echo_ts_ns: self.echo_ts,
+        }
     }
 }
 
@@ -500,11 +523,17 @@ impl Engine {
     pub fn new(cfg: EngineConfig, topo: &Topology) -> Result<Self, EngineError> {
         cfg.validate()?;
         if topo.node_count() != cfg.node_count as usize {
-            return Err(EngineError::NodeCount { policy: topo.node_count(), engine: cfg.node_count as usize });
+            return Err(EngineError::NodeCount {
+                policy: topo.node_count(),
+                engine: cfg.node_count as usize,
+            });
         }
         let n = cfg.node_count as usize;
         let cap = cfg.max_inflight.next_power_of_two();
-        let cfg = EngineConfig { max_inflight: cap, ..cfg };
+        let cfg = EngineConfig {
+            max_inflight: cap,
+            ..cfg
+        };
         Ok(Self {
             buf: vec![0.0; cfg.buffer_elems].into_boxed_slice(),
             topo: topo.clone(),
@@ -569,19 +598,36 @@ impl Engine {
 
     /// Smoothed RTT and current pacing rate of the path `path`, if it originates here.
     pub fn path_stats(&self, path: PathId) -> Option<(Option<Nanos>, f64)> {
-        self.send.get(path as usize)?.as_ref().map(|p| (p.srtt_ns, p.rate_bps))
+        self.send
+            .get(path as usize)?
+            .as_ref()
+            .map(|p| (p.srtt_ns, p.rate_bps))
     }
 
     /// Installs `policy` for rounds `>= activate_round`. Validated against the engine's
     /// topology now; takes effect at the first [`Engine::start_round`] at or after that round.
-    pub fn install_policy(&mut self, policy: Policy, activate_round: u32) -> Result<(), EngineError> {
+    pub fn install_policy(
+        &mut self,
+        policy: Policy,
+        activate_round: u32,
+    ) -> Result<(), EngineError> {
         if policy.node_count != self.cfg.node_count {
-            return Err(EngineError::NodeCount { policy: policy.node_count as usize, engine: self.cfg.node_count as usize });
+            return Err(EngineError::NodeCount {
+                policy: policy.node_count as usize,
+                engine: self.cfg.node_count as usize,
+            });
         }
-        let newest = self.pending.as_ref().map(|p| p.0.epoch).or(self.current.as_ref().map(|c| c.epoch));
+        let newest = self
+            .pending
+            .as_ref()
+            .map(|p| p.0.epoch)
+            .or(self.current.as_ref().map(|c| c.epoch));
         if let Some(cur) = newest {
             if policy.epoch <= cur {
-                return Err(EngineError::StaleEpoch { new: policy.epoch, current: cur });
+                return Err(EngineError::StaleEpoch {
+                    new: policy.epoch,
+                    current: cur,
+                });
             }
         }
         policy.validate(&self.topo)?;
@@ -613,7 +659,11 @@ impl Engine {
             if hops[0] == me {
                 let rate = hops
                     .windows(2)
-                    .map(|w| policy.link_rate(w[0], w[1]).unwrap_or(self.cfg.default_rate_bps))
+                    .map(|w| {
+                        policy
+                            .link_rate(w[0], w[1])
+                            .unwrap_or(self.cfg.default_rate_bps)
+                    })
                     .fold(f64::INFINITY, f64::min);
                 match &mut self.send[id] {
                     Some(p) if p.hops == *hops => {
@@ -650,7 +700,11 @@ impl Engine {
                     children += 1;
                 }
             }
-            let full_mask = if children == 64 { u64::MAX } else { (1u64 << children) - 1 };
+            let full_mask = if children == 64 {
+                u64::MAX
+            } else {
+                (1u64 << children) - 1
+            };
             let reduce_send = tree.reduce[me as usize].as_ref().map(edge_send);
             let bcast_send: Vec<EdgeSend> = tree
                 .broadcast
@@ -696,7 +750,11 @@ impl Engine {
         self.seg_flags = vec![0; seg_base];
         self.tree_reduced = vec![0; trees.len()];
         self.tree_final = vec![0; trees.len()];
-        self.current = Some(Compiled { epoch: policy.epoch, trees, total_segs: seg_base });
+        self.current = Some(Compiled {
+            epoch: policy.epoch,
+            trees,
+            total_segs: seg_base,
+        });
         Ok(())
     }
 
@@ -704,11 +762,17 @@ impl Engine {
     /// increase; the previous round must have completed here.
     pub fn start_round(&mut self, now: Nanos, round: u32) -> Result<(), EngineError> {
         if self.round_active {
-            return Err(EngineError::RoundOrder { round, why: format!("round {} is still running", self.round) });
+            return Err(EngineError::RoundOrder {
+                round,
+                why: format!("round {} is still running", self.round),
+            });
         }
         if let Some(last) = self.last_round {
             if round <= last {
-                return Err(EngineError::RoundOrder { round, why: format!("round {last} already started") });
+                return Err(EngineError::RoundOrder {
+                    round,
+                    why: format!("round {last} already started"),
+                });
             }
         }
         if self.pending.as_ref().is_some_and(|(_, at)| *at <= round) {
@@ -779,7 +843,9 @@ impl Engine {
         }
         match pkt.kind() {
             PacketKind::Ack => self.on_ack(now, path, &pkt),
-            PacketKind::ReduceData | PacketKind::BroadcastData => self.on_data(now, path, &pkt, data),
+            PacketKind::ReduceData | PacketKind::BroadcastData => {
+                self.on_data(now, path, &pkt, data)
+            }
             // Probes and control messages are handled by later layers.
             _ => self.counters.rx_invalid += 1,
         }
@@ -812,7 +878,8 @@ impl Engine {
         let slot = match self.relay_free.pop() {
             Some(s) => s,
             None => {
-                self.relay_slots.push(Vec::with_capacity(self.cfg.max_datagram_len()));
+                self.relay_slots
+                    .push(Vec::with_capacity(self.cfg.max_datagram_len()));
                 self.relay_slots.len() - 1
             }
         };
@@ -835,7 +902,7 @@ impl Engine {
             return;
         }
         let seq = expand_seq(pkt.seq(), rp.rcv_nxt);
-        if seq >= rp.rcv_nxt + rp.mask + 1 {
+        if seq > rp.rcv_nxt + rp.mask {
             self.counters.rx_out_of_window += 1;
             return;
         }
@@ -895,7 +962,8 @@ impl Engine {
                 return false;
             }
             if self.early.len() <= self.early_len {
-                self.early.push(Vec::with_capacity(self.cfg.max_datagram_len()));
+                self.early
+                    .push(Vec::with_capacity(self.cfg.max_datagram_len()));
             }
             let slot = &mut self.early[self.early_len];
             slot.clear();
@@ -978,19 +1046,33 @@ impl Engine {
             self.on_final(t, seg);
             return;
         }
-        let Some(edge) = tree.reduce_send.as_mut() else { return };
-        let item = SendItem { kind: PacketKind::ReduceData as u8, tree: t as u16, seg };
+        let Some(edge) = tree.reduce_send.as_mut() else {
+            return;
+        };
+        let item = SendItem {
+            kind: PacketKind::ReduceData as u8,
+            tree: t as u16,
+            seg,
+        };
         match tree.forward {
             ForwardMode::Pipelined => {
                 let p = edge.pick();
-                self.send[p as usize].as_mut().expect("compiled path").queue.push_back(item);
+                self.send[p as usize]
+                    .as_mut()
+                    .expect("compiled path")
+                    .queue
+                    .push_back(item);
             }
             ForwardMode::StoreAndForward => {
                 self.tree_reduced[t] += 1;
                 if self.tree_reduced[t] == tree.seg_count {
                     for s in 0..tree.seg_count {
                         let p = edge.pick();
-                        self.send[p as usize].as_mut().expect("compiled path").queue.push_back(SendItem { seg: s, ..item });
+                        self.send[p as usize]
+                            .as_mut()
+                            .expect("compiled path")
+                            .queue
+                            .push_back(SendItem { seg: s, ..item });
                     }
                 }
             }
@@ -1003,11 +1085,19 @@ impl Engine {
         let tree = &mut c.trees[t];
         self.seg_flags[tree.seg_base + seg as usize] |= SEG_FINAL;
         self.finals_left -= 1;
-        let item = SendItem { kind: PacketKind::BroadcastData as u8, tree: t as u16, seg };
+        let item = SendItem {
+            kind: PacketKind::BroadcastData as u8,
+            tree: t as u16,
+            seg,
+        };
         let send = &mut self.send;
         let mut push = |edge: &mut EdgeSend, item: SendItem| {
             let p = edge.pick();
-            send[p as usize].as_mut().expect("compiled path").queue.push_back(item);
+            send[p as usize]
+                .as_mut()
+                .expect("compiled path")
+                .queue
+                .push_back(item);
         };
         match tree.forward {
             ForwardMode::Pipelined => {
@@ -1034,13 +1124,20 @@ impl Engine {
         }
         if !self.result_reported {
             self.result_reported = true;
-            self.events.push_back(EngineEvent::ResultReady { round: self.round, at: now });
+            self.events.push_back(EngineEvent::ResultReady {
+                round: self.round,
+                at: now,
+            });
         }
         if self.send.iter().flatten().all(|p| p.idle()) {
             self.round_active = false;
             self.counters.rounds_completed += 1;
             let epoch = self.current.as_ref().map_or(0, |c| c.epoch);
-            self.events.push_back(EngineEvent::RoundComplete { round: self.round, epoch, at: now });
+            self.events.push_back(EngineEvent::RoundComplete {
+                round: self.round,
+                epoch,
+                at: now,
+            });
         }
     }
 
@@ -1083,7 +1180,9 @@ impl Engine {
             sp.acked_top = sp.acked_top.max(top);
         }
         sp.acked_top = sp.acked_top.max(cum);
-        while sp.snd_una < sp.snd_nxt && sp.ring[(sp.snd_una & sp.mask) as usize].state == ENTRY_ACKED {
+        while sp.snd_una < sp.snd_nxt
+            && sp.ring[(sp.snd_una & sp.mask) as usize].state == ENTRY_ACKED
+        {
             sp.ring[(sp.snd_una & sp.mask) as usize].state = ENTRY_EMPTY;
             sp.snd_una += 1;
         }
@@ -1126,7 +1225,9 @@ impl Engine {
             }
         }
         for sp in self.send.iter_mut().flatten() {
-            let Some(deadline) = sp.rto_deadline() else { continue };
+            let Some(deadline) = sp.rto_deadline() else {
+                continue;
+            };
             if deadline > now {
                 continue;
             }
@@ -1200,7 +1301,10 @@ impl Engine {
                 self.pace_link(now, next, len);
                 self.counters.relay_forwarded += 1;
                 self.counters.tx_bytes += len as u64;
-                return Some(Transmit { next_hop: next, len });
+                return Some(Transmit {
+                    next_hop: next,
+                    len,
+                });
             }
         }
         // 2. Acknowledgements.
@@ -1233,7 +1337,10 @@ impl Engine {
                 self.pace_link(now, next, len);
                 self.counters.tx_acks += 1;
                 self.counters.tx_bytes += len as u64;
-                return Some(Transmit { next_hop: next, len });
+                return Some(Transmit {
+                    next_hop: next,
+                    len,
+                });
             }
         }
         // 3. Data, round-robin over paths.
@@ -1241,7 +1348,10 @@ impl Engine {
         for k in 0..paths {
             let id = (self.rr_cursor + k) % paths;
             let Some(sp) = &self.send[id] else { continue };
-            if !sp.has_work() || sp.next_send_ns > now || self.link_next_ns[sp.next_hop as usize] > now {
+            if !sp.has_work()
+                || sp.next_send_ns > now
+                || self.link_next_ns[sp.next_hop as usize] > now
+            {
                 continue;
             }
             if let Some(tx) = self.send_on_path(now, id, out) {
@@ -1280,7 +1390,11 @@ impl Engine {
         let range = tree.seg_range(item.seg, self.cfg.segment_elems);
         let payload_len = range.len() * 4;
         let hdr = HeaderRepr {
-            kind: if item.kind == PacketKind::ReduceData as u8 { PacketKind::ReduceData } else { PacketKind::BroadcastData },
+            kind: if item.kind == PacketKind::ReduceData as u8 {
+                PacketKind::ReduceData
+            } else {
+                PacketKind::BroadcastData
+            },
             payload_len: payload_len as u16,
             job: self.cfg.job,
             epoch: c.epoch,
@@ -1296,7 +1410,10 @@ impl Engine {
             ..HeaderRepr::default()
         };
         hdr.emit(out).ok()?;
-        kernel::write_le_bytes(&mut out[wire::HEADER_LEN..wire::HEADER_LEN + payload_len], &self.buf[range]);
+        kernel::write_le_bytes(
+            &mut out[wire::HEADER_LEN..wire::HEADER_LEN + payload_len],
+            &self.buf[range],
+        );
         let len = wire::HEADER_LEN + payload_len;
         let next = sp.next_hop;
         let path_rate = sp.rate_bps;
@@ -1310,7 +1427,10 @@ impl Engine {
             self.counters.tx_data += 1;
         }
         self.counters.tx_bytes += len as u64;
-        Some(Transmit { next_hop: next, len })
+        Some(Transmit {
+            next_hop: next,
+            len,
+        })
     }
 
     /// Next event for the driver.
@@ -1332,7 +1452,10 @@ mod tests {
 
     #[test]
     fn edge_send_splits_by_weight() {
-        let mut e = EdgeSend { paths: vec![(0, 3.0), (1, 1.0)], credit: vec![0.0; 2] };
+        let mut e = EdgeSend {
+            paths: vec![(0, 3.0), (1, 1.0)],
+            credit: vec![0.0; 2],
+        };
         let picks: Vec<PathId> = (0..8).map(|_| e.pick()).collect();
         assert_eq!(picks.iter().filter(|&&p| p == 0).count(), 6);
     }

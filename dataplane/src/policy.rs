@@ -115,17 +115,44 @@ pub enum PolicyError {
     #[error("tree {tree}: root {root} is not a node of the network")]
     BadRoot { tree: usize, root: NodeId },
     #[error("tree {tree}: {which} map has {len} entries, expected one per node ({nodes})")]
-    MapLength { tree: usize, which: &'static str, len: usize, nodes: usize },
+    MapLength {
+        tree: usize,
+        which: &'static str,
+        len: usize,
+        nodes: usize,
+    },
     #[error("tree {tree}: the root {node} has a {which} parent")]
-    RootHasParent { tree: usize, which: &'static str, node: String },
+    RootHasParent {
+        tree: usize,
+        which: &'static str,
+        node: String,
+    },
     #[error("tree {tree}: node {node} is missing from the {which} tree (no parent)")]
-    MissingNode { tree: usize, which: &'static str, node: String },
+    MissingNode {
+        tree: usize,
+        which: &'static str,
+        node: String,
+    },
     #[error("tree {tree}: the {which} tree has a cycle through node {node}")]
-    Cycle { tree: usize, which: &'static str, node: String },
+    Cycle {
+        tree: usize,
+        which: &'static str,
+        node: String,
+    },
     #[error("tree {tree}: node {node} has {count} {which} children; at most {MAX_CHILDREN}")]
-    TooManyChildren { tree: usize, which: &'static str, node: String, count: usize },
+    TooManyChildren {
+        tree: usize,
+        which: &'static str,
+        node: String,
+        count: usize,
+    },
     #[error("tree {tree}: {which} edge {from} -> {to} has no route")]
-    NoRoute { tree: usize, which: &'static str, from: String, to: String },
+    NoRoute {
+        tree: usize,
+        which: &'static str,
+        from: String,
+        to: String,
+    },
     #[error("tree {tree}: {which} edge {from} -> {to} uses path {path}, which {problem}")]
     BadEdgePath {
         tree: usize,
@@ -136,7 +163,11 @@ pub enum PolicyError {
         problem: String,
     },
     #[error("route {path} ({hops}) {problem}")]
-    BadRoute { path: usize, hops: String, problem: String },
+    BadRoute {
+        path: usize,
+        hops: String,
+        problem: String,
+    },
     #[error("link rate {from} -> {to} = {rate} is not a positive finite number")]
     BadLinkRate { from: String, to: String, rate: f64 },
 }
@@ -146,7 +177,10 @@ impl Policy {
     pub fn validate(&self, topo: &Topology) -> Result<(), PolicyError> {
         let n = topo.node_count();
         if self.node_count as usize != n {
-            return Err(PolicyError::NodeCount { policy: self.node_count as usize, network: n });
+            return Err(PolicyError::NodeCount {
+                policy: self.node_count as usize,
+                network: n,
+            });
         }
         if self.trees.is_empty() {
             return Err(PolicyError::NoTrees);
@@ -155,9 +189,18 @@ impl Policy {
             return Err(PolicyError::TooManyTrees(self.trees.len()));
         }
         let name = |v: NodeId| -> String {
-            topo.nodes.get(v as usize).map(|x| x.name.clone()).unwrap_or_else(|| format!("#{v}"))
+            topo.nodes
+                .get(v as usize)
+                .map(|x| x.name.clone())
+                .unwrap_or_else(|| format!("#{v}"))
         };
-        let hops_str = |r: &Route| r.hops.iter().map(|&h| name(h)).collect::<Vec<_>>().join("->");
+        let hops_str = |r: &Route| {
+            r.hops
+                .iter()
+                .map(|&h| name(h))
+                .collect::<Vec<_>>()
+                .join("->")
+        };
         for (p, r) in self.routes.iter().enumerate() {
             let bad = |problem: &str| PolicyError::BadRoute {
                 path: p,
@@ -178,7 +221,11 @@ impl Policy {
             }
             for w in r.hops.windows(2) {
                 if topo.link(w[0], w[1]).is_none() {
-                    return Err(bad(&format!("uses {} -> {}, which is not a link", name(w[0]), name(w[1]))));
+                    return Err(bad(&format!(
+                        "uses {} -> {}, which is not a link",
+                        name(w[0]),
+                        name(w[1])
+                    )));
                 }
                 if topo.link(w[1], w[0]).is_none() {
                     return Err(bad(&format!(
@@ -191,21 +238,32 @@ impl Policy {
         }
         for lr in &self.link_rates {
             if !(lr.rate_bps.is_finite() && lr.rate_bps > 0.0) {
-                return Err(PolicyError::BadLinkRate { from: name(lr.from), to: name(lr.to), rate: lr.rate_bps });
+                return Err(PolicyError::BadLinkRate {
+                    from: name(lr.from),
+                    to: name(lr.to),
+                    rate: lr.rate_bps,
+                });
             }
         }
         let mut sum = 0.0;
         for (t, tree) in self.trees.iter().enumerate() {
             if !(tree.share.is_finite() && tree.share >= 0.0) {
-                return Err(PolicyError::BadShare { tree: t, share: tree.share });
+                return Err(PolicyError::BadShare {
+                    tree: t,
+                    share: tree.share,
+                });
             }
             sum += tree.share;
             if tree.root as usize >= n {
-                return Err(PolicyError::BadRoot { tree: t, root: tree.root });
+                return Err(PolicyError::BadRoot {
+                    tree: t,
+                    root: tree.root,
+                });
             }
-            for (which, map, reduce) in
-                [("reduce", &tree.reduce, true), ("broadcast", &tree.broadcast, false)]
-            {
+            for (which, map, reduce) in [
+                ("reduce", &tree.reduce, true),
+                ("broadcast", &tree.broadcast, false),
+            ] {
                 self.validate_tree_map(topo, t, tree.root, which, map, reduce, &name)?;
             }
         }
@@ -228,27 +286,53 @@ impl Policy {
     ) -> Result<(), PolicyError> {
         let n = topo.node_count();
         if map.len() != n {
-            return Err(PolicyError::MapLength { tree: t, which, len: map.len(), nodes: n });
+            return Err(PolicyError::MapLength {
+                tree: t,
+                which,
+                len: map.len(),
+                nodes: n,
+            });
         }
         if map[root as usize].is_some() {
-            return Err(PolicyError::RootHasParent { tree: t, which, node: name(root) });
+            return Err(PolicyError::RootHasParent {
+                tree: t,
+                which,
+                node: name(root),
+            });
         }
         let mut children = vec![0usize; n];
-        for v in 0..n {
+        for (v, slot) in map.iter().enumerate() {
             if v == root as usize {
                 continue;
             }
-            let Some(edge) = &map[v] else {
-                return Err(PolicyError::MissingNode { tree: t, which, node: name(v as NodeId) });
+            let Some(edge) = slot else {
+                return Err(PolicyError::MissingNode {
+                    tree: t,
+                    which,
+                    node: name(v as NodeId),
+                });
             };
             if edge.parent as usize >= n || edge.parent as usize == v {
-                return Err(PolicyError::Cycle { tree: t, which, node: name(v as NodeId) });
+                return Err(PolicyError::Cycle {
+                    tree: t,
+                    which,
+                    node: name(v as NodeId),
+                });
             }
             children[edge.parent as usize] += 1;
             // Data flows child → parent when reducing, parent → child when broadcasting.
-            let (from, to) = if reduce { (v as NodeId, edge.parent) } else { (edge.parent, v as NodeId) };
+            let (from, to) = if reduce {
+                (v as NodeId, edge.parent)
+            } else {
+                (edge.parent, v as NodeId)
+            };
             if edge.paths.is_empty() {
-                return Err(PolicyError::NoRoute { tree: t, which, from: name(from), to: name(to) });
+                return Err(PolicyError::NoRoute {
+                    tree: t,
+                    which,
+                    from: name(from),
+                    to: name(to),
+                });
             }
             for wp in &edge.paths {
                 let bad = |problem: String| PolicyError::BadEdgePath {
@@ -270,13 +354,21 @@ impl Policy {
                     )));
                 }
                 if !(wp.weight.is_finite() && wp.weight > 0.0) {
-                    return Err(bad(format!("has weight {}, not a positive number", wp.weight)));
+                    return Err(bad(format!(
+                        "has weight {}, not a positive number",
+                        wp.weight
+                    )));
                 }
             }
         }
         for (v, &c) in children.iter().enumerate() {
             if c > MAX_CHILDREN {
-                return Err(PolicyError::TooManyChildren { tree: t, which, node: name(v as NodeId), count: c });
+                return Err(PolicyError::TooManyChildren {
+                    tree: t,
+                    which,
+                    node: name(v as NodeId),
+                    count: c,
+                });
             }
         }
         // Every node must reach the root by following parents within n steps.
@@ -284,10 +376,17 @@ impl Policy {
             let mut cur = v;
             let mut steps = 0;
             while cur != root as usize {
-                cur = map[cur].as_ref().map(|e| e.parent as usize).unwrap_or(root as usize);
+                cur = map[cur]
+                    .as_ref()
+                    .map(|e| e.parent as usize)
+                    .unwrap_or(root as usize);
                 steps += 1;
                 if steps > n {
-                    return Err(PolicyError::Cycle { tree: t, which, node: name(v as NodeId) });
+                    return Err(PolicyError::Cycle {
+                        tree: t,
+                        which,
+                        node: name(v as NodeId),
+                    });
                 }
             }
         }
@@ -304,7 +403,13 @@ impl Policy {
         let last = self.trees.len().saturating_sub(1);
         for (t, tree) in self.trees.iter().enumerate() {
             cum += tree.share;
-            let end = if t == last { total } else { ((total as f64) * cum).round().clamp(start as f64, total as f64) as usize };
+            let end = if t == last {
+                total
+            } else {
+                ((total as f64) * cum)
+                    .round()
+                    .clamp(start as f64, total as f64) as usize
+            };
             out.push(start..end);
             start = end;
         }
@@ -313,7 +418,10 @@ impl Policy {
 
     /// The pacing rate for `from → to`, if the policy gives one.
     pub fn link_rate(&self, from: NodeId, to: NodeId) -> Option<f64> {
-        self.link_rates.iter().find(|l| l.from == from && l.to == to).map(|l| l.rate_bps)
+        self.link_rates
+            .iter()
+            .find(|l| l.from == from && l.to == to)
+            .map(|l| l.rate_bps)
     }
 }
 
@@ -338,7 +446,9 @@ impl PolicyBuilder {
         if let Some(i) = self.routes.iter().position(|r| r.hops == hops) {
             return i as PathId;
         }
-        self.routes.push(Route { hops: hops.to_vec() });
+        self.routes.push(Route {
+            hops: hops.to_vec(),
+        });
         (self.routes.len() - 1) as PathId
     }
 
@@ -352,10 +462,16 @@ impl PolicyBuilder {
         forward: ForwardMode,
     ) -> &mut Self {
         let direct = |p: NodeId, v: NodeId| vec![p, v];
-        let reduce_routes: Vec<Option<Vec<NodeId>>> =
-            reduce_parent.iter().enumerate().map(|(v, p)| p.map(|p| direct(v as NodeId, p))).collect();
-        let bcast_routes: Vec<Option<Vec<NodeId>>> =
-            broadcast_parent.iter().enumerate().map(|(v, p)| p.map(|p| direct(p, v as NodeId))).collect();
+        let reduce_routes: Vec<Option<Vec<NodeId>>> = reduce_parent
+            .iter()
+            .enumerate()
+            .map(|(v, p)| p.map(|p| direct(v as NodeId, p)))
+            .collect();
+        let bcast_routes: Vec<Option<Vec<NodeId>>> = broadcast_parent
+            .iter()
+            .enumerate()
+            .map(|(v, p)| p.map(|p| direct(p, v as NodeId)))
+            .collect();
         self.tree_with_routes(root, share, &reduce_routes, &bcast_routes, forward)
     }
 
@@ -374,17 +490,29 @@ impl PolicyBuilder {
         for r in reduce_route {
             reduce.push(r.as_ref().map(|hops| TreeEdge {
                 parent: *hops.last().unwrap_or(&root),
-                paths: vec![WeightedPath { path: self.route(hops), weight: 1.0 }],
+                paths: vec![WeightedPath {
+                    path: self.route(hops),
+                    weight: 1.0,
+                }],
             }));
         }
         let mut broadcast = Vec::with_capacity(broadcast_route.len());
         for r in broadcast_route {
             broadcast.push(r.as_ref().map(|hops| TreeEdge {
                 parent: *hops.first().unwrap_or(&root),
-                paths: vec![WeightedPath { path: self.route(hops), weight: 1.0 }],
+                paths: vec![WeightedPath {
+                    path: self.route(hops),
+                    weight: 1.0,
+                }],
             }));
         }
-        self.trees.push(TreePolicy { root, share, reduce, broadcast, forward });
+        self.trees.push(TreePolicy {
+            root,
+            share,
+            reduce,
+            broadcast,
+            forward,
+        });
         self
     }
 
@@ -400,7 +528,11 @@ impl PolicyBuilder {
             .links
             .iter()
             .filter(|l| l.rate_bps > 0.0)
-            .map(|l| LinkRate { from: l.from, to: l.to, rate_bps: l.rate_bps })
+            .map(|l| LinkRate {
+                from: l.from,
+                to: l.to,
+                rate_bps: l.rate_bps,
+            })
             .collect();
         self
     }

@@ -43,7 +43,10 @@ impl Topology {
 
     /// Index of the node with this name.
     pub fn node_id(&self, name: &str) -> Option<NodeId> {
-        self.nodes.iter().position(|n| n.name == name).map(|i| i as NodeId)
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .map(|i| i as NodeId)
     }
 
     pub fn node_name(&self, id: NodeId) -> &str {
@@ -125,6 +128,7 @@ impl Topology {
     /// True if every node can reach every other node over links of positive rate.
     pub fn is_strongly_connected(&self) -> bool {
         let n = self.node_count() as NodeId;
-        (0..n).all(|v| self.fewest_hop_route(0, v).is_some() && self.fewest_hop_route(v, 0).is_some())
+        (0..n)
+            .all(|v| self.fewest_hop_route(0, v).is_some() && self.fewest_hop_route(v, 0).is_some())
     }
 }

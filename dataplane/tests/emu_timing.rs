@@ -7,11 +7,23 @@ use netstorm_dataplane::topology::{Link, Node, Topology};
 use netstorm_dataplane::NodeId;
 
 fn chain(n: usize, mbps: f64, latency_ms: u64) -> Topology {
-    let nodes = (0..n).map(|i| Node { name: format!("n{i}"), egress_bps: None, ingress_bps: None }).collect();
+    let nodes = (0..n)
+        .map(|i| Node {
+            name: format!("n{i}"),
+            egress_bps: None,
+            ingress_bps: None,
+        })
+        .collect();
     let mut links = Vec::new();
     for i in 0..n - 1 {
         for (a, b) in [(i, i + 1), (i + 1, i)] {
-            links.push(Link { from: a as NodeId, to: b as NodeId, rate_bps: mbps * 1e6, latency_ns: latency_ms * 1_000_000, loss: 0.0 });
+            links.push(Link {
+                from: a as NodeId,
+                to: b as NodeId,
+                rate_bps: mbps * 1e6,
+                latency_ns: latency_ms * 1_000_000,
+                loss: 0.0,
+            });
         }
     }
     Topology { nodes, links }
@@ -21,14 +33,18 @@ fn chain(n: usize, mbps: f64, latency_ms: u64) -> Topology {
 fn chain_round_s(n: usize, elems: usize) -> f64 {
     let topo = chain(n, 100.0, 20);
     let root = (n - 1) as NodeId;
-    let reduce: Vec<Option<NodeId>> = (0..n).map(|v| (v + 1 < n).then_some(v as NodeId + 1)).collect();
+    let reduce: Vec<Option<NodeId>> = (0..n)
+        .map(|v| (v + 1 < n).then_some(v as NodeId + 1))
+        .collect();
     let bcast = reduce.clone();
     let mut b = PolicyBuilder::new();
-    b.tree(root, 1.0, &reduce, &bcast, ForwardMode::Pipelined).link_rates_from(&topo);
+    b.tree(root, 1.0, &reduce, &bcast, ForwardMode::Pipelined)
+        .link_rates_from(&topo);
     let policy = b.build(1, n as u16);
     let engines: Vec<Engine> = (0..n)
         .map(|v| {
-            let mut e = Engine::new(EngineConfig::new(v as NodeId, n as u16, elems), &topo).unwrap();
+            let mut e =
+                Engine::new(EngineConfig::new(v as NodeId, n as u16, elems), &topo).unwrap();
             e.install_policy(policy.clone(), 0).unwrap();
             for (i, x) in e.buffer_mut().iter_mut().enumerate() {
                 *x = ((i + v) % 7) as f32;
@@ -62,5 +78,8 @@ fn four_node_chain_pipelines_through_inner_nodes() {
     let t4 = chain_round_s(4, 25_000_000);
     eprintln!("chain of 4: {t4:.3} s vs 2 nodes {t2:.3} s");
     assert!((8.0..=8.8).contains(&t4), "round took {t4} s");
-    assert!(t4 < t2 * 1.05, "chain of 4 ({t4}) should pipeline like 2 nodes ({t2})");
+    assert!(
+        t4 < t2 * 1.05,
+        "chain of 4 ({t4}) should pipeline like 2 nodes ({t2})"
+    );
 }

@@ -15,7 +15,13 @@ const SECOND: u64 = 1_000_000_000;
 
 /// A random connected topology: a random spanning tree plus extra links, all bidirectional.
 fn random_topology(rng: &mut ChaCha8Rng, n: usize) -> Topology {
-    let nodes = (0..n).map(|i| Node { name: format!("dc{i}"), egress_bps: None, ingress_bps: None }).collect();
+    let nodes = (0..n)
+        .map(|i| Node {
+            name: format!("dc{i}"),
+            egress_bps: None,
+            ingress_bps: None,
+        })
+        .collect();
     let mut pairs = std::collections::BTreeSet::new();
     for v in 1..n {
         pairs.insert((rng.random_range(0..v), v));
@@ -31,7 +37,13 @@ fn random_topology(rng: &mut ChaCha8Rng, n: usize) -> Topology {
         let mbps = rng.random_range(50.0..1000.0);
         let latency_ns = rng.random_range(0..30) * 1_000_000;
         for (x, y) in [(a, b), (b, a)] {
-            links.push(Link { from: x as NodeId, to: y as NodeId, rate_bps: mbps * 1e6, latency_ns, loss: 0.0 });
+            links.push(Link {
+                from: x as NodeId,
+                to: y as NodeId,
+                rate_bps: mbps * 1e6,
+                latency_ns,
+                loss: 0.0,
+            });
         }
     }
     Topology { nodes, links }
@@ -46,7 +58,10 @@ fn random_tree(rng: &mut ChaCha8Rng, topo: &Topology, root: NodeId) -> Vec<Optio
     let mut frontier = vec![root];
     while let Some(i) = (!frontier.is_empty()).then(|| rng.random_range(0..frontier.len())) {
         let u = frontier[i];
-        let mut nbrs: Vec<NodeId> = topo.out_neighbors(u).filter(|&v| !seen[v as usize]).collect();
+        let mut nbrs: Vec<NodeId> = topo
+            .out_neighbors(u)
+            .filter(|&v| !seen[v as usize])
+            .collect();
         if nbrs.is_empty() {
             frontier.swap_remove(i);
             continue;
@@ -70,7 +85,11 @@ fn random_policy(rng: &mut ChaCha8Rng, topo: &Topology, trees: usize) -> Policy 
     weights.iter_mut().for_each(|w| *w /= total);
     for share in weights {
         let root = rng.random_range(0..n) as NodeId;
-        let forward = if rng.random_bool(0.2) { ForwardMode::StoreAndForward } else { ForwardMode::Pipelined };
+        let forward = if rng.random_bool(0.2) {
+            ForwardMode::StoreAndForward
+        } else {
+            ForwardMode::Pipelined
+        };
         if rng.random_bool(0.3) {
             // Star over routes: every node talks to the root directly, relayed if needed.
             let reduce: Vec<Option<Vec<NodeId>>> = (0..n as NodeId)
@@ -125,19 +144,32 @@ fn run(
     let mut buffers = Vec::new();
     for r in 0..rounds {
         for v in 0..n {
-            for (i, x) in sim.engine_mut(v as NodeId).buffer_mut().iter_mut().enumerate() {
+            for (i, x) in sim
+                .engine_mut(v as NodeId)
+                .buffer_mut()
+                .iter_mut()
+                .enumerate()
+            {
                 *x = input(v, r, i);
             }
         }
-        let s = sim.run_round_all(r, 600 * SECOND).unwrap_or_else(|e| panic!("round {r}: {e}"));
+        let s = sim
+            .run_round_all(r, 600 * SECOND)
+            .unwrap_or_else(|e| panic!("round {r}: {e}"));
         assert_eq!(s.epoch, Some(policy.epoch), "round {r} mixed epochs");
-        buffers = (0..n).map(|v| sim.engine(v as NodeId).buffer().to_vec()).collect();
+        buffers = (0..n)
+            .map(|v| sim.engine(v as NodeId).buffer().to_vec())
+            .collect();
         // Exact check against the reference sum in node order (integer-valued inputs are
         // exact in f32 in any order, so any lost, duplicated or misplaced contribution shows).
         for (v, buf) in buffers.iter().enumerate() {
             for (i, &x) in buf.iter().enumerate() {
                 let want: f32 = (0..n).map(|u| input(u, r, i)).sum();
-                assert_eq!(x.to_bits(), want.to_bits(), "round {r} node {v} element {i}: {x} != {want}");
+                assert_eq!(
+                    x.to_bits(),
+                    want.to_bits(),
+                    "round {r} node {v} element {i}: {x} != {want}"
+                );
             }
         }
     }
@@ -168,7 +200,18 @@ fn random_trees_and_shares_2_to_16_nodes_exact() {
         let trees = rng.random_range(1..=2 * n);
         let policy = random_policy(&mut rng, &topo, trees);
         let elems = rng.random_range(1..6000);
-        let o = run(&topo, &policy, elems, EmuConfig { seed: case, ..EmuConfig::default() }, vec![], 2, &int_input);
+        let o = run(
+            &topo,
+            &policy,
+            elems,
+            EmuConfig {
+                seed: case,
+                ..EmuConfig::default()
+            },
+            vec![],
+            2,
+            &int_input,
+        );
         relayed += o.relayed;
     }
     assert!(relayed > 0, "no case exercised relayed routes");
@@ -187,7 +230,15 @@ fn several_trees_per_root_exact() {
     }
     b.link_rates_from(&topo);
     let policy = b.build(3, 6);
-    run(&topo, &policy, 10_000, EmuConfig::default(), vec![], 3, &int_input);
+    run(
+        &topo,
+        &policy,
+        10_000,
+        EmuConfig::default(),
+        vec![],
+        3,
+        &int_input,
+    );
 }
 
 fn lossy(seed: u64, loss: f64) -> EmuConfig {
@@ -208,8 +259,19 @@ fn exact_under_one_percent_loss_reorder_and_duplication() {
         let n = 3 + case as usize * 2;
         let topo = random_topology(&mut rng, n);
         let policy = random_policy(&mut rng, &topo, n);
-        let o = run(&topo, &policy, 8000, lossy(case, 0.01), vec![], 2, &int_input);
-        assert!(o.retransmits > 0 && o.duplicates > 0, "loss and duplication were not exercised");
+        let o = run(
+            &topo,
+            &policy,
+            8000,
+            lossy(case, 0.01),
+            vec![],
+            2,
+            &int_input,
+        );
+        assert!(
+            o.retransmits > 0 && o.duplicates > 0,
+            "loss and duplication were not exercised"
+        );
     }
 }
 
@@ -220,9 +282,23 @@ fn exact_under_ten_percent_loss_reorder_and_duplication() {
         let n = 4 + case as usize * 3;
         let topo = random_topology(&mut rng, n);
         let policy = random_policy(&mut rng, &topo, n);
-        let o = run(&topo, &policy, 6000, lossy(case, 0.10), vec![], 2, &int_input);
-        eprintln!("case {case}: {} retransmits, {} duplicates, {} relayed", o.retransmits, o.duplicates, o.relayed);
-        assert!(o.retransmits > 0 && o.duplicates > 0, "loss and duplication were not exercised");
+        let o = run(
+            &topo,
+            &policy,
+            6000,
+            lossy(case, 0.10),
+            vec![],
+            2,
+            &int_input,
+        );
+        eprintln!(
+            "case {case}: {} retransmits, {} duplicates, {} relayed",
+            o.retransmits, o.duplicates, o.relayed
+        );
+        assert!(
+            o.retransmits > 0 && o.duplicates > 0,
+            "loss and duplication were not exercised"
+        );
     }
 }
 
@@ -235,11 +311,29 @@ fn exact_across_rate_changes_mid_round() {
     let mut changes = Vec::new();
     for k in 1..200u64 {
         for (i, l) in topo.links.iter().enumerate() {
-            let rate = if k % 2 == 1 { l.rate_bps / 10.0 } else { l.rate_bps };
-            changes.push(TimedChange { at_ns: k * 20_000_000, change: Change::LinkRate { link: i, rate_bps: rate } });
+            let rate = if k % 2 == 1 {
+                l.rate_bps / 10.0
+            } else {
+                l.rate_bps
+            };
+            changes.push(TimedChange {
+                at_ns: k * 20_000_000,
+                change: Change::LinkRate {
+                    link: i,
+                    rate_bps: rate,
+                },
+            });
         }
     }
-    run(&topo, &policy, 200_000, lossy(3, 0.01), changes, 2, &int_input);
+    run(
+        &topo,
+        &policy,
+        200_000,
+        lossy(3, 0.01),
+        changes,
+        2,
+        &int_input,
+    );
 }
 
 #[test]
@@ -251,17 +345,22 @@ fn arbitrary_floats_are_bit_identical_on_every_node() {
     let elems = 7000;
     let engines = (0..n)
         .map(|v| {
-            let mut e = Engine::new(EngineConfig::new(v as NodeId, n as u16, elems), &topo).unwrap();
+            let mut e =
+                Engine::new(EngineConfig::new(v as NodeId, n as u16, elems), &topo).unwrap();
             e.install_policy(policy.clone(), 0).unwrap();
             let mut r = ChaCha8Rng::seed_from_u64(v as u64);
-            e.buffer_mut().iter_mut().for_each(|x| *x = r.random_range(-1.0f32..1.0) * 1e3);
+            e.buffer_mut()
+                .iter_mut()
+                .for_each(|x| *x = r.random_range(-1.0f32..1.0) * 1e3);
             e
         })
         .collect();
     let inputs: Vec<Vec<f32>> = (0..n)
         .map(|v| {
             let mut r = ChaCha8Rng::seed_from_u64(v as u64);
-            (0..elems).map(|_| r.random_range(-1.0f32..1.0) * 1e3).collect()
+            (0..elems)
+                .map(|_| r.random_range(-1.0f32..1.0) * 1e3)
+                .collect()
         })
         .collect();
     let mut sim = Simulation::new(&topo, engines, lossy(5, 0.05)).unwrap();
@@ -269,12 +368,22 @@ fn arbitrary_floats_are_bit_identical_on_every_node() {
     let first = sim.engine(0).buffer().to_vec();
     for v in 1..n {
         let buf = sim.engine(v as NodeId).buffer();
-        assert!(first.iter().zip(buf).all(|(a, b)| a.to_bits() == b.to_bits()), "node {v} differs from node 0");
+        assert!(
+            first
+                .iter()
+                .zip(buf)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "node {v} differs from node 0"
+        );
     }
     // Equal to the reference sum up to float reassociation.
     for i in 0..elems {
         let want: f64 = inputs.iter().map(|x| x[i] as f64).sum();
-        assert!((first[i] as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()), "element {i}: {} vs {want}", first[i]);
+        assert!(
+            (first[i] as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()),
+            "element {i}: {} vs {want}",
+            first[i]
+        );
     }
 }
 
@@ -289,5 +398,8 @@ fn same_seed_same_trace_and_finish_time() {
     assert_eq!(a.trace, b.trace);
     assert_eq!(a.finish_ns, b.finish_ns);
     assert_eq!(a.buffers, b.buffers);
-    assert_ne!(a.trace, c.trace, "a different seed should change the loss pattern");
+    assert_ne!(
+        a.trace, c.trace,
+        "a different seed should change the loss pattern"
+    );
 }
