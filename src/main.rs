@@ -1,1 +1,105 @@
-fn main() {}
+//! `netstorm`: the user-facing CLI. Thin: parses arguments and calls the crates.
+#![deny(unsafe_code)]
+
+mod compare;
+mod plan_cmd;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "netstorm", version, about = "NetStorm: adaptive gradient synchronization for geo-distributed ML")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The main job, no arguments needed: every strategy on the paper's dynamic 9-DC WAN
+    /// with ResNet-50, side by side, in emulated time.
+    Demo(DemoArgs),
+    /// Run strategies through the real engine on an emulated WAN and compare them.
+    Compare(compare::CompareArgs),
+    /// Print a planner's policy for a scenario, its modeled round time and the optimum.
+    Plan(plan_cmd::PlanArgs),
+    /// Check scenario files and print a summary of each.
+    Scenario(ScenarioArgs),
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Rounds per strategy.
+    #[arg(long, default_value_t = 6)]
+    rounds: u32,
+    /// Where the scenario files live.
+    #[arg(long, default_value = "scenarios")]
+    scenarios: PathBuf,
+    /// Also write the results as JSON / an SVG plot.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ScenarioArgs {
+    /// Scenario files to check.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(a) => {
+            let scenario = a.scenarios.join("paper9-dynamic.toml");
+            let args = compare::CompareArgs {
+                scenario,
+                model: Some("resnet50".into()),
+                model_mb: None,
+                rounds: a.rounds,
+                compute_ms: 0.0,
+                strategies: None,
+                json: a.json,
+                plot: a.plot,
+                seed: 1,
+                segment_bytes: 1408,
+                jobs: None,
+                greed: 0.9,
+                no_progress: false,
+                demo: true,
+            };
+            compare::run(&args)
+        }
+        Command::Compare(a) => compare::run(&a),
+        Command::Plan(a) => plan_cmd::run(&a),
+        Command::Scenario(a) => {
+            for f in &a.files {
+                let s = netstorm_dataplane::scenario::Scenario::load(f)
+                    .with_context(|| format!("checking {}", f.display()))?;
+                let t = &s.topology;
+                let rates: Vec<f64> = t.links.iter().map(|l| l.rate_bps / 1e6).collect();
+                let min = rates.iter().cloned().fold(f64::INFINITY, f64::min);
+                let max = rates.iter().cloned().fold(0.0, f64::max);
+                println!(
+                    "{}: '{}' — {} nodes, {} directed links, {:.0}–{:.0} Mbit/s{}{}",
+                    f.display(),
+                    s.name,
+                    t.node_count(),
+                    t.links.len(),
+                    min,
+                    max,
+                    if s.dynamics.is_some() { ", dynamic" } else { "" },
+                    if s.events.is_empty() { String::new() } else { format!(", {} events", s.events.len()) }
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -7,7 +7,9 @@
 //! * [`models`] — per-tensor parameter counts of the paper's DNNs.
 #![deny(unsafe_code)]
 
+pub mod arborescence;
 pub mod bounds;
+pub mod experiment;
 pub mod models;
 pub mod network;
 pub mod planner;

@@ -104,7 +104,7 @@ pub struct KernelReport {
 
 /// Number of timed batches per side; the fastest batch is reported (least disturbed by
 /// scheduling noise).
-const MEASURE_BATCHES: usize = 5;
+const MEASURE_BATCHES: usize = 10;
 
 /// Measures [`add_assign_le_bytes`] on a `bytes`-long payload against `copy_from_slice`
 /// (memcpy) of the same byte count, `iters` times each, and reports both throughputs.

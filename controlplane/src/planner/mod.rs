@@ -5,6 +5,10 @@
 //! most loaded resource (directed link or node NIC cap) plus the latency of the deepest
 //! reduce + broadcast path. Store-and-forward trees are modeled per hop instead.
 
+pub mod baselines;
+pub mod packing;
+pub mod paper;
+
 use crate::network::NetworkModel;
 use netstorm_dataplane::policy::{ForwardMode, Policy, PolicyBuilder};
 use netstorm_dataplane::NodeId;
@@ -213,4 +217,50 @@ pub fn check_network(net: &NetworkModel) -> Result<(), PlanError> {
         }
     }
     Ok(())
+}
+
+/// Knobs the planners take by name (unused ones are ignored by each planner).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlannerOptions {
+    /// `paper`: keep the top R roots (default: all).
+    pub roots: Option<usize>,
+    /// `mxnet-ps`: per-tensor element counts, for ps-lite's key sharding.
+    pub tensor_sizes: Option<Vec<u64>>,
+    /// `tsengine`: probability of exploiting the best known peer.
+    pub greed: f64,
+    /// Seed for randomized planners.
+    pub seed: u64,
+}
+
+/// Every planner name [`by_name`] knows.
+pub const PLANNER_NAMES: &[&str] = &[
+    "packing", "paper", "mxnet-ps", "mlnet", "tsengine", "ring", "mesh", "spt",
+];
+
+/// The planner called `name`, configured from `opts`.
+pub fn by_name(name: &str, opts: &PlannerOptions) -> Result<Box<dyn Planner>, PlanError> {
+    Ok(match name {
+        // TODO(lead): wire packing::PackingPlanner once it lands.
+        "packing" => return Err(PlanError::Other("packing planner not built yet".into())),
+        "paper" => Box::new(paper::PaperPlanner::new(opts.roots)),
+        "mxnet-ps" => Box::new(match &opts.tensor_sizes {
+            Some(sizes) => baselines::MxnetPsPlanner::with_tensor_sizes(sizes.clone()),
+            None => baselines::MxnetPsPlanner::new(),
+        }),
+        "mlnet" => Box::new(baselines::MlnetPlanner::default()),
+        "tsengine" => Box::new(baselines::TsEnginePlanner {
+            greed: if opts.greed > 0.0 { opts.greed } else { 0.9 },
+            seed: opts.seed,
+            server: None,
+        }),
+        "ring" => Box::new(baselines::RingPlanner::default()),
+        "mesh" => Box::new(baselines::MeshPlanner),
+        "spt" => Box::new(baselines::SptPlanner),
+        other => {
+            return Err(PlanError::UnknownPlanner(
+                other.to_string(),
+                PLANNER_NAMES.join(", "),
+            ))
+        }
+    })
 }
