@@ -20,7 +20,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::hash::Hasher;
 
 /// Network-wide emulator settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,13 +150,14 @@ pub struct Simulation {
     wake_at: Vec<Option<Nanos>>,
     pool: Vec<Vec<u8>>,
     free: Vec<u32>,
-    scratch: Vec<u8>,
+    /// Size of every packet slot: the largest datagram any engine emits.
+    max_len: usize,
     rng: ChaCha8Rng,
     changes: Box<dyn Iterator<Item = TimedChange> + Send>,
     next_change: Option<TimedChange>,
     start_hook: Option<StartHook>,
     rounds: Vec<Vec<NodeRound>>,
-    trace: std::collections::hash_map::DefaultHasher,
+    trace: TraceHash,
     events_processed: u64,
     /// `(last_round, compute_ns)`: when a node completes round r < last_round it starts
     /// r + 1 after `compute_ns` (counted from when it held the result), like a trainer.
@@ -167,6 +167,22 @@ pub struct Simulation {
 }
 
 const NO_LINK: u32 = u32::MAX;
+
+/// Order-sensitive digest of the event trace (one multiply per word).
+#[derive(Debug, Clone, Copy)]
+struct TraceHash(u64);
+
+impl TraceHash {
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(x as u64);
+    }
+    fn write_u16(&mut self, x: u16) {
+        self.write_u64(x as u64);
+    }
+}
 
 /// Called as `hook(node, round, buffer)` right before `node` starts `round`: the buffer still
 /// holds the previous round's result; the hook may check it and must write the contribution.
@@ -232,12 +248,12 @@ impl Simulation {
             wake_at: vec![None; n],
             pool: Vec::new(),
             free: Vec::new(),
-            scratch: vec![0; max_len],
+            max_len,
             changes: Box::new(std::iter::empty()),
             next_change: None,
             start_hook: None,
             rounds: Vec::new(),
-            trace: std::collections::hash_map::DefaultHasher::new(),
+            trace: TraceHash(0x9e37_79b9_7f4a_7c15),
             events_processed: 0,
             auto_advance: None,
             no_link_drops: 0,
@@ -307,7 +323,7 @@ impl Simulation {
 
     /// A hash of every event processed so far (time, kind, node): equal traces, equal hashes.
     pub fn trace_hash(&self) -> u64 {
-        self.trace.finish()
+        self.trace.0
     }
 
     pub fn events_processed(&self) -> u64 {
@@ -515,15 +531,19 @@ impl Simulation {
 
     /// Drains an engine's output after it handled something.
     fn service(&mut self, node: NodeId) {
-        let mut scratch = std::mem::take(&mut self.scratch);
+        // Datagrams are written straight into a packet slot, which then travels through the
+        // event heap: no copy between the engine and the wire.
         loop {
-            let engine = &mut self.engines[node as usize];
-            let Some(tx) = engine.poll_transmit(self.now, &mut scratch) else {
+            let slot = self.alloc_slot();
+            let mut buf = std::mem::take(&mut self.pool[slot as usize]);
+            let tx = self.engines[node as usize].poll_transmit(self.now, &mut buf);
+            self.pool[slot as usize] = buf;
+            let Some(tx) = tx else {
+                self.free.push(slot);
                 break;
             };
-            self.transmit(node, tx.next_hop, &scratch[..tx.len]);
+            self.transmit(node, tx.next_hop, slot, tx.len);
         }
-        self.scratch = scratch;
         while let Some(ev) = self.engines[node as usize].poll_event() {
             match ev {
                 EngineEvent::ResultReady { round, at } => {
@@ -553,39 +573,38 @@ impl Simulation {
             // The engine only reports deadlines it cannot act on yet; clamp defensively so a
             // wrong deadline can never stall virtual time.
             let t = t.max(self.now + 1);
-            if self.wake_at[node as usize] != Some(t) {
+            // A pending earlier wake-up re-evaluates the deadline anyway; only an earlier
+            // deadline needs a new heap entry (the later one then goes stale).
+            if self.wake_at[node as usize].is_none_or(|w| t < w) {
                 self.wake_at[node as usize] = Some(t);
                 self.push(t, EventKind::Wake { node });
             }
         }
     }
 
-    fn alloc_slot(&mut self, data: &[u8]) -> u32 {
-        let slot = match self.free.pop() {
+    /// A free packet slot of `max_len` bytes (the pool grows until it covers the packets in
+    /// flight, then stays put).
+    fn alloc_slot(&mut self) -> u32 {
+        match self.free.pop() {
             Some(s) => s,
             None => {
-                self.pool.push(Vec::with_capacity(self.scratch.len()));
+                self.pool.push(vec![0; self.max_len]);
                 (self.pool.len() - 1) as u32
             }
-        };
-        let buf = &mut self.pool[slot as usize];
-        buf.clear();
-        buf.extend_from_slice(data);
-        slot
+        }
     }
 
-    fn transmit(&mut self, from: NodeId, to: NodeId, data: &[u8]) {
+    /// Sends the `len`-byte datagram in `slot` from `from` to its neighbour `to`; the slot
+    /// belongs to the event heap from here on (or is freed when the frame is dropped).
+    fn transmit(&mut self, from: NodeId, to: NodeId, slot: u32, len: usize) {
         let n = self.n;
-        let li = self
-            .link_of
-            .get(from as usize * n + to as usize)
-            .copied()
-            .unwrap_or(NO_LINK);
+        let li = self.link_of.get(from as usize * n + to as usize).copied().unwrap_or(NO_LINK);
         if li == NO_LINK {
             self.no_link_drops += 1;
+            self.free.push(slot);
             return;
         }
-        let bits = ((data.len() + self.cfg.frame_overhead_bytes) * 8) as f64;
+        let bits = ((len + self.cfg.frame_overhead_bytes) * 8) as f64;
         let now = self.now;
         let mut t = now;
         if let Some(cap) = self.egress_cap[from as usize] {
@@ -595,21 +614,24 @@ impl Simulation {
         let link = &mut self.links[li as usize];
         if !link.up || link.rate_bps <= 0.0 {
             link.stats.lost += 1;
+            self.free.push(slot);
             return;
         }
         let start = t.max(link.busy_until);
         if start - now > self.cfg.queue_limit_ns {
             link.stats.queue_drops += 1;
+            self.free.push(slot);
             return;
         }
         let done = start + (bits * 1e9 / link.rate_bps) as Nanos;
         link.busy_until = done;
         link.stats.frames += 1;
-        link.stats.wire_bytes += (data.len() + self.cfg.frame_overhead_bytes) as u64;
+        link.stats.wire_bytes += (len + self.cfg.frame_overhead_bytes) as u64;
         let loss = link.loss + self.cfg.extra_loss;
         let latency = link.latency_ns;
         if loss > 0.0 && self.rng.random::<f64>() < loss {
             self.links[li as usize].stats.lost += 1;
+            self.free.push(slot);
             return;
         }
         let mut arrive = done + latency;
@@ -620,28 +642,25 @@ impl Simulation {
             arrive = arrive.max(self.ingress_busy[to as usize]) + (bits * 1e9 / cap) as Nanos;
             self.ingress_busy[to as usize] = arrive;
         }
-        let copies = if self.cfg.duplicate_prob > 0.0
-            && self.rng.random::<f64>() < self.cfg.duplicate_prob
-        {
-            2
-        } else {
-            1
-        };
-        for c in 0..copies {
-            let slot = self.alloc_slot(data);
-            if self.cfg.corrupt_prob > 0.0 && self.rng.random::<f64>() < self.cfg.corrupt_prob {
-                let buf = &mut self.pool[slot as usize];
-                let i = self.rng.random_range(0..buf.len());
-                buf[i] ^= 1 << self.rng.random_range(0..8);
+        if self.cfg.duplicate_prob > 0.0 && self.rng.random::<f64>() < self.cfg.duplicate_prob {
+            let copy = self.alloc_slot();
+            let (src, dst) = (slot as usize, copy as usize);
+            let (lo, hi) = self.pool.split_at_mut(src.max(dst));
+            if src < dst {
+                hi[0][..len].copy_from_slice(&lo[src][..len]);
+            } else {
+                lo[dst][..len].copy_from_slice(&hi[0][..len]);
             }
-            self.push(
-                arrive + c,
-                EventKind::Deliver {
-                    node: to,
-                    slot,
-                    len: data.len() as u32,
-                },
-            );
+            self.deliver_later(arrive + 1, to, copy, len);
         }
+        self.deliver_later(arrive, to, slot, len);
+    }
+
+    fn deliver_later(&mut self, at: Nanos, to: NodeId, slot: u32, len: usize) {
+        if self.cfg.corrupt_prob > 0.0 && self.rng.random::<f64>() < self.cfg.corrupt_prob {
+            let i = self.rng.random_range(0..len);
+            self.pool[slot as usize][i] ^= 1 << self.rng.random_range(0..8);
+        }
+        self.push(at, EventKind::Deliver { node: to, slot, len: len as u32 });
     }
 }
