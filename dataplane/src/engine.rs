@@ -30,7 +30,8 @@ use crate::policy::{ForwardMode, PathId, Policy, PolicyError};
 use crate::topology::Topology;
 use crate::wire::{self, AckRepr, HeaderRepr, Packet, PacketKind};
 use crate::{Nanos, NodeId, NANOS_PER_SEC};
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::ops::Range;
 
 /// Tunables of one engine. Defaults suit a WAN with 1500-byte MTU.
@@ -205,14 +206,28 @@ const ENTRY_EMPTY: u8 = 0;
 const ENTRY_INFLIGHT: u8 = 1;
 const ENTRY_LOST: u8 = 2;
 const ENTRY_ACKED: u8 = 3;
+/// Queueing delay above the route's minimum RTT that counts as congestion.
+const QUEUEING_THRESHOLD_NS: Nanos = 3_000_000;
 /// Packets acknowledged after an unacknowledged one before it is declared lost.
 const DUP_THRESHOLD: u64 = 3;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A segment waiting to be sent. Ordered by `progress` first: every path serves the item
+/// whose tree is least far along (segment index / segment count, 32-bit fixed point), so all
+/// trees advance at the same fractional rate, as the fluid model assumes; FIFO order would
+/// let one tree monopolize a link while another tree's downstream links sit idle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 struct SendItem {
+    progress: u32,
     kind: u8,
     tree: u16,
     seg: u32,
+}
+
+impl SendItem {
+    fn new(kind: PacketKind, tree: usize, seg: u32, seg_count: u32) -> Self {
+        let progress = ((seg as u64) << 32) / (seg_count.max(1) as u64);
+        Self { progress: progress as u32, kind: kind as u8, tree: tree as u16, seg }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -227,7 +242,7 @@ struct InflightEntry {
 struct SendPath {
     hops: Vec<NodeId>,
     next_hop: NodeId,
-    queue: VecDeque<SendItem>,
+    queue: BinaryHeap<Reverse<SendItem>>,
     rtx: VecDeque<u64>,
     ring: Vec<InflightEntry>,
     mask: u64,
@@ -238,13 +253,18 @@ struct SendPath {
     /// Sequence numbers below this were already examined for loss.
     loss_scan: u64,
     srtt_ns: Option<Nanos>,
+    /// Smallest RTT seen: the route's propagation + serialization baseline.
+    min_rtt_ns: Nanos,
     rttvar_ns: Nanos,
     rto_ns: Nanos,
     rto_backoff: u32,
     /// When the retransmission timer last fired; the next firing is at least one RTO later.
     rto_fired_ns: Nanos,
-    /// Bottleneck rate of the route per the policy, and the current (loss-reduced) pacing rate.
+    /// Fair-share rate of the route per the policy (where pacing starts and returns to after
+    /// a policy change), the route's bottleneck link rate (how far additive increase may go
+    /// when other routes leave capacity unused), and the current pacing rate.
     nominal_bps: f64,
+    ceiling_bps: f64,
     rate_bps: f64,
     next_send_ns: Nanos,
     last_decrease_ns: Nanos,
@@ -256,7 +276,7 @@ impl SendPath {
         Self {
             next_hop: hops[1],
             hops,
-            queue: VecDeque::new(),
+            queue: BinaryHeap::new(),
             rtx: VecDeque::new(),
             ring: vec![InflightEntry::default(); cap],
             mask: cap as u64 - 1,
@@ -265,11 +285,13 @@ impl SendPath {
             acked_top: 0,
             loss_scan: 0,
             srtt_ns: None,
+            min_rtt_ns: Nanos::MAX,
             rttvar_ns: 0,
             rto_ns: cfg.initial_rto_ns,
             rto_backoff: 1,
             rto_fired_ns: 0,
             nominal_bps: rate_bps,
+            ceiling_bps: rate_bps,
             rate_bps,
             next_send_ns: 0,
             last_decrease_ns: 0,
@@ -314,20 +336,22 @@ impl SendPath {
     fn on_congestion(&mut self, now: Nanos) {
         let rtt = self.srtt_ns.unwrap_or(self.rto_ns);
         if now.saturating_sub(self.last_decrease_ns) >= rtt {
-            self.rate_bps = (self.rate_bps * 0.8).max(self.nominal_bps / 16.0);
+            self.rate_bps = (self.rate_bps * 0.7).max(self.nominal_bps / 32.0);
             self.last_decrease_ns = now;
             self.last_increase_ns = now;
         }
     }
 
-    /// Additive increase back towards the nominal rate, once per round trip.
-    fn on_progress(&mut self, now: Nanos) {
-        if self.rate_bps >= self.nominal_bps {
+    /// Additive increase towards the bottleneck rate, once per round trip: one frame per
+    /// round trip, as TCP does, but at least 1 % of the nominal rate so long paths recover.
+    fn on_progress(&mut self, now: Nanos, frame_bits: f64) {
+        if self.rate_bps >= self.ceiling_bps {
             return;
         }
-        let rtt = self.srtt_ns.unwrap_or(self.rto_ns);
+        let rtt = self.srtt_ns.unwrap_or(self.rto_ns).max(1);
         if now.saturating_sub(self.last_increase_ns) >= rtt {
-            self.rate_bps = (self.rate_bps + self.nominal_bps * 0.05).min(self.nominal_bps);
+            let step = (frame_bits * 1e9 / rtt as f64).max(self.nominal_bps * 0.01);
+            self.rate_bps = (self.rate_bps + step).min(self.ceiling_bps);
             self.last_increase_ns = now;
         }
     }
@@ -654,25 +678,23 @@ impl Engine {
             self.send.resize_with(policy.routes.len(), || None);
             self.recv.resize_with(policy.routes.len(), || None);
         }
+        let route_rates = policy.route_rates_bps(self.cfg.default_rate_bps);
         for (id, route) in policy.routes.iter().enumerate() {
             let hops = &route.hops;
             if hops[0] == me {
-                let rate = hops
+                let rate = route_rates[id];
+                let ceiling = hops
                     .windows(2)
-                    .map(|w| {
-                        policy
-                            .link_rate(w[0], w[1])
-                            .unwrap_or(self.cfg.default_rate_bps)
-                    })
+                    .map(|w| policy.link_rate(w[0], w[1]).unwrap_or(self.cfg.default_rate_bps))
                     .fold(f64::INFINITY, f64::min);
-                match &mut self.send[id] {
-                    Some(p) if p.hops == *hops => {
-                        p.nominal_bps = rate;
-                        p.rate_bps = rate;
-                    }
+                let sp = match &mut self.send[id] {
+                    Some(p) if p.hops == *hops => p,
                     Some(p) if !p.idle() => return Err(EngineError::PathBusy(id as PathId)),
-                    slot => *slot = Some(SendPath::new(hops.clone(), cap, rate, &self.cfg)),
-                }
+                    slot => slot.insert(SendPath::new(hops.clone(), cap, rate, &self.cfg)),
+                };
+                sp.nominal_bps = rate;
+                sp.rate_bps = rate;
+                sp.ceiling_bps = ceiling.max(rate);
             }
             let ack_hop = hops[hops.len() - 2];
             let same = |r: &RecvPath| r.origin == hops[0] && r.ack_next_hop == ack_hop;
@@ -1049,11 +1071,7 @@ impl Engine {
         let Some(edge) = tree.reduce_send.as_mut() else {
             return;
         };
-        let item = SendItem {
-            kind: PacketKind::ReduceData as u8,
-            tree: t as u16,
-            seg,
-        };
+        let item = SendItem::new(PacketKind::ReduceData, t, seg, tree.seg_count);
         match tree.forward {
             ForwardMode::Pipelined => {
                 let p = edge.pick();
@@ -1061,7 +1079,7 @@ impl Engine {
                     .as_mut()
                     .expect("compiled path")
                     .queue
-                    .push_back(item);
+                    .push(Reverse(item));
             }
             ForwardMode::StoreAndForward => {
                 self.tree_reduced[t] += 1;
@@ -1072,7 +1090,7 @@ impl Engine {
                             .as_mut()
                             .expect("compiled path")
                             .queue
-                            .push_back(SendItem { seg: s, ..item });
+                            .push(Reverse(SendItem::new(PacketKind::ReduceData, t, s, tree.seg_count)));
                     }
                 }
             }
@@ -1085,11 +1103,7 @@ impl Engine {
         let tree = &mut c.trees[t];
         self.seg_flags[tree.seg_base + seg as usize] |= SEG_FINAL;
         self.finals_left -= 1;
-        let item = SendItem {
-            kind: PacketKind::BroadcastData as u8,
-            tree: t as u16,
-            seg,
-        };
+        let item = SendItem::new(PacketKind::BroadcastData, t, seg, tree.seg_count);
         let send = &mut self.send;
         let mut push = |edge: &mut EdgeSend, item: SendItem| {
             let p = edge.pick();
@@ -1097,7 +1111,7 @@ impl Engine {
                 .as_mut()
                 .expect("compiled path")
                 .queue
-                .push_back(item);
+                .push(Reverse(item));
         };
         match tree.forward {
             ForwardMode::Pipelined => {
@@ -1110,7 +1124,7 @@ impl Engine {
                 if self.tree_final[t] == tree.seg_count {
                     for edge in &mut tree.bcast_send {
                         for s in 0..tree.seg_count {
-                            push(edge, SendItem { seg: s, ..item });
+                            push(edge, SendItem::new(PacketKind::BroadcastData, t, s, tree.seg_count));
                         }
                     }
                 }
@@ -1201,13 +1215,18 @@ impl Engine {
             }
             sp.loss_scan += 1;
         }
+        let mut queueing = false;
         if ack.echo_ts_ns > 0 && ack.echo_ts_ns <= now {
-            sp.rtt_sample(now - ack.echo_ts_ns, cfg);
+            let sample = now - ack.echo_ts_ns;
+            sp.rtt_sample(sample, cfg);
+            sp.min_rtt_ns = sp.min_rtt_ns.min(sample);
+            // Delay signal (Vegas-like): a queue is building somewhere on the route.
+            queueing = sample > sp.min_rtt_ns + QUEUEING_THRESHOLD_NS.max(sp.min_rtt_ns / 4);
         }
-        if lost {
+        if lost || queueing {
             sp.on_congestion(now);
         } else if newly > 0 {
-            sp.on_progress(now);
+            sp.on_progress(now, ((cfg.segment_elems * 4 + wire::HEADER_LEN + cfg.frame_overhead_bytes) * 8) as f64);
         }
         self.check_complete(now);
     }
@@ -1376,7 +1395,7 @@ impl Engine {
             if sp.snd_nxt - sp.snd_una > sp.mask {
                 return None;
             }
-            let item = sp.queue.pop_front()?;
+            let Reverse(item) = sp.queue.pop()?;
             let seq = sp.snd_nxt;
             sp.snd_nxt += 1;
             break (seq, item, false);

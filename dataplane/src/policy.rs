@@ -416,6 +416,49 @@ impl Policy {
         out
     }
 
+    /// Pacing rate of every route, bits/s: each link's rate (or `default_rate_bps`) is split
+    /// among the routes that cross it in proportion to the data they carry per round (Σ over
+    /// tree edges of share × path weight), and a route gets the smallest of its splits. A route
+    /// alone on its links gets the full bottleneck rate; relayed routes that share a link with
+    /// others get their fair part instead of overloading it.
+    pub fn route_rates_bps(&self, default_rate_bps: f64) -> Vec<f64> {
+        let n = self.node_count as usize;
+        let mut load = vec![0.0f64; self.routes.len()];
+        for tree in &self.trees {
+            for edge in tree.reduce.iter().chain(tree.broadcast.iter()).flatten() {
+                let total: f64 = edge.paths.iter().map(|p| p.weight).sum();
+                for p in &edge.paths {
+                    if let Some(l) = load.get_mut(p.path as usize) {
+                        *l += tree.share * p.weight / total.max(f64::MIN_POSITIVE);
+                    }
+                }
+            }
+        }
+        // Routes nobody uses this epoch still get a (tiny) load so they can send.
+        let floor = load.iter().cloned().fold(0.0, f64::max).max(1.0) * 1e-6;
+        load.iter_mut().for_each(|l| *l = l.max(floor));
+        let mut link_load = vec![0.0f64; n * n];
+        for (r, route) in self.routes.iter().enumerate() {
+            for w in route.hops.windows(2) {
+                link_load[w[0] as usize * n + w[1] as usize] += load[r];
+            }
+        }
+        self.routes
+            .iter()
+            .enumerate()
+            .map(|(r, route)| {
+                route
+                    .hops
+                    .windows(2)
+                    .map(|w| {
+                        let rate = self.link_rate(w[0], w[1]).unwrap_or(default_rate_bps);
+                        rate * load[r] / link_load[w[0] as usize * n + w[1] as usize]
+                    })
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .collect()
+    }
+
     /// The pacing rate for `from → to`, if the policy gives one.
     pub fn link_rate(&self, from: NodeId, to: NodeId) -> Option<f64> {
         self.link_rates

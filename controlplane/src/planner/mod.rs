@@ -240,8 +240,7 @@ pub const PLANNER_NAMES: &[&str] = &[
 /// The planner called `name`, configured from `opts`.
 pub fn by_name(name: &str, opts: &PlannerOptions) -> Result<Box<dyn Planner>, PlanError> {
     Ok(match name {
-        // TODO(lead): wire packing::PackingPlanner once it lands.
-        "packing" => return Err(PlanError::Other("packing planner not built yet".into())),
+        "packing" => Box::new(packing::PackingPlanner::default()),
         "paper" => Box::new(paper::PaperPlanner::new(opts.roots)),
         "mxnet-ps" => Box::new(match &opts.tensor_sizes {
             Some(sizes) => baselines::MxnetPsPlanner::with_tensor_sizes(sizes.clone()),
