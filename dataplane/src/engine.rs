@@ -539,6 +539,13 @@ pub struct Engine {
     relay_free: Vec<usize>,
     events: VecDeque<EngineEvent>,
     rr_cursor: usize,
+    /// Lower bounds on the next data send time, retransmission timeout and delayed-ack
+    /// deadline over all paths (`Nanos::MAX` = none). Kept incrementally so that the
+    /// common call — an ack arrives, nothing can be sent yet — costs O(1), not O(paths);
+    /// a stale (too early) bound only causes one rescan.
+    next_data_ns: Nanos,
+    next_rto_ns: Nanos,
+    next_ack_ns: Nanos,
     counters: Counters,
 }
 
@@ -585,6 +592,9 @@ impl Engine {
             relay_free: Vec::new(),
             events: VecDeque::with_capacity(8),
             rr_cursor: 0,
+            next_data_ns: 0,
+            next_rto_ns: 0,
+            next_ack_ns: 0,
             counters: Counters::default(),
             cfg,
         })
@@ -772,6 +782,7 @@ impl Engine {
         self.seg_flags = vec![0; seg_base];
         self.tree_reduced = vec![0; trees.len()];
         self.tree_final = vec![0; trees.len()];
+        self.next_data_ns = 0;
         self.current = Some(Compiled {
             epoch: policy.epoch,
             trees,
@@ -953,6 +964,7 @@ impl Engine {
             self.queue_ack(path);
         } else if rp.ack_deadline.is_none() {
             rp.ack_deadline = Some(now + self.cfg.ack_delay_ns);
+            self.next_ack_ns = self.next_ack_ns.min(now + self.cfg.ack_delay_ns);
         }
     }
 
@@ -1080,6 +1092,7 @@ impl Engine {
                     .expect("compiled path")
                     .queue
                     .push(Reverse(item));
+                self.next_data_ns = 0;
             }
             ForwardMode::StoreAndForward => {
                 self.tree_reduced[t] += 1;
@@ -1091,6 +1104,7 @@ impl Engine {
                             .expect("compiled path")
                             .queue
                             .push(Reverse(SendItem::new(PacketKind::ReduceData, t, s, tree.seg_count)));
+                        self.next_data_ns = 0;
                     }
                 }
             }
@@ -1105,6 +1119,7 @@ impl Engine {
         self.finals_left -= 1;
         let item = SendItem::new(PacketKind::BroadcastData, t, seg, tree.seg_count);
         let send = &mut self.send;
+        let mut pushed = false;
         let mut push = |edge: &mut EdgeSend, item: SendItem| {
             let p = edge.pick();
             send[p as usize]
@@ -1112,6 +1127,7 @@ impl Engine {
                 .expect("compiled path")
                 .queue
                 .push(Reverse(item));
+            pushed = true;
         };
         match tree.forward {
             ForwardMode::Pipelined => {
@@ -1129,6 +1145,9 @@ impl Engine {
                     }
                 }
             }
+        }
+        if pushed {
+            self.next_data_ns = 0;
         }
     }
 
@@ -1228,7 +1247,22 @@ impl Engine {
         } else if newly > 0 {
             sp.on_progress(now, ((cfg.segment_elems * 4 + wire::HEADER_LEN + cfg.frame_overhead_bytes) * 8) as f64);
         }
+        // The window may have opened, losses were queued, the RTO may have shrunk.
+        if let Some(d) = sp.rto_deadline() {
+            self.next_rto_ns = self.next_rto_ns.min(d);
+        }
+        self.note_work(path);
         self.check_complete(now);
+    }
+
+    /// Path `id` may have become sendable: lower the data deadline bound accordingly.
+    fn note_work(&mut self, id: usize) {
+        if let Some(Some(sp)) = self.send.get(id) {
+            if sp.has_work() {
+                let ready = sp.next_send_ns.max(self.link_next_ns[sp.next_hop as usize]);
+                self.next_data_ns = self.next_data_ns.min(ready);
+            }
+        }
     }
 
     // -----------------------------------------------------------------------------------
@@ -1236,18 +1270,29 @@ impl Engine {
 
     /// Lets timers fire: delayed acknowledgements and retransmission timeouts.
     pub fn handle_timeout(&mut self, now: Nanos) {
-        for id in 0..self.recv.len() {
-            if let Some(rp) = &self.recv[id] {
-                if rp.ack_deadline.is_some_and(|d| d <= now) {
-                    self.queue_ack(id);
+        if now >= self.next_ack_ns {
+            let mut next = Nanos::MAX;
+            for id in 0..self.recv.len() {
+                if let Some(rp) = &self.recv[id] {
+                    match rp.ack_deadline {
+                        Some(d) if d <= now => self.queue_ack(id),
+                        Some(d) => next = next.min(d),
+                        None => {}
+                    }
                 }
             }
+            self.next_ack_ns = next;
         }
+        if now < self.next_rto_ns {
+            return;
+        }
+        let mut next_rto = Nanos::MAX;
         for sp in self.send.iter_mut().flatten() {
             let Some(deadline) = sp.rto_deadline() else {
                 continue;
             };
             if deadline > now {
+                next_rto = next_rto.min(deadline);
                 continue;
             }
             // Everything sent more than one RTO ago is presumed lost (tail loss).
@@ -1263,31 +1308,24 @@ impl Engine {
             sp.rto_backoff = (sp.rto_backoff * 2).min(64);
             sp.rto_fired_ns = now;
             sp.on_congestion(now);
+            if let Some(d) = sp.rto_deadline() {
+                next_rto = next_rto.min(d);
+            }
         }
+        self.next_rto_ns = next_rto;
+        // Retransmissions were queued.
+        self.next_data_ns = 0;
     }
 
     /// The next time [`Engine::handle_timeout`] or [`Engine::poll_transmit`] has work, if any.
     pub fn poll_timeout(&self) -> Option<Nanos> {
-        let mut t = Nanos::MAX;
-        for rp in self.recv.iter().flatten() {
-            if let Some(d) = rp.ack_deadline {
-                t = t.min(d);
-            }
-        }
+        let mut t = self.next_ack_ns.min(self.next_rto_ns).min(self.next_data_ns);
         if let Some(&(next, _)) = self.relay.front() {
             t = t.min(self.link_next_ns[next as usize]);
         }
         if let Some(&p) = self.ack_queue.front() {
             if let Some(rp) = &self.recv[p as usize] {
                 t = t.min(self.link_next_ns[rp.ack_next_hop as usize]);
-            }
-        }
-        for sp in self.send.iter().flatten() {
-            if sp.has_work() {
-                t = t.min(sp.next_send_ns.max(self.link_next_ns[sp.next_hop as usize]));
-            }
-            if let Some(d) = sp.rto_deadline() {
-                t = t.min(d);
             }
         }
         (t != Nanos::MAX).then_some(t)
@@ -1362,15 +1400,21 @@ impl Engine {
                 });
             }
         }
-        // 3. Data, round-robin over paths.
+        // 3. Data, round-robin over paths (skipped while no path can be ready yet).
+        if now < self.next_data_ns {
+            return None;
+        }
         let paths = self.send.len();
+        let mut next_ready = Nanos::MAX;
         for k in 0..paths {
             let id = (self.rr_cursor + k) % paths;
             let Some(sp) = &self.send[id] else { continue };
-            if !sp.has_work()
-                || sp.next_send_ns > now
-                || self.link_next_ns[sp.next_hop as usize] > now
-            {
+            if !sp.has_work() {
+                continue;
+            }
+            let ready = sp.next_send_ns.max(self.link_next_ns[sp.next_hop as usize]);
+            if ready > now {
+                next_ready = next_ready.min(ready);
                 continue;
             }
             if let Some(tx) = self.send_on_path(now, id, out) {
@@ -1378,6 +1422,7 @@ impl Engine {
                 return Some(tx);
             }
         }
+        self.next_data_ns = next_ready;
         None
     }
 
@@ -1439,6 +1484,9 @@ impl Engine {
         let path_ns = self.frame_ns(len, path_rate);
         let sp = self.send[id].as_mut().expect("caller checked");
         sp.next_send_ns = sp.next_send_ns.max(now) + path_ns;
+        if let Some(d) = sp.rto_deadline() {
+            self.next_rto_ns = self.next_rto_ns.min(d);
+        }
         self.pace_link(now, next, len);
         if retransmit {
             self.counters.tx_retransmits += 1;
