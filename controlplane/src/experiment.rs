@@ -274,3 +274,127 @@ impl Checker {
         }
     }
 }
+
+/// A cluster of engines on an emulated WAN that synchronizes caller-provided buffers, one
+/// all-reduce at a time (every node starts together), re-planning with oracle knowledge when
+/// the network changed. For trainers and examples; `run_strategy` is the benchmark driver.
+pub struct EmulatedCluster {
+    sim: Simulation,
+    planner: Box<dyn Planner>,
+    builder: PolicyBuilder,
+    base: Topology,
+    rates: Vec<f64>,
+    plan: Plan,
+    epoch: u32,
+    round: u32,
+    elems: usize,
+    max_round_virtual_ns: Nanos,
+}
+
+impl std::fmt::Debug for EmulatedCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatedCluster")
+            .field("planner", &self.planner.name())
+            .field("round", &self.round)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmulatedCluster {
+    /// One engine per scenario node, each with a buffer of `elems` f32.
+    pub fn new(
+        scenario: &Scenario,
+        elems: usize,
+        planner: Box<dyn Planner>,
+        cfg: &ExperimentConfig,
+    ) -> Result<Self, ExperimentError> {
+        let topo = scenario.topology.clone();
+        let n = topo.node_count();
+        let engines = (0..n)
+            .map(|v| {
+                let mut ec = EngineConfig::new(v as NodeId, n as u16, elems);
+                ec.segment_elems = cfg.segment_elems;
+                Engine::new(ec, &topo).map_err(|err| ExperimentError::Engine { node: v as NodeId, err })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sim = Simulation::new(&topo, engines, EmuConfig { seed: cfg.seed, ..EmuConfig::default() })?;
+        sim.set_changes(scenario.changes());
+        sim.apply_changes_until(0);
+        let rates = sim.link_rates_bps();
+        let net = current_network(&topo, &rates);
+        let mut builder = PolicyBuilder::new();
+        let (plan, policy) = plan_policy(planner.as_ref(), &net, elems as f64 * 32.0, &mut builder, 1)?;
+        for v in 0..n {
+            sim.engine_mut(v as NodeId)
+                .install_policy(policy.clone(), 0)
+                .map_err(|err| ExperimentError::Engine { node: v as NodeId, err })?;
+        }
+        Ok(Self {
+            sim,
+            planner,
+            builder,
+            base: topo,
+            rates,
+            plan,
+            epoch: 1,
+            round: 0,
+            elems,
+            max_round_virtual_ns: cfg.max_round_virtual_ns,
+        })
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.base.node_count()
+    }
+
+    /// Emulated time now, seconds.
+    pub fn now_s(&self) -> f64 {
+        self.sim.now() as f64 / 1e9
+    }
+
+    /// Lets `seconds` of emulated time pass (e.g. local computation).
+    pub fn advance_s(&mut self, seconds: f64) -> Result<(), ExperimentError> {
+        let t = self.sim.now() + (seconds.max(0.0) * 1e9) as Nanos;
+        Ok(self.sim.advance_to(t)?)
+    }
+
+    /// Sums `inputs[v]` over all nodes through the engine; returns the sum (identical on
+    /// every node — checked) and the round's synchronization time in seconds.
+    pub fn allreduce(&mut self, inputs: &[Vec<f32>]) -> Result<(Vec<f32>, f64), ExperimentError> {
+        let n = self.node_count();
+        assert_eq!(inputs.len(), n, "one input per node");
+        let r = self.round;
+        let rates = self.sim.link_rates_bps();
+        if rates != self.rates && r > 0 {
+            self.rates = rates;
+            let net = current_network(&self.base, &self.rates);
+            let (plan, policy) =
+                plan_policy(self.planner.as_ref(), &net, self.elems as f64 * 32.0, &mut self.builder, self.epoch + 1)?;
+            if plan != self.plan {
+                self.epoch += 1;
+                self.plan = plan;
+                for v in 0..n {
+                    self.sim
+                        .engine_mut(v as NodeId)
+                        .install_policy(policy.clone(), r)
+                        .map_err(|err| ExperimentError::Engine { node: v as NodeId, err })?;
+                }
+            }
+        }
+        for (v, input) in inputs.iter().enumerate() {
+            assert_eq!(input.len(), self.elems, "input {v} has the wrong length");
+            self.sim.engine_mut(v as NodeId).buffer_mut().copy_from_slice(input);
+        }
+        let summary = self.sim.run_round_all(r, self.max_round_virtual_ns)?;
+        self.round += 1;
+        let result = self.sim.engine(0).buffer().to_vec();
+        for v in 1..n {
+            let other = self.sim.engine(v as NodeId).buffer();
+            if let Some(i) = result.iter().zip(other).position(|(a, b)| a.to_bits() != b.to_bits()) {
+                return Err(ExperimentError::Mismatch { round: r, node: v as NodeId, index: i, got: other[i], want: result[i] });
+            }
+        }
+        Ok((result, summary.sync_ns() as f64 / 1e9))
+    }
+}

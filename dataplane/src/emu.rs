@@ -367,6 +367,17 @@ impl Simulation {
         }
     }
 
+    /// Processes every event up to virtual time `t`, then moves the clock to `t` (e.g. to
+    /// model computation between rounds).
+    pub fn advance_to(&mut self, t: Nanos) -> Result<(), EmuError> {
+        while self.heap.peek().is_some_and(|Reverse((at, _, _))| *at <= t) {
+            self.step()?;
+        }
+        self.apply_changes_until(t);
+        self.now = self.now.max(t);
+        Ok(())
+    }
+
     /// Summary of `round` once every node completed it.
     pub fn summary(&self, round: u32) -> Option<RoundSummary> {
         let r = self.rounds.get(round as usize)?;
