@@ -3,6 +3,8 @@
 
 mod compare;
 mod plan_cmd;
+mod train_demo;
+mod sigpipe;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -26,12 +28,14 @@ enum Command {
     Plan(plan_cmd::PlanArgs),
     /// Check scenario files and print a summary of each.
     Scenario(ScenarioArgs),
+    /// Data-parallel training of a real model on a shipped data set, gradients synchronized by each strategy: accuracy vs emulated time.
+    TrainDemo(train_demo::TrainDemoArgs),
 }
 
 #[derive(Args, Debug)]
 struct DemoArgs {
     /// Rounds per strategy.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 4)]
     rounds: u32,
     /// Where the scenario files live.
     #[arg(long, default_value = "scenarios")]
@@ -41,6 +45,9 @@ struct DemoArgs {
     json: Option<PathBuf>,
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(Args, Debug)]
@@ -51,6 +58,7 @@ struct ScenarioArgs {
 }
 
 fn main() -> Result<()> {
+    sigpipe::reset();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -72,13 +80,14 @@ fn main() -> Result<()> {
                 segment_bytes: 1408,
                 jobs: None,
                 greed: 0.9,
-                no_progress: false,
+                no_progress: a.no_progress,
                 demo: true,
             };
             compare::run(&args)
         }
         Command::Compare(a) => compare::run(&a),
         Command::Plan(a) => plan_cmd::run(&a),
+        Command::TrainDemo(a) => train_demo::run(&a),
         Command::Scenario(a) => {
             for f in &a.files {
                 let s = netstorm_dataplane::scenario::Scenario::load(f)

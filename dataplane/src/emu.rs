@@ -609,7 +609,11 @@ impl Simulation {
     /// belongs to the event heap from here on (or is freed when the frame is dropped).
     fn transmit(&mut self, from: NodeId, to: NodeId, slot: u32, len: usize) {
         let n = self.n;
-        let li = self.link_of.get(from as usize * n + to as usize).copied().unwrap_or(NO_LINK);
+        let li = self
+            .link_of
+            .get(from as usize * n + to as usize)
+            .copied()
+            .unwrap_or(NO_LINK);
         if li == NO_LINK {
             self.no_link_drops += 1;
             self.free.push(slot);
@@ -672,6 +676,13 @@ impl Simulation {
             let i = self.rng.random_range(0..len);
             self.pool[slot as usize][i] ^= 1 << self.rng.random_range(0..8);
         }
-        self.push(at, EventKind::Deliver { node: to, slot, len: len as u32 });
+        self.push(
+            at,
+            EventKind::Deliver {
+                node: to,
+                slot,
+                len: len as u32,
+            },
+        );
     }
 }

@@ -226,7 +226,12 @@ struct SendItem {
 impl SendItem {
     fn new(kind: PacketKind, tree: usize, seg: u32, seg_count: u32) -> Self {
         let progress = ((seg as u64) << 32) / (seg_count.max(1) as u64);
-        Self { progress: progress as u32, kind: kind as u8, tree: tree as u16, seg }
+        Self {
+            progress: progress as u32,
+            kind: kind as u8,
+            tree: tree as u16,
+            seg,
+        }
     }
 }
 
@@ -695,7 +700,11 @@ impl Engine {
                 let rate = route_rates[id];
                 let ceiling = hops
                     .windows(2)
-                    .map(|w| policy.link_rate(w[0], w[1]).unwrap_or(self.cfg.default_rate_bps))
+                    .map(|w| {
+                        policy
+                            .link_rate(w[0], w[1])
+                            .unwrap_or(self.cfg.default_rate_bps)
+                    })
                     .fold(f64::INFINITY, f64::min);
                 let sp = match &mut self.send[id] {
                     Some(p) if p.hops == *hops => p,
@@ -1103,7 +1112,12 @@ impl Engine {
                             .as_mut()
                             .expect("compiled path")
                             .queue
-                            .push(Reverse(SendItem::new(PacketKind::ReduceData, t, s, tree.seg_count)));
+                            .push(Reverse(SendItem::new(
+                                PacketKind::ReduceData,
+                                t,
+                                s,
+                                tree.seg_count,
+                            )));
                         self.next_data_ns = 0;
                     }
                 }
@@ -1140,7 +1154,10 @@ impl Engine {
                 if self.tree_final[t] == tree.seg_count {
                     for edge in &mut tree.bcast_send {
                         for s in 0..tree.seg_count {
-                            push(edge, SendItem::new(PacketKind::BroadcastData, t, s, tree.seg_count));
+                            push(
+                                edge,
+                                SendItem::new(PacketKind::BroadcastData, t, s, tree.seg_count),
+                            );
                         }
                     }
                 }
@@ -1245,7 +1262,10 @@ impl Engine {
         if lost || queueing {
             sp.on_congestion(now);
         } else if newly > 0 {
-            sp.on_progress(now, ((cfg.segment_elems * 4 + wire::HEADER_LEN + cfg.frame_overhead_bytes) * 8) as f64);
+            sp.on_progress(
+                now,
+                ((cfg.segment_elems * 4 + wire::HEADER_LEN + cfg.frame_overhead_bytes) * 8) as f64,
+            );
         }
         // The window may have opened, losses were queued, the RTO may have shrunk.
         if let Some(d) = sp.rto_deadline() {
@@ -1319,7 +1339,10 @@ impl Engine {
 
     /// The next time [`Engine::handle_timeout`] or [`Engine::poll_transmit`] has work, if any.
     pub fn poll_timeout(&self) -> Option<Nanos> {
-        let mut t = self.next_ack_ns.min(self.next_rto_ns).min(self.next_data_ns);
+        let mut t = self
+            .next_ack_ns
+            .min(self.next_rto_ns)
+            .min(self.next_data_ns);
         if let Some(&(next, _)) = self.relay.front() {
             t = t.min(self.link_next_ns[next as usize]);
         }

@@ -6,12 +6,14 @@
 //! * [`kernel`] — the f32 aggregation kernels used on the hot path.
 //! * [`topology`] / [`scenario`] — the network description and its TOML file format.
 //! * [`emu`] — the emulated WAN and the virtual-time driver that runs N engines.
+//! * [`port`] — real-time backends behind one batch rx/tx trait, and the poll-mode driver.
 #![deny(unsafe_code)]
 
 pub mod emu;
 pub mod engine;
 pub mod kernel;
 pub mod policy;
+pub mod port;
 pub mod scenario;
 pub mod topology;
 pub mod wire;

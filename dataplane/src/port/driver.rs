@@ -1,0 +1,142 @@
+//! The poll-mode driver: runs one [`Engine`] on one [`Port`] in real time.
+//!
+//! One clock read per loop iteration (a batch of datagrams), none per packet; buffers are
+//! allocated once. The engine stays sans-IO: the driver owns the clock and the port.
+
+use super::{PacketBuf, Port, PortError};
+use crate::engine::{Engine, EngineEvent};
+use crate::Nanos;
+use std::time::{Duration, Instant};
+
+/// How the driver polls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriverConfig {
+    /// Datagrams per rx/tx batch.
+    pub batch: usize,
+    /// Sleep this long after an iteration that moved nothing (`None` = pure busy-poll).
+    pub idle_backoff: Option<Duration>,
+    /// Give up (with an error) after this long.
+    pub max_duration: Duration,
+    /// After the last round, keep answering (acknowledgements, retransmissions) this long so
+    /// peers still finishing are not left without acks.
+    pub linger: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            batch: 32,
+            idle_backoff: None,
+            max_duration: Duration::from_secs(600),
+            linger: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What a driver run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DriverReport {
+    pub rounds_completed: u32,
+    pub rx_datagrams: u64,
+    pub tx_datagrams: u64,
+    /// Datagrams the port refused (back-pressure); the engine's loss recovery resends them.
+    pub tx_refused: u64,
+    pub elapsed: Duration,
+    /// Per completed round: time from its start to the result being ready here.
+    pub round_result_ns: Vec<Nanos>,
+}
+
+/// Runs rounds `first_round .. first_round + rounds` on `engine` over `port`. Before each
+/// round, `fill(round, buffer)` writes this node's contribution; after each round,
+/// `done(round, buffer)` may read the result.
+pub fn run_engine<P: Port + ?Sized>(
+    engine: &mut Engine,
+    port: &mut P,
+    cfg: &DriverConfig,
+    first_round: u32,
+    rounds: u32,
+    mut fill: impl FnMut(u32, &mut [f32]),
+    mut done: impl FnMut(u32, &[f32]),
+) -> Result<DriverReport, PortError> {
+    let start = Instant::now();
+    let clock = || start.elapsed().as_nanos() as Nanos + 1;
+    let cap = port
+        .max_datagram_len()
+        .max(engine.config().max_datagram_len());
+    let mut rx = PacketBuf::batch(cfg.batch, cap);
+    let mut tx = PacketBuf::batch(cfg.batch, cap);
+    let mut report = DriverReport::default();
+    if rounds == 0 {
+        return Ok(report);
+    }
+    let mut round = first_round;
+    let mut finished_at: Option<Instant> = None;
+    let mut round_start = clock();
+    fill(round, engine.buffer_mut());
+    engine
+        .start_round(round_start, round)
+        .map_err(|e| PortError::Other(e.to_string()))?;
+    loop {
+        let now = clock();
+        let k = port.recv_batch(&mut rx)?;
+        for b in &rx[..k] {
+            engine.handle_packet(now, b.bytes());
+        }
+        report.rx_datagrams += k as u64;
+        if engine.poll_timeout().is_some_and(|t| t <= now) {
+            engine.handle_timeout(now);
+        }
+        let mut m = 0;
+        while m < tx.len() {
+            let Some(t) = engine.poll_transmit(now, &mut tx[m].data) else {
+                break;
+            };
+            tx[m].len = t.len;
+            tx[m].peer = t.next_hop;
+            m += 1;
+        }
+        if m > 0 {
+            let sent = port.send_batch(&tx[..m])?;
+            report.tx_datagrams += sent as u64;
+            report.tx_refused += (m - sent) as u64;
+        }
+        while let Some(ev) = engine.poll_event() {
+            match ev {
+                EngineEvent::ResultReady { round: r, at } if r == round => {
+                    report.round_result_ns.push(at.saturating_sub(round_start));
+                }
+                EngineEvent::RoundComplete { round: r, .. } if r == round => {
+                    done(round, engine.buffer());
+                    report.rounds_completed += 1;
+                    if report.rounds_completed == rounds {
+                        report.elapsed = start.elapsed();
+                        finished_at = Some(Instant::now());
+                        continue;
+                    }
+                    round += 1;
+                    round_start = clock();
+                    fill(round, engine.buffer_mut());
+                    engine
+                        .start_round(round_start, round)
+                        .map_err(|e| PortError::Other(e.to_string()))?;
+                }
+                _ => {}
+            }
+        }
+        if finished_at.is_some_and(|f| f.elapsed() >= cfg.linger) {
+            return Ok(report);
+        }
+        if finished_at.is_none() && start.elapsed() > cfg.max_duration {
+            return Err(PortError::Other(format!(
+                "round {round} not finished after {:?} (completed {} of {rounds})",
+                cfg.max_duration, report.rounds_completed
+            )));
+        }
+        if k == 0 && m == 0 {
+            match cfg.idle_backoff {
+                Some(d) => std::thread::sleep(d),
+                None => std::hint::spin_loop(),
+            }
+        }
+    }
+}

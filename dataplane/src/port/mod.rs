@@ -1,0 +1,70 @@
+//! Ports: the backends that carry datagrams between nodes in real time, behind one batch
+//! rx/tx trait (smoltcp's `phy::Device`, s2n-quic's queues), and the poll-mode driver that
+//! runs an [`Engine`] on a port with a monotonic clock.
+//!
+//! * [`channel`] — in-process, threads joined by lock-free queues (tests, real-time emulation).
+//! * `udp` — kernel UDP sockets with batched syscalls (in progress).
+//! * `dpdk` — DPDK ethdev (feature `dpdk`, in progress).
+//!
+//! Invariant: a port never blocks in `recv_batch`/`send_batch`; the driver busy-polls.
+
+pub mod channel;
+mod driver;
+
+pub use driver::{run_engine, DriverConfig, DriverReport};
+
+use crate::NodeId;
+
+/// One datagram buffer: `data[..len]` is the datagram, `peer` the neighbour it came from
+/// (receive) or goes to (send).
+#[derive(Debug, Clone)]
+pub struct PacketBuf {
+    pub data: Box<[u8]>,
+    pub len: usize,
+    pub peer: NodeId,
+}
+
+impl PacketBuf {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            data: vec![0; capacity].into_boxed_slice(),
+            len: 0,
+            peer: 0,
+        }
+    }
+
+    /// A batch of `n` buffers of `capacity` bytes each (allocate once, reuse forever).
+    pub fn batch(n: usize, capacity: usize) -> Vec<PacketBuf> {
+        (0..n).map(|_| PacketBuf::new(capacity)).collect()
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+}
+
+/// Errors of a port.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("port I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no route to node {0}")]
+    UnknownPeer(NodeId),
+    #[error("the peer side of the port is gone")]
+    Disconnected,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A backend that moves datagrams between this node and its neighbours.
+pub trait Port {
+    /// Largest datagram the port carries.
+    fn max_datagram_len(&self) -> usize;
+    /// Fills `bufs[..k]` (data, len, peer) with waiting datagrams and returns `k`; 0 when
+    /// nothing is waiting. Never blocks. Datagrams from unknown senders are dropped and
+    /// counted by the port, never returned.
+    fn recv_batch(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, PortError>;
+    /// Sends `bufs` (each to its `peer`); returns how many were taken. The rest may be
+    /// offered again later (back-pressure). Never blocks.
+    fn send_batch(&mut self, bufs: &[PacketBuf]) -> Result<usize, PortError>;
+}
