@@ -5,11 +5,14 @@ use super::{PacketBuf, Port, PortError};
 use crate::NodeId;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 
+/// A datagram in flight: sender and bytes.
+type Datagram = (NodeId, Vec<u8>);
+
 /// One node's end of a full mesh of in-process links.
 #[derive(Debug)]
 pub struct ChannelPort {
-    rx: Receiver<(NodeId, Vec<u8>)>,
-    tx: Vec<Option<SyncSender<(NodeId, Vec<u8>)>>>,
+    rx: Receiver<Datagram>,
+    tx: Vec<Option<SyncSender<Datagram>>>,
     me: NodeId,
     max_len: usize,
     /// Datagrams refused because a neighbour's queue was full.
