@@ -6,7 +6,6 @@ use netstorm_dataplane::engine::{Engine, EngineConfig, EngineError};
 use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder, PolicyError, TreeEdge, WeightedPath};
 use netstorm_dataplane::topology::{Link, Node, Topology};
 use netstorm_dataplane::wire::{HeaderRepr, PacketKind, HEADER_LEN};
-use netstorm_dataplane::NodeId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -44,32 +43,25 @@ fn star_policy(topo: &Topology, epoch: u32) -> netstorm_dataplane::policy::Polic
     b.build(epoch, 3)
 }
 
-fn data_packet(
-    job: u32,
-    epoch: u32,
-    round: u32,
-    tree: u16,
-    segment: u32,
-    src: NodeId,
-    dst: NodeId,
-    elems: usize,
-) -> Vec<u8> {
+/// A reduce-data packet from node 1 to node 0, round 0, one full segment of poison values.
+fn data_packet(job: u32, epoch: u32, tree: u16, segment: u32) -> Vec<u8> {
     let hdr = HeaderRepr {
         kind: PacketKind::ReduceData,
-        payload_len: (elems * 4) as u16,
+        payload_len: 352 * 4,
         job,
         epoch,
-        round,
+        round: 0,
         tree,
         path: 0,
-        src,
-        dst,
+        src: 1,
+        dst: 0,
         seq: 0,
         segment,
         ttl: 1,
         timestamp_ns: 1,
         ..HeaderRepr::default()
     };
+    let elems = 352;
     let mut buf = vec![0u8; HEADER_LEN + elems * 4];
     hdr.emit(&mut buf).unwrap();
     // Poison values: if any of these were ever added, the result check below would fail.
@@ -103,7 +95,7 @@ fn hostile_packets_are_counted_dropped_and_change_nothing() {
     // Mutations start from another job's packet: a forged packet valid in every field
     // (job, epoch, path, sequence) needs authentication to be told apart — that is the MAC's
     // job, not parsing's.
-    let foreign = data_packet(99, 7, 0, 0, 0, 1, 0, 352);
+    let foreign = data_packet(99, 7, 0, 0);
     let mut injected = 0u64;
     // Interleave 10,000 random and mutated packets with the real traffic.
     while sim.summary(0).is_none() {
@@ -124,9 +116,9 @@ fn hostile_packets_are_counted_dropped_and_change_nothing() {
                     }
                     p
                 }
-                2 => data_packet(99, 7, 0, 0, 0, 1, 0, 352), // another job
-                3 => data_packet(1, 3, 0, 0, 0, 1, 0, 352),  // stale epoch
-                _ => data_packet(1, 7, 0, 9, 99_999, 1, 0, 352), // no such tree/segment
+                2 => data_packet(99, 7, 0, 0),     // another job
+                3 => data_packet(1, 3, 0, 0),      // stale epoch
+                _ => data_packet(1, 7, 9, 99_999), // no such tree/segment
             };
             let target = rng.random_range(0..3u16);
             let now = sim.now();
