@@ -164,6 +164,34 @@ pub enum EngineEvent {
     RoundComplete { round: u32, epoch: u32, at: Nanos },
 }
 
+/// One delivery-rate sample of a path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSample {
+    /// Bytes on the wire acknowledged per second over the last window (≥ one RTT).
+    pub bps: f64,
+    /// The sender ran out of data during the window: the path is at least this fast.
+    pub app_limited: bool,
+    /// When the window closed.
+    pub at: Nanos,
+}
+
+/// What a sender knows about one of its paths (see [`Engine::telemetry`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathTelemetry {
+    pub path: PathId,
+    pub hops: Vec<NodeId>,
+    /// Cumulative bytes (frames on the wire) acknowledged.
+    pub delivered_bytes: u64,
+    /// Cumulative packets declared lost (by acknowledgements or timeout).
+    pub lost_packets: u64,
+    /// RTT from echoed timestamps: no synchronized clocks needed.
+    pub srtt_ns: Option<Nanos>,
+    pub min_rtt_ns: Option<Nanos>,
+    pub rate_sample: Option<RateSample>,
+    /// Current pacing rate.
+    pub pacing_bps: f64,
+}
+
 /// A datagram to send: `len` bytes written at the start of the caller's buffer, for the
 /// neighbour `next_hop`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +302,16 @@ struct SendPath {
     next_send_ns: Nanos,
     last_decrease_ns: Nanos,
     last_increase_ns: Nanos,
+    /// Telemetry: packets acknowledged and declared lost since the path was created, and
+    /// the current delivery-rate sampling window (BBR-style: bytes acknowledged over at
+    /// least one RTT; a window in which the sender ran dry is marked application-limited,
+    /// because it says only that the path is at least that fast).
+    delivered_pkts: u64,
+    lost_pkts: u64,
+    window_start_ns: Nanos,
+    window_start_pkts: u64,
+    window_app_limited: bool,
+    rate_sample: Option<(f64, bool, Nanos)>,
 }
 
 impl SendPath {
@@ -301,6 +339,12 @@ impl SendPath {
             next_send_ns: 0,
             last_decrease_ns: 0,
             last_increase_ns: 0,
+            delivered_pkts: 0,
+            lost_pkts: 0,
+            window_start_ns: 0,
+            window_start_pkts: 0,
+            window_app_limited: false,
+            rate_sample: None,
         }
     }
 
@@ -641,6 +685,24 @@ impl Engine {
             .get(path as usize)?
             .as_ref()
             .map(|p| (p.srtt_ns, p.rate_bps))
+    }
+
+    /// Telemetry of every path that originates here: the raw material of network awareness.
+    pub fn telemetry(&self) -> impl Iterator<Item = PathTelemetry> + '_ {
+        let frame = (self.cfg.segment_elems * 4 + wire::HEADER_LEN + self.cfg.frame_overhead_bytes) as u64;
+        self.send.iter().enumerate().filter_map(move |(id, p)| {
+            let p = p.as_ref()?;
+            Some(PathTelemetry {
+                path: id as PathId,
+                hops: p.hops.clone(),
+                delivered_bytes: p.delivered_pkts * frame,
+                lost_packets: p.lost_pkts,
+                srtt_ns: p.srtt_ns,
+                min_rtt_ns: (p.min_rtt_ns != Nanos::MAX).then_some(p.min_rtt_ns),
+                rate_sample: p.rate_sample.map(|(bps, app_limited, at)| RateSample { bps, app_limited, at }),
+                pacing_bps: p.rate_bps,
+            })
+        })
     }
 
     /// Installs `policy` for rounds `>= activate_round`. Validated against the engine's
@@ -1246,10 +1308,27 @@ impl Engine {
             if e.state == ENTRY_INFLIGHT {
                 e.state = ENTRY_LOST;
                 sp.rtx.push_back(s);
+                sp.lost_pkts += 1;
                 self.counters.loss_detected += 1;
                 lost = true;
             }
             sp.loss_scan += 1;
+        }
+        // Delivery-rate sample once the window spans a round trip.
+        sp.delivered_pkts += newly;
+        if sp.queue.is_empty() && sp.rtx.is_empty() {
+            sp.window_app_limited = true;
+        }
+        let span = now.saturating_sub(sp.window_start_ns);
+        if span >= sp.srtt_ns.unwrap_or(sp.rto_ns).max(1_000_000) {
+            if sp.window_start_ns > 0 {
+                let frame_bits = ((cfg.segment_elems * 4 + wire::HEADER_LEN + cfg.frame_overhead_bytes) * 8) as f64;
+                let rate = (sp.delivered_pkts - sp.window_start_pkts) as f64 * frame_bits * 1e9 / span as f64;
+                sp.rate_sample = Some((rate, sp.window_app_limited, now));
+            }
+            sp.window_start_ns = now;
+            sp.window_start_pkts = sp.delivered_pkts;
+            sp.window_app_limited = false;
         }
         let mut queueing = false;
         if ack.echo_ts_ns > 0 && ack.echo_ts_ns <= now {
@@ -1323,6 +1402,7 @@ impl Engine {
                 if e.state == ENTRY_INFLIGHT && e.sent_ns + rto <= now {
                     e.state = ENTRY_LOST;
                     sp.rtx.push_back(s);
+                    sp.lost_pkts += 1;
                 }
             }
             sp.rto_backoff = (sp.rto_backoff * 2).min(64);
