@@ -373,19 +373,24 @@ fn plot_rows(path: &std::path::Path, rows: &[JsonResult], title: &str, over_time
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d((0..rows.len()).into_segmented(), 0.0..max.max(1e-9))?;
+            .build_cartesian_2d(-0.5..(rows.len() as f64 - 0.5), 0.0..max.max(1e-9))?;
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_label_formatter(&|x| match x {
-                SegmentValue::CenterOf(i) => rows.get(*i).map(|r| r.strategy.clone()).unwrap_or_default(),
-                _ => String::new(),
+            .x_labels(rows.len())
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 0.01 && i >= 0.0 {
+                    rows.get(i as usize).map(|r| r.strategy.clone()).unwrap_or_default()
+                } else {
+                    String::new()
+                }
             })
             .y_desc("seconds")
             .draw()?;
         chart.draw_series(rows.iter().enumerate().map(|(i, r)| {
             let color = Palette99::pick(i).filled();
-            Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), r.round_s_mean)], color)
+            Rectangle::new([(i as f64 - 0.4, 0.0), (i as f64 + 0.4, r.round_s_mean)], color)
         }))?;
     }
     if over_time {
@@ -394,7 +399,7 @@ fn plot_rows(path: &std::path::Path, rows: &[JsonResult], title: &str, over_time
             .flat_map(|r| r.rounds.iter().map(|x| x.started_s + x.sync_s))
             .fold(0.0, f64::max);
         let mut chart = ChartBuilder::on(&bottom)
-            .caption("round time over emulated time (dynamic network)", ("sans-serif", 20))
+            .caption("round time vs when the round finished (dynamic network)", ("sans-serif", 20))
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(60)
@@ -403,7 +408,10 @@ fn plot_rows(path: &std::path::Path, rows: &[JsonResult], title: &str, over_time
         for (i, r) in rows.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
-                .draw_series(LineSeries::new(r.rounds.iter().map(|x| (x.started_s, x.sync_s)), color.stroke_width(2)))?
+                .draw_series(LineSeries::new(
+                    r.rounds.iter().map(|x| (x.started_s + x.sync_s, x.sync_s)),
+                    color.stroke_width(2),
+                ))?
                 .label(r.strategy.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         }
