@@ -13,7 +13,10 @@ use netstorm_dataplane::scenario::Scenario;
 use std::path::Path;
 
 fn sync_round(c: &mut Criterion) {
-    let scenario = Scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/paper9-static100.toml")).unwrap();
+    let scenario = Scenario::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/paper9-static100.toml"),
+    )
+    .unwrap();
     let topo = scenario.topology.clone();
     let net = NetworkModel::from_topology(topo.clone());
     let elems = 25_000_000; // 100 MB of f32
@@ -33,7 +36,8 @@ fn sync_round(c: &mut Criterion) {
     let mut round = 0u32;
     group.bench_function("paper9_100MB_spt_round", |b| {
         b.iter(|| {
-            let mut sim = Simulation::new(&topo, std::mem::take(&mut engines), EmuConfig::default()).unwrap();
+            let mut sim =
+                Simulation::new(&topo, std::mem::take(&mut engines), EmuConfig::default()).unwrap();
             sim.run_round_all(round, 3_600_000_000_000).unwrap();
             round += 1;
             engines = std::mem::take(sim.engines_mut_vec());

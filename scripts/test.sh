@@ -5,3 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo test --workspace "$@"
+# The DPDK port (feature `dpdk`) and its interop check against dpdk-testpmd, when libdpdk is
+# installed (install-deps does that as root); bounded to seconds, no NICs or hugepages needed.
+if pkg-config --exists libdpdk 2>/dev/null; then
+  cargo test -p netstorm-dataplane --features dpdk "$@"
+  bash scripts/dpdk-testpmd-interop.sh
+else
+  echo "skipping DPDK tests: libdpdk not found (pkg-config --exists libdpdk failed; run scripts/install-deps.sh as root)"
+fi

@@ -21,7 +21,11 @@ pub struct CompareArgs {
     #[arg(long)]
     pub scenario: PathBuf,
     /// Model profile: alexnet, resnet50, mobilenet, vgg16.
-    #[arg(long, conflicts_with = "model_mb", required_unless_present = "model_mb")]
+    #[arg(
+        long,
+        conflicts_with = "model_mb",
+        required_unless_present = "model_mb"
+    )]
     pub model: Option<String>,
     /// Synthetic model of this many MB (10^6 bytes) of f32 gradients.
     #[arg(long)]
@@ -68,8 +72,16 @@ struct Strategy {
     note: &'static str,
 }
 
-const STRATEGY_NAMES: &[&str] =
-    &["mxnet-ps", "mlnet", "tsengine", "ring", "mesh", "spt", "netstorm-paper", "netstorm-packing"];
+const STRATEGY_NAMES: &[&str] = &[
+    "mxnet-ps",
+    "mlnet",
+    "tsengine",
+    "ring",
+    "mesh",
+    "spt",
+    "netstorm-paper",
+    "netstorm-packing",
+];
 
 fn strategies(names: &[String], opts: &PlannerOptions) -> Result<Vec<Strategy>> {
     let mut out = Vec::new();
@@ -85,10 +97,21 @@ fn strategies(names: &[String], opts: &PlannerOptions) -> Result<Vec<Strategy>> 
             "netstorm-packing" => ("packing", "ours: multiplicative-weights tree packing + share LP"),
             other => bail!("unknown strategy '{other}' (known: {})", STRATEGY_NAMES.join(", ")),
         };
-        out.push(Strategy { name: STRATEGY_NAMES.iter().find(|&&s| s == name).copied().expect("matched"), planner: planner::by_name(planner_name, opts)?, note });
+        out.push(Strategy {
+            name: STRATEGY_NAMES
+                .iter()
+                .find(|&&s| s == name)
+                .copied()
+                .expect("matched"),
+            planner: planner::by_name(planner_name, opts)?,
+            note,
+        });
     }
     Ok(out)
 }
+
+/// A finished strategy run and its wall time in seconds.
+type StrategyOutcome = Result<(StrategyResult, f64)>;
 
 #[derive(Debug, Serialize)]
 struct JsonResult {
@@ -135,12 +158,19 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(args: &CompareArgs) -> Result<()> {
-    let scenario = Scenario::load(&args.scenario).with_context(|| format!("loading scenario {}", args.scenario.display()))?;
+    let scenario = Scenario::load(&args.scenario)
+        .with_context(|| format!("loading scenario {}", args.scenario.display()))?;
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
-    if args.segment_bytes == 0 || args.segment_bytes % 4 != 0 || args.segment_bytes > 65_000 {
-        bail!("--segment-bytes must be a positive multiple of 4 below 65000 (got {})", args.segment_bytes);
+    if args.segment_bytes == 0
+        || !args.segment_bytes.is_multiple_of(4)
+        || args.segment_bytes > 65_000
+    {
+        bail!(
+            "--segment-bytes must be a positive multiple of 4 below 65000 (got {})",
+            args.segment_bytes
+        );
     }
     let profile = match (&args.model, args.model_mb) {
         (Some(name), _) => ModelProfile::by_name(name)?,
@@ -188,7 +218,14 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         args.rounds
     );
 
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(2)).max(1);
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(2)
+        })
+        .max(1);
     let multi = MultiProgress::new();
     if args.no_progress || std::env::var_os("CI").is_some() {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -205,7 +242,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         })
         .collect();
     let next = Mutex::new(0usize);
-    let results: Mutex<Vec<Option<Result<(StrategyResult, f64)>>>> =
+    let results: Mutex<Vec<Option<StrategyOutcome>>> =
         Mutex::new((0..strategies.len()).map(|_| None).collect());
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
@@ -220,12 +257,13 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 let Some(s) = strategies.get(i) else { break };
                 let bar = &bars[i];
                 let t0 = std::time::Instant::now();
-                let r = experiment::run_strategy(&scenario, elems, s.planner.as_ref(), &cfg, |rr| {
-                    bar.inc(1);
-                    bar.set_message(format!("{:.2} s/round", rr.sync_s));
-                })
-                .with_context(|| format!("strategy {}", s.name))
-                .map(|r| (r, t0.elapsed().as_secs_f64()));
+                let r =
+                    experiment::run_strategy(&scenario, elems, s.planner.as_ref(), &cfg, |rr| {
+                        bar.inc(1);
+                        bar.set_message(format!("{:.2} s/round", rr.sync_s));
+                    })
+                    .with_context(|| format!("strategy {}", s.name))
+                    .map(|r| (r, t0.elapsed().as_secs_f64()));
                 bar.finish();
                 results.lock().expect("results lock")[i] = Some(r);
             });
@@ -247,11 +285,14 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             return Ok(v);
         }
         let net = NetworkModel::from_topology(topo.clone());
-        let v = bounds::fluid_optimum(&net, model_bits).context("fluid optimum")?.time_s;
+        let v = bounds::fluid_optimum(&net, model_bits)
+            .context("fluid optimum")?
+            .time_s;
         optimum_cache.insert(key, v);
         Ok(v)
     };
-    let latency_bound_s = bounds::latency_bound_s(&NetworkModel::from_topology(scenario.topology.clone()));
+    let latency_bound_s =
+        bounds::latency_bound_s(&NetworkModel::from_topology(scenario.topology.clone()));
 
     let mut rows = Vec::new();
     for ((r, _wall), s) in results.iter().zip(&strategies) {
@@ -263,7 +304,14 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         for x in &r.rounds {
             let o = optimum_of(&x.topology)?;
             opt_sum += o;
-            rounds.push(JsonRound { round: x.round, started_s: x.started_s, sync_s: x.sync_s, optimum_s: o, modeled_s: x.modeled_s, epoch: x.epoch });
+            rounds.push(JsonRound {
+                round: x.round,
+                started_s: x.started_s,
+                sync_s: x.sync_s,
+                optimum_s: o,
+                modeled_s: x.modeled_s,
+                epoch: x.epoch,
+            });
         }
         let opt_mean = opt_sum / r.rounds.len() as f64;
         rows.push(JsonResult {
@@ -280,7 +328,10 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             note: s.note.to_string(),
         });
     }
-    let ps_mean = rows.iter().find(|r| r.strategy == "mxnet-ps").map(|r| r.round_s_mean);
+    let ps_mean = rows
+        .iter()
+        .find(|r| r.strategy == "mxnet-ps")
+        .map(|r| r.round_s_mean);
     for r in &mut rows {
         r.speedup_vs_mxnet_ps = ps_mean.map(|p| p / r.round_s_mean);
     }
@@ -297,13 +348,17 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             r.round_s_mean,
             r.round_s_p50,
             r.round_s_p99,
-            r.speedup_vs_mxnet_ps.map_or("-".into(), |s| format!("{s:.2}x")),
+            r.speedup_vs_mxnet_ps
+                .map_or("-".into(), |s| format!("{s:.2}x")),
             r.vs_optimum,
             r.wan_bytes as f64 / 1e9,
             r.policies_installed
         );
     }
-    let opt_all: Vec<f64> = rows.iter().flat_map(|r| r.rounds.iter().map(|x| x.optimum_s)).collect();
+    let opt_all: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| r.rounds.iter().map(|x| x.optimum_s))
+        .collect();
     let opt_mean = opt_all.iter().sum::<f64>() / opt_all.len().max(1) as f64;
     println!(
         "{:<17} {:>10.3}   (fluid optimum, mean over the rounds' networks; + latency bound {:.3} s)",
@@ -333,10 +388,16 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             latency_bound_s,
             results: rows,
         };
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
         if let Some(plot) = &args.plot {
-            plot_rows(plot, &report.results, &scenario.name, scenario.dynamics.is_some())?;
+            plot_rows(
+                plot,
+                &report.results,
+                &scenario.name,
+                scenario.dynamics.is_some(),
+            )?;
         }
     } else if let Some(plot) = &args.plot {
         plot_rows(plot, &rows, &scenario.name, scenario.dynamics.is_some())?;
@@ -345,7 +406,9 @@ pub fn run(args: &CompareArgs) -> Result<()> {
 }
 
 fn interpretation(rows: &[JsonResult]) -> String {
-    let best = rows.iter().min_by(|a, b| a.round_s_mean.total_cmp(&b.round_s_mean));
+    let best = rows
+        .iter()
+        .min_by(|a, b| a.round_s_mean.total_cmp(&b.round_s_mean));
     let packing = rows.iter().find(|r| r.strategy == "netstorm-packing");
     let paper = rows.iter().find(|r| r.strategy == "netstorm-paper");
     match (best, packing, paper) {
@@ -361,15 +424,27 @@ fn interpretation(rows: &[JsonResult]) -> String {
     }
 }
 
-fn plot_rows(path: &std::path::Path, rows: &[JsonResult], title: &str, over_time: bool) -> Result<()> {
+fn plot_rows(
+    path: &std::path::Path,
+    rows: &[JsonResult],
+    title: &str,
+    over_time: bool,
+) -> Result<()> {
     use plotters::prelude::*;
     let root = SVGBackend::new(path, (1000, if over_time { 900 } else { 480 })).into_drawing_area();
     root.fill(&WHITE)?;
-    let (top, bottom) = if over_time { root.split_vertically(440) } else { (root.clone(), root.clone()) };
+    let (top, bottom) = if over_time {
+        root.split_vertically(440)
+    } else {
+        (root.clone(), root.clone())
+    };
     let max = rows.iter().map(|r| r.round_s_p99).fold(0.0, f64::max) * 1.1;
     {
         let mut chart = ChartBuilder::on(&top)
-            .caption(format!("{title}: mean round time per strategy (emulated s)"), ("sans-serif", 20))
+            .caption(
+                format!("{title}: mean round time per strategy (emulated s)"),
+                ("sans-serif", 20),
+            )
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(60)
@@ -381,7 +456,9 @@ fn plot_rows(path: &std::path::Path, rows: &[JsonResult], title: &str, over_time
             .x_label_formatter(&|x| {
                 let i = x.round();
                 if (x - i).abs() < 0.01 && i >= 0.0 {
-                    rows.get(i as usize).map(|r| r.strategy.clone()).unwrap_or_default()
+                    rows.get(i as usize)
+                        .map(|r| r.strategy.clone())
+                        .unwrap_or_default()
                 } else {
                     String::new()
                 }
@@ -390,7 +467,10 @@ fn plot_rows(path: &std::path::Path, rows: &[JsonResult], title: &str, over_time
             .draw()?;
         chart.draw_series(rows.iter().enumerate().map(|(i, r)| {
             let color = Palette99::pick(i).filled();
-            Rectangle::new([(i as f64 - 0.4, 0.0), (i as f64 + 0.4, r.round_s_mean)], color)
+            Rectangle::new(
+                [(i as f64 - 0.4, 0.0), (i as f64 + 0.4, r.round_s_mean)],
+                color,
+            )
         }))?;
     }
     if over_time {
@@ -399,12 +479,19 @@ fn plot_rows(path: &std::path::Path, rows: &[JsonResult], title: &str, over_time
             .flat_map(|r| r.rounds.iter().map(|x| x.started_s + x.sync_s))
             .fold(0.0, f64::max);
         let mut chart = ChartBuilder::on(&bottom)
-            .caption("round time vs when the round finished (dynamic network)", ("sans-serif", 20))
+            .caption(
+                "round time vs when the round finished (dynamic network)",
+                ("sans-serif", 20),
+            )
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..t_max.max(1e-9), 0.0..max.max(1e-9))?;
-        chart.configure_mesh().x_desc("emulated time (s)").y_desc("round time (s)").draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("emulated time (s)")
+            .y_desc("round time (s)")
+            .draw()?;
         for (i, r) in rows.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
@@ -415,9 +502,14 @@ fn plot_rows(path: &std::path::Path, rows: &[JsonResult], title: &str, over_time
                 .label(r.strategy.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         }
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()?;
     }
-    root.present().with_context(|| format!("writing {}", path.display()))?;
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())
 }

@@ -1,17 +1,22 @@
 //! `netstorm`: the user-facing CLI. Thin: parses arguments and calls the crates.
 #![deny(unsafe_code)]
 
+mod bench_cmd;
 mod compare;
 mod plan_cmd;
-mod train_demo;
 mod sigpipe;
+mod train_demo;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "netstorm", version, about = "NetStorm: adaptive gradient synchronization for geo-distributed ML")]
+#[command(
+    name = "netstorm",
+    version,
+    about = "NetStorm: adaptive gradient synchronization for geo-distributed ML"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +35,8 @@ enum Command {
     Scenario(ScenarioArgs),
     /// Data-parallel training of a real model on a shipped data set, gradients synchronized by each strategy: accuracy vs emulated time.
     TrainDemo(train_demo::TrainDemoArgs),
+    /// Benchmarks: data-plane backends and kernels, reported as ratios
+    Bench(bench_cmd::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -87,6 +94,7 @@ fn main() -> Result<()> {
         }
         Command::Compare(a) => compare::run(&a),
         Command::Plan(a) => plan_cmd::run(&a),
+        Command::Bench(a) => bench_cmd::run(&a),
         Command::TrainDemo(a) => train_demo::run(&a),
         Command::Scenario(a) => {
             for f in &a.files {
@@ -104,8 +112,16 @@ fn main() -> Result<()> {
                     t.links.len(),
                     min,
                     max,
-                    if s.dynamics.is_some() { ", dynamic" } else { "" },
-                    if s.events.is_empty() { String::new() } else { format!(", {} events", s.events.len()) }
+                    if s.dynamics.is_some() {
+                        ", dynamic"
+                    } else {
+                        ""
+                    },
+                    if s.events.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} events", s.events.len())
+                    }
                 );
             }
             Ok(())

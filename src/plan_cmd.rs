@@ -36,12 +36,18 @@ pub fn run(a: &PlanArgs) -> Result<()> {
     if !(a.model_mb.is_finite() && a.model_mb > 0.0) {
         bail!("--model-mb must be a positive number (got {})", a.model_mb);
     }
-    let scenario = Scenario::load(&a.scenario).with_context(|| format!("loading scenario {}", a.scenario.display()))?;
+    let scenario = Scenario::load(&a.scenario)
+        .with_context(|| format!("loading scenario {}", a.scenario.display()))?;
     let net = NetworkModel::from_topology(scenario.topology_at(0));
     let bits = a.model_mb * 8e6;
-    let opts = PlannerOptions { roots: a.roots, ..PlannerOptions::default() };
+    let opts = PlannerOptions {
+        roots: a.roots,
+        ..PlannerOptions::default()
+    };
     let planner = planner::by_name(&a.planner, &opts)?;
-    let plan = planner.plan(&net, bits).with_context(|| format!("planner '{}' on {}", a.planner, a.scenario.display()))?;
+    let plan = planner
+        .plan(&net, bits)
+        .with_context(|| format!("planner '{}' on {}", a.planner, a.scenario.display()))?;
     let modeled = plan.modeled_time(&net, bits);
     let optimum = bounds::fluid_optimum(&net, bits).context("computing the fluid optimum")?;
     let latency = bounds::latency_bound_s(&net);
@@ -88,12 +94,25 @@ pub fn run(a: &PlanArgs) -> Result<()> {
             modeled.total_s / (optimum.time_s + latency)
         );
         for (i, t) in plan.trees.iter().enumerate() {
-            println!("tree {i}: root {} share {:.4} ({:?})", name(t.root), t.share, t.forward);
+            println!(
+                "tree {i}: root {} share {:.4} ({:?})",
+                name(t.root),
+                t.share,
+                t.forward
+            );
             let edges = |parents: Vec<Option<u16>>, up: bool| -> String {
                 parents
                     .iter()
                     .enumerate()
-                    .filter_map(|(v, p)| p.map(|p| if up { format!("{}->{}", name(v as u16), name(p)) } else { format!("{}->{}", name(p), name(v as u16)) }))
+                    .filter_map(|(v, p)| {
+                        p.map(|p| {
+                            if up {
+                                format!("{}->{}", name(v as u16), name(p))
+                            } else {
+                                format!("{}->{}", name(p), name(v as u16))
+                            }
+                        })
+                    })
                     .collect::<Vec<_>>()
                     .join(" ")
             };
@@ -104,15 +123,30 @@ pub fn run(a: &PlanArgs) -> Result<()> {
     if let Some(path) = &a.dot {
         let mut s = String::from("digraph netstorm {\n  rankdir=LR;\n");
         for (i, t) in plan.trees.iter().enumerate() {
-            let _ = writeln!(s, "  subgraph cluster_{i} {{\n    label=\"tree {i}: root {} share {:.3}\";", name(t.root), t.share);
+            let _ = writeln!(
+                s,
+                "  subgraph cluster_{i} {{\n    label=\"tree {i}: root {} share {:.3}\";",
+                name(t.root),
+                t.share
+            );
             for (v, p) in t.reduce_parent().iter().enumerate() {
                 if let Some(p) = p {
-                    let _ = writeln!(s, "    \"{0}.{i}\" -> \"{1}.{i}\" [color=blue];", name(v as u16), name(*p));
+                    let _ = writeln!(
+                        s,
+                        "    \"{0}.{i}\" -> \"{1}.{i}\" [color=blue];",
+                        name(v as u16),
+                        name(*p)
+                    );
                 }
             }
             for (v, p) in t.broadcast_parent().iter().enumerate() {
                 if let Some(p) = p {
-                    let _ = writeln!(s, "    \"{1}.{i}\" -> \"{0}.{i}\" [color=red, style=dashed];", name(v as u16), name(*p));
+                    let _ = writeln!(
+                        s,
+                        "    \"{1}.{i}\" -> \"{0}.{i}\" [color=red, style=dashed];",
+                        name(v as u16),
+                        name(*p)
+                    );
                 }
             }
             for v in 0..topo.node_count() {
@@ -122,7 +156,10 @@ pub fn run(a: &PlanArgs) -> Result<()> {
         }
         s.push_str("}\n");
         std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {} (blue: reduce, red dashed: broadcast)", path.display());
+        eprintln!(
+            "wrote {} (blue: reduce, red dashed: broadcast)",
+            path.display()
+        );
     }
     Ok(())
 }

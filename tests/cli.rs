@@ -8,28 +8,62 @@ fn netstorm(args: &[&str]) -> (bool, String) {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!text.contains("panicked"), "netstorm {args:?} panicked:\n{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("panicked"),
+        "netstorm {args:?} panicked:\n{text}"
+    );
     (out.status.success(), text)
 }
 
 #[test]
 fn unknown_model_lists_the_known_ones() {
-    let (ok, text) = netstorm(&["compare", "--scenario", "scenarios/paper9-static100.toml", "--model", "gpt5", "--rounds", "1"]);
+    let (ok, text) = netstorm(&[
+        "compare",
+        "--scenario",
+        "scenarios/paper9-static100.toml",
+        "--model",
+        "gpt5",
+        "--rounds",
+        "1",
+    ]);
     assert!(!ok);
-    assert!(text.contains("gpt5") && text.to_lowercase().contains("resnet"), "{text}");
+    assert!(
+        text.contains("gpt5") && text.to_lowercase().contains("resnet"),
+        "{text}"
+    );
 }
 
 #[test]
 fn missing_scenario_names_the_file() {
-    let (ok, text) = netstorm(&["compare", "--scenario", "scenarios/nope.toml", "--model-mb", "1", "--rounds", "1"]);
+    let (ok, text) = netstorm(&[
+        "compare",
+        "--scenario",
+        "scenarios/nope.toml",
+        "--model-mb",
+        "1",
+        "--rounds",
+        "1",
+    ]);
     assert!(!ok);
     assert!(text.contains("scenarios/nope.toml"), "{text}");
 }
 
 #[test]
 fn zero_rounds_is_rejected() {
-    let (ok, text) = netstorm(&["compare", "--scenario", "scenarios/paper9-static100.toml", "--model-mb", "1", "--rounds", "0"]);
+    let (ok, text) = netstorm(&[
+        "compare",
+        "--scenario",
+        "scenarios/paper9-static100.toml",
+        "--model-mb",
+        "1",
+        "--rounds",
+        "0",
+    ]);
     assert!(!ok);
     assert!(text.contains("--rounds"), "{text}");
 }
@@ -45,9 +79,20 @@ fn disconnected_network_is_rejected_before_running() {
          [[link]]\nfrom = \"a\"\nto = \"b\"\nmbps = 100\nbidirectional = true\n",
     )
     .unwrap();
-    let (ok, text) = netstorm(&["compare", "--scenario", f.to_str().unwrap(), "--model-mb", "1", "--rounds", "1"]);
+    let (ok, text) = netstorm(&[
+        "compare",
+        "--scenario",
+        f.to_str().unwrap(),
+        "--model-mb",
+        "1",
+        "--rounds",
+        "1",
+    ]);
     assert!(!ok);
-    assert!(text.contains("not connected") && text.contains('c'), "{text}");
+    assert!(
+        text.contains("not connected") && text.contains('c'),
+        "{text}"
+    );
     let (ok, text) = netstorm(&["plan", "--scenario", f.to_str().unwrap(), "--model-mb", "1"]);
     assert!(!ok);
     assert!(text.contains("not connected"), "{text}");
@@ -55,12 +100,31 @@ fn disconnected_network_is_rejected_before_running() {
 
 #[test]
 fn unknown_planner_and_strategy_are_rejected() {
-    let (ok, text) = netstorm(&["plan", "--scenario", "scenarios/paper9-static100.toml", "--model-mb", "1", "--planner", "magic"]);
+    let (ok, text) = netstorm(&[
+        "plan",
+        "--scenario",
+        "scenarios/paper9-static100.toml",
+        "--model-mb",
+        "1",
+        "--planner",
+        "magic",
+    ]);
     assert!(!ok);
     assert!(text.contains("magic") && text.contains("packing"), "{text}");
-    let (ok, text) = netstorm(&["compare", "--scenario", "scenarios/paper9-static100.toml", "--model-mb", "1", "--strategies", "magic"]);
+    let (ok, text) = netstorm(&[
+        "compare",
+        "--scenario",
+        "scenarios/paper9-static100.toml",
+        "--model-mb",
+        "1",
+        "--strategies",
+        "magic",
+    ]);
     assert!(!ok);
-    assert!(text.contains("magic") && text.contains("netstorm-packing"), "{text}");
+    assert!(
+        text.contains("magic") && text.contains("netstorm-packing"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -71,13 +135,25 @@ fn bad_scenario_key_is_named_with_file_and_line() {
     std::fs::write(&f, "name = \"t\"\n[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n[[link]]\nfrom = \"a\"\nto = \"b\"\nmbsp = 100\n").unwrap();
     let (ok, text) = netstorm(&["scenario", f.to_str().unwrap()]);
     assert!(!ok);
-    assert!(text.contains("typo.toml:9") && text.contains("mbsp"), "{text}");
+    assert!(
+        text.contains("typo.toml:9") && text.contains("mbsp"),
+        "{text}"
+    );
 }
 
 #[test]
 fn plan_json_has_the_documented_shape() {
     let out = Command::new(env!("CARGO_BIN_EXE_netstorm"))
-        .args(["plan", "--scenario", "scenarios/paper9-static100.toml", "--model-mb", "100", "--planner", "paper", "--json"])
+        .args([
+            "plan",
+            "--scenario",
+            "scenarios/paper9-static100.toml",
+            "--model-mb",
+            "100",
+            "--planner",
+            "paper",
+            "--json",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();

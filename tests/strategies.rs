@@ -9,13 +9,24 @@ use netstorm_dataplane::scenario::Scenario;
 use std::path::Path;
 
 fn scenario(name: &str) -> Scenario {
-    Scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)).unwrap()
+    Scenario::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scenarios")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn check_all(file: &str, elems: usize, rounds: u32) -> Vec<(String, f64)> {
     let s = scenario(file);
-    let opts = PlannerOptions { tensor_sizes: Some(vec![1000, elems as u64 - 3000, 2000]), ..PlannerOptions::default() };
-    let cfg = ExperimentConfig { rounds, ..ExperimentConfig::default() };
+    let opts = PlannerOptions {
+        tensor_sizes: Some(vec![1000, elems as u64 - 3000, 2000]),
+        ..PlannerOptions::default()
+    };
+    let cfg = ExperimentConfig {
+        rounds,
+        ..ExperimentConfig::default()
+    };
     let mut out = Vec::new();
     for name in PLANNER_NAMES {
         let planner = by_name(name, &opts).unwrap();
@@ -47,13 +58,23 @@ fn every_strategy_is_exact_on_aws10_with_latency() {
 fn every_strategy_is_exact_across_dynamic_replanning() {
     // Large enough that rounds span several 180 s redraws for the slow strategies.
     let s = scenario("paper9-dynamic.toml");
-    let cfg = ExperimentConfig { rounds: 4, compute_ns: 150_000_000_000, ..ExperimentConfig::default() };
+    let cfg = ExperimentConfig {
+        rounds: 4,
+        compute_ns: 150_000_000_000,
+        ..ExperimentConfig::default()
+    };
     for name in ["packing", "paper", "ring"] {
         let planner = by_name(name, &PlannerOptions::default()).unwrap();
         let r = run_strategy(&s, 400_000, planner.as_ref(), &cfg, |_| {}).unwrap();
-        assert!(r.policies_installed >= 2, "{name}: the network changed but no new policy was installed");
+        assert!(
+            r.policies_installed >= 2,
+            "{name}: the network changed but no new policy was installed"
+        );
         let epochs: Vec<u32> = r.rounds.iter().map(|x| x.epoch).collect();
-        assert!(epochs.windows(2).all(|w| w[0] <= w[1]), "{name}: epochs went backwards: {epochs:?}");
+        assert!(
+            epochs.windows(2).all(|w| w[0] <= w[1]),
+            "{name}: epochs went backwards: {epochs:?}"
+        );
     }
 }
 
@@ -62,6 +83,9 @@ fn packing_is_fastest_on_paper9_static() {
     let times = check_all("paper9-static100.toml", 2_000_000, 1);
     let packing = times.iter().find(|(n, _)| n == "packing").unwrap().1;
     for (name, t) in &times {
-        assert!(packing <= *t * 1.001, "packing ({packing:.3} s) slower than {name} ({t:.3} s)");
+        assert!(
+            packing <= *t * 1.001,
+            "packing ({packing:.3} s) slower than {name} ({t:.3} s)"
+        );
     }
 }

@@ -79,7 +79,13 @@ pub enum ExperimentError {
     #[error("engine {node}: {err}")]
     Engine { node: NodeId, err: EngineError },
     #[error("round {round}: node {node} element {index} is {got}, expected {want}")]
-    Mismatch { round: u32, node: NodeId, index: usize, got: f32, want: f32 },
+    Mismatch {
+        round: u32,
+        node: NodeId,
+        index: usize,
+        got: f32,
+        want: f32,
+    },
     #[error("round {round} ran under mixed policy epochs")]
     MixedEpochs { round: u32 },
     #[error("zero rounds requested")]
@@ -116,7 +122,10 @@ fn plan_policy(
 ) -> Result<(Plan, Policy), ExperimentError> {
     let plan = planner
         .plan(net, model_bits)
-        .map_err(|err| ExperimentError::Plan { planner: planner.name().to_string(), err })?;
+        .map_err(|err| ExperimentError::Plan {
+            planner: planner.name().to_string(),
+            err,
+        })?;
     let policy = plan.to_policy(builder, net, epoch);
     Ok((plan, policy))
 }
@@ -140,10 +149,20 @@ pub fn run_strategy(
             .map(|v| {
                 let mut ec = EngineConfig::new(v as NodeId, n as u16, elems);
                 ec.segment_elems = cfg.segment_elems;
-                Engine::new(ec, topo).map_err(|err| ExperimentError::Engine { node: v as NodeId, err })
+                Engine::new(ec, topo).map_err(|err| ExperimentError::Engine {
+                    node: v as NodeId,
+                    err,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Simulation::new(topo, engines, EmuConfig { seed: cfg.seed, ..EmuConfig::default() })?
+        Simulation::new(
+            topo,
+            engines,
+            EmuConfig {
+                seed: cfg.seed,
+                ..EmuConfig::default()
+            },
+        )?
     };
     sim.set_changes(scenario.changes());
     // Changes at t = 0 (dynamic redraws) take effect before the first plan.
@@ -166,7 +185,10 @@ pub fn run_strategy(
     for v in 0..n {
         sim.engine_mut(v as NodeId)
             .install_policy(policy.clone(), 0)
-            .map_err(|err| ExperimentError::Engine { node: v as NodeId, err })?;
+            .map_err(|err| ExperimentError::Engine {
+                node: v as NodeId,
+                err,
+            })?;
     }
     let mut modeled = plan.modeled_time(&net, model_bits).total_s;
     let mut round_nets = vec![(net.topology.clone(), modeled)];
@@ -183,14 +205,18 @@ pub fn run_strategy(
             if cfg.replan && new_rates != rates {
                 rates = new_rates;
                 net = current_network(topo, &rates);
-                let (new_plan, new_policy) = plan_policy(planner, &net, model_bits, &mut builder, epoch + 1)?;
+                let (new_plan, new_policy) =
+                    plan_policy(planner, &net, model_bits, &mut builder, epoch + 1)?;
                 if new_plan != plan {
                     epoch += 1;
                     plan = new_plan;
                     for v in 0..n {
                         sim.engine_mut(v as NodeId)
                             .install_policy(new_policy.clone(), r + 1)
-                            .map_err(|err| ExperimentError::Engine { node: v as NodeId, err })?;
+                            .map_err(|err| ExperimentError::Engine {
+                                node: v as NodeId,
+                                err,
+                            })?;
                     }
                     policies_installed += 1;
                 }
@@ -222,7 +248,11 @@ pub fn run_strategy(
         on_round(&rr);
         results.push(rr);
     }
-    let retransmits = sim.engines().iter().map(|e| e.counters().tx_retransmits).sum();
+    let retransmits = sim
+        .engines()
+        .iter()
+        .map(|e| e.counters().tx_retransmits)
+        .sum();
     Ok(StrategyResult {
         strategy: planner.name().to_string(),
         rounds: results,
@@ -245,7 +275,12 @@ struct Checker {
 
 impl Checker {
     fn new(n: usize) -> Self {
-        Self { n, reference_round: None, reference: Vec::new(), error: None }
+        Self {
+            n,
+            reference_round: None,
+            reference: Vec::new(),
+            error: None,
+        }
     }
 
     fn check(&mut self, v: usize, r: u32, buf: &[f32]) {
@@ -263,7 +298,11 @@ impl Checker {
             }
             self.reference_round = Some(r);
         }
-        if let Some(i) = buf.iter().zip(&self.reference).position(|(a, b)| a.to_bits() != b.to_bits()) {
+        if let Some(i) = buf
+            .iter()
+            .zip(&self.reference)
+            .position(|(a, b)| a.to_bits() != b.to_bits())
+        {
             self.error = Some(ExperimentError::Mismatch {
                 round: r,
                 node: v as NodeId,
@@ -315,20 +354,34 @@ impl EmulatedCluster {
             .map(|v| {
                 let mut ec = EngineConfig::new(v as NodeId, n as u16, elems);
                 ec.segment_elems = cfg.segment_elems;
-                Engine::new(ec, &topo).map_err(|err| ExperimentError::Engine { node: v as NodeId, err })
+                Engine::new(ec, &topo).map_err(|err| ExperimentError::Engine {
+                    node: v as NodeId,
+                    err,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut sim = Simulation::new(&topo, engines, EmuConfig { seed: cfg.seed, ..EmuConfig::default() })?;
+        let mut sim = Simulation::new(
+            &topo,
+            engines,
+            EmuConfig {
+                seed: cfg.seed,
+                ..EmuConfig::default()
+            },
+        )?;
         sim.set_changes(scenario.changes());
         sim.apply_changes_until(0);
         let rates = sim.link_rates_bps();
         let net = current_network(&topo, &rates);
         let mut builder = PolicyBuilder::new();
-        let (plan, policy) = plan_policy(planner.as_ref(), &net, elems as f64 * 32.0, &mut builder, 1)?;
+        let (plan, policy) =
+            plan_policy(planner.as_ref(), &net, elems as f64 * 32.0, &mut builder, 1)?;
         for v in 0..n {
             sim.engine_mut(v as NodeId)
                 .install_policy(policy.clone(), 0)
-                .map_err(|err| ExperimentError::Engine { node: v as NodeId, err })?;
+                .map_err(|err| ExperimentError::Engine {
+                    node: v as NodeId,
+                    err,
+                })?;
         }
         Ok(Self {
             sim,
@@ -369,8 +422,13 @@ impl EmulatedCluster {
         if rates != self.rates && r > 0 {
             self.rates = rates;
             let net = current_network(&self.base, &self.rates);
-            let (plan, policy) =
-                plan_policy(self.planner.as_ref(), &net, self.elems as f64 * 32.0, &mut self.builder, self.epoch + 1)?;
+            let (plan, policy) = plan_policy(
+                self.planner.as_ref(),
+                &net,
+                self.elems as f64 * 32.0,
+                &mut self.builder,
+                self.epoch + 1,
+            )?;
             if plan != self.plan {
                 self.epoch += 1;
                 self.plan = plan;
@@ -378,21 +436,37 @@ impl EmulatedCluster {
                     self.sim
                         .engine_mut(v as NodeId)
                         .install_policy(policy.clone(), r)
-                        .map_err(|err| ExperimentError::Engine { node: v as NodeId, err })?;
+                        .map_err(|err| ExperimentError::Engine {
+                            node: v as NodeId,
+                            err,
+                        })?;
                 }
             }
         }
         for (v, input) in inputs.iter().enumerate() {
             assert_eq!(input.len(), self.elems, "input {v} has the wrong length");
-            self.sim.engine_mut(v as NodeId).buffer_mut().copy_from_slice(input);
+            self.sim
+                .engine_mut(v as NodeId)
+                .buffer_mut()
+                .copy_from_slice(input);
         }
         let summary = self.sim.run_round_all(r, self.max_round_virtual_ns)?;
         self.round += 1;
         let result = self.sim.engine(0).buffer().to_vec();
         for v in 1..n {
             let other = self.sim.engine(v as NodeId).buffer();
-            if let Some(i) = result.iter().zip(other).position(|(a, b)| a.to_bits() != b.to_bits()) {
-                return Err(ExperimentError::Mismatch { round: r, node: v as NodeId, index: i, got: other[i], want: result[i] });
+            if let Some(i) = result
+                .iter()
+                .zip(other)
+                .position(|(a, b)| a.to_bits() != b.to_bits())
+            {
+                return Err(ExperimentError::Mismatch {
+                    round: r,
+                    node: v as NodeId,
+                    index: i,
+                    got: other[i],
+                    want: result[i],
+                });
             }
         }
         Ok((result, summary.sync_ns() as f64 / 1e9))

@@ -18,7 +18,10 @@ pub struct NetworkModel {
 impl NetworkModel {
     pub fn from_topology(topology: Topology) -> Self {
         let link_index = topology.link_matrix();
-        Self { topology, link_index }
+        Self {
+            topology,
+            link_index,
+        }
     }
 
     pub fn node_count(&self) -> usize {

@@ -13,7 +13,13 @@ use rand_chacha::ChaCha8Rng;
 
 fn random_net(seed: u64, n: usize, latency: bool) -> NetworkModel {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let nodes = (0..n).map(|i| Node { name: format!("n{i}"), egress_bps: None, ingress_bps: None }).collect();
+    let nodes = (0..n)
+        .map(|i| Node {
+            name: format!("n{i}"),
+            egress_bps: None,
+            ingress_bps: None,
+        })
+        .collect();
     let mut pairs = std::collections::BTreeSet::new();
     for v in 1..n {
         pairs.insert((rng.random_range(0..v), v));
@@ -31,7 +37,11 @@ fn random_net(seed: u64, n: usize, latency: bool) -> NetworkModel {
                 from: x as u16,
                 to: y as u16,
                 rate_bps: rng.random_range(20.0..1000.0) * 1e6,
-                latency_ns: if latency { rng.random_range(0..50) * 1_000_000 } else { 0 },
+                latency_ns: if latency {
+                    rng.random_range(0..50) * 1_000_000
+                } else {
+                    0
+                },
                 loss: 0.0,
             });
         }

@@ -689,7 +689,8 @@ impl Engine {
 
     /// Telemetry of every path that originates here: the raw material of network awareness.
     pub fn telemetry(&self) -> impl Iterator<Item = PathTelemetry> + '_ {
-        let frame = (self.cfg.segment_elems * 4 + wire::HEADER_LEN + self.cfg.frame_overhead_bytes) as u64;
+        let frame =
+            (self.cfg.segment_elems * 4 + wire::HEADER_LEN + self.cfg.frame_overhead_bytes) as u64;
         self.send.iter().enumerate().filter_map(move |(id, p)| {
             let p = p.as_ref()?;
             Some(PathTelemetry {
@@ -699,7 +700,11 @@ impl Engine {
                 lost_packets: p.lost_pkts,
                 srtt_ns: p.srtt_ns,
                 min_rtt_ns: (p.min_rtt_ns != Nanos::MAX).then_some(p.min_rtt_ns),
-                rate_sample: p.rate_sample.map(|(bps, app_limited, at)| RateSample { bps, app_limited, at }),
+                rate_sample: p.rate_sample.map(|(bps, app_limited, at)| RateSample {
+                    bps,
+                    app_limited,
+                    at,
+                }),
                 pacing_bps: p.rate_bps,
             })
         })
@@ -1322,8 +1327,11 @@ impl Engine {
         let span = now.saturating_sub(sp.window_start_ns);
         if span >= sp.srtt_ns.unwrap_or(sp.rto_ns).max(1_000_000) {
             if sp.window_start_ns > 0 {
-                let frame_bits = ((cfg.segment_elems * 4 + wire::HEADER_LEN + cfg.frame_overhead_bytes) * 8) as f64;
-                let rate = (sp.delivered_pkts - sp.window_start_pkts) as f64 * frame_bits * 1e9 / span as f64;
+                let frame_bits =
+                    ((cfg.segment_elems * 4 + wire::HEADER_LEN + cfg.frame_overhead_bytes) * 8)
+                        as f64;
+                let rate = (sp.delivered_pkts - sp.window_start_pkts) as f64 * frame_bits * 1e9
+                    / span as f64;
                 sp.rate_sample = Some((rate, sp.window_app_limited, now));
             }
             sp.window_start_ns = now;

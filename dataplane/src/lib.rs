@@ -7,6 +7,8 @@
 //! * [`topology`] / [`scenario`] — the network description and its TOML file format.
 //! * [`emu`] — the emulated WAN and the virtual-time driver that runs N engines.
 //! * [`port`] — real-time backends behind one batch rx/tx trait, and the poll-mode driver.
+//! * [`shm`] / [`shm_records`] — the shared-memory policy and telemetry rings between
+//!   `netstorm-cp` and `netstorm-dp` on one host, and the records they carry.
 #![deny(unsafe_code)]
 
 pub mod emu;
@@ -15,6 +17,8 @@ pub mod kernel;
 pub mod policy;
 pub mod port;
 pub mod scenario;
+pub mod shm;
+pub mod shm_records;
 pub mod topology;
 pub mod wire;
 

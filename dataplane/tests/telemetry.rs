@@ -6,17 +6,36 @@ use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder};
 use netstorm_dataplane::topology::{Link, Node, Topology};
 
 fn pair(mbps: f64, latency_ms: u64) -> Topology {
-    let nodes = (0..2).map(|i| Node { name: format!("n{i}"), egress_bps: None, ingress_bps: None }).collect();
+    let nodes = (0..2)
+        .map(|i| Node {
+            name: format!("n{i}"),
+            egress_bps: None,
+            ingress_bps: None,
+        })
+        .collect();
     let links = [(0, 1), (1, 0)]
         .iter()
-        .map(|&(a, b)| Link { from: a, to: b, rate_bps: mbps * 1e6, latency_ns: latency_ms * 1_000_000, loss: 0.0 })
+        .map(|&(a, b)| Link {
+            from: a,
+            to: b,
+            rate_bps: mbps * 1e6,
+            latency_ns: latency_ms * 1_000_000,
+            loss: 0.0,
+        })
         .collect();
     Topology { nodes, links }
 }
 
 fn run(topo: &Topology, extra_loss: f64) -> Simulation {
     let mut b = PolicyBuilder::new();
-    b.tree(1, 1.0, &[Some(1), None], &[Some(1), None], ForwardMode::Pipelined).link_rates_from(topo);
+    b.tree(
+        1,
+        1.0,
+        &[Some(1), None],
+        &[Some(1), None],
+        ForwardMode::Pipelined,
+    )
+    .link_rates_from(topo);
     let policy = b.build(1, 2);
     let engines = (0..2)
         .map(|v| {
@@ -25,7 +44,15 @@ fn run(topo: &Topology, extra_loss: f64) -> Simulation {
             e
         })
         .collect();
-    let mut sim = Simulation::new(topo, engines, EmuConfig { extra_loss, ..EmuConfig::default() }).unwrap();
+    let mut sim = Simulation::new(
+        topo,
+        engines,
+        EmuConfig {
+            extra_loss,
+            ..EmuConfig::default()
+        },
+    )
+    .unwrap();
     sim.run_round_all(0, 600_000_000_000).unwrap();
     sim
 }
@@ -39,9 +66,16 @@ fn delivery_rate_and_rtt_match_the_link() {
     let p = &t[0];
     assert_eq!(p.hops, vec![0, 1]);
     let sample = p.rate_sample.expect("a rate sample after 8 MB");
-    assert!((sample.bps / 100e6 - 1.0).abs() < 0.05, "delivery rate {} bit/s on a 100 Mbit/s link", sample.bps);
+    assert!(
+        (sample.bps / 100e6 - 1.0).abs() < 0.05,
+        "delivery rate {} bit/s on a 100 Mbit/s link",
+        sample.bps
+    );
     let min_rtt = p.min_rtt_ns.unwrap() as f64 / 1e6;
-    assert!((40.0..42.0).contains(&min_rtt), "min RTT {min_rtt} ms over 2 x 20 ms");
+    assert!(
+        (40.0..42.0).contains(&min_rtt),
+        "min RTT {min_rtt} ms over 2 x 20 ms"
+    );
     assert_eq!(p.lost_packets, 0);
     assert!(p.delivered_bytes >= 8_000_000);
 }
@@ -53,5 +87,8 @@ fn losses_are_counted() {
     let lost: u64 = sim.engine(0).telemetry().map(|p| p.lost_packets).sum();
     let retx = sim.engine(0).counters().tx_retransmits;
     assert!(lost > 100, "5 % loss on ~5700 packets, {lost} counted");
-    assert!(retx >= lost, "every loss is retransmitted ({retx} < {lost})");
+    assert!(
+        retx >= lost,
+        "every loss is retransmitted ({retx} < {lost})"
+    );
 }

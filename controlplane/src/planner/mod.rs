@@ -52,12 +52,18 @@ impl PlannedTree {
 
     /// Reduce parent of every node (`None` at the root).
     pub fn reduce_parent(&self) -> Vec<Option<NodeId>> {
-        self.reduce_route.iter().map(|r| r.as_ref().and_then(|h| h.last().copied())).collect()
+        self.reduce_route
+            .iter()
+            .map(|r| r.as_ref().and_then(|h| h.last().copied()))
+            .collect()
     }
 
     /// Broadcast parent of every node (`None` at the root).
     pub fn broadcast_parent(&self) -> Vec<Option<NodeId>> {
-        self.broadcast_route.iter().map(|r| r.as_ref().and_then(|h| h.first().copied())).collect()
+        self.broadcast_route
+            .iter()
+            .map(|r| r.as_ref().and_then(|h| h.first().copied()))
+            .collect()
     }
 }
 
@@ -83,7 +89,13 @@ impl Plan {
     /// The data-plane policy for `epoch`; pacing rates are the model's capacities.
     pub fn to_policy(&self, builder: &mut PolicyBuilder, net: &NetworkModel, epoch: u32) -> Policy {
         for t in &self.trees {
-            builder.tree_with_routes(t.root, t.share, &t.reduce_route, &t.broadcast_route, t.forward);
+            builder.tree_with_routes(
+                t.root,
+                t.share,
+                &t.reduce_route,
+                &t.broadcast_route,
+                t.forward,
+            );
         }
         builder.link_rates_from(&net.topology);
         builder.build(epoch, net.node_count() as u16)
@@ -94,7 +106,12 @@ impl Plan {
         let mut load = vec![0.0; net.topology.links.len()];
         for t in &self.trees {
             let bits = t.share * model_bits;
-            for route in t.reduce_route.iter().chain(t.broadcast_route.iter()).flatten() {
+            for route in t
+                .reduce_route
+                .iter()
+                .chain(t.broadcast_route.iter())
+                .flatten()
+            {
                 for w in route.windows(2) {
                     if let Some(i) = net.link_index(w[0], w[1]) {
                         load[i] += bits;
@@ -114,7 +131,11 @@ impl Plan {
         let mut ingress = vec![0.0; n];
         for (l, &bits) in net.topology.links.iter().zip(&loads) {
             if bits > 0.0 {
-                bandwidth_s = bandwidth_s.max(if l.rate_bps > 0.0 { bits / l.rate_bps } else { f64::INFINITY });
+                bandwidth_s = bandwidth_s.max(if l.rate_bps > 0.0 {
+                    bits / l.rate_bps
+                } else {
+                    f64::INFINITY
+                });
             }
             egress[l.from as usize] += bits;
             ingress[l.to as usize] += bits;
@@ -128,7 +149,9 @@ impl Plan {
             }
         }
         let route_latency = |r: &[NodeId]| -> f64 {
-            r.windows(2).map(|w| net.latency_ns(w[0], w[1]).unwrap_or(0) as f64 * 1e-9).sum()
+            r.windows(2)
+                .map(|w| net.latency_ns(w[0], w[1]).unwrap_or(0) as f64 * 1e-9)
+                .sum()
         };
         let mut latency_s: f64 = 0.0;
         let mut store_forward_s: f64 = 0.0;
@@ -137,7 +160,10 @@ impl Plan {
                 // Latency and store-and-forward time from every node to/from the root.
                 let parent: Vec<Option<NodeId>> = routes
                     .iter()
-                    .map(|r| r.as_ref().map(|h| if up { *h.last().unwrap() } else { h[0] }))
+                    .map(|r| {
+                        r.as_ref()
+                            .map(|h| if up { *h.last().unwrap() } else { h[0] })
+                    })
                     .collect();
                 let mut worst_lat: f64 = 0.0;
                 let mut worst_sf: f64 = 0.0;
@@ -169,7 +195,11 @@ impl Plan {
             }
         }
         let bandwidth_s = bandwidth_s.max(store_forward_s);
-        ModeledTime { bandwidth_s, latency_s, total_s: bandwidth_s + latency_s }
+        ModeledTime {
+            bandwidth_s,
+            latency_s,
+            total_s: bandwidth_s + latency_s,
+        }
     }
 }
 

@@ -3,13 +3,16 @@
 //! runs an [`Engine`] on a port with a monotonic clock.
 //!
 //! * [`channel`] — in-process, threads joined by lock-free queues (tests, real-time emulation).
-//! * `udp` — kernel UDP sockets with batched syscalls (in progress).
+//! * [`udp`] — kernel UDP sockets with batched syscalls (`recvmmsg`/`sendmmsg`, GSO/GRO).
 //! * `dpdk` — DPDK ethdev (feature `dpdk`, in progress).
 //!
 //! Invariant: a port never blocks in `recv_batch`/`send_batch`; the driver busy-polls.
 
 pub mod channel;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 mod driver;
+pub mod udp;
 
 pub use driver::{run_engine, DriverConfig, DriverReport};
 

@@ -1,0 +1,1626 @@
+//! DPDK port (feature `dpdk`): datagrams over a DPDK ethdev, framed by us as
+//! Ethernet II / IPv4 / UDP.
+//!
+//! * **EAL** — initialized once per process by [`eal_init`] from an [`EalConfig`] (a
+//!   `OnceLock`): a second call with the same arguments is a no-op, with different arguments an
+//!   error ([`DpdkError::EalAlreadyInitialized`]); a failed init is remembered (DPDK cannot
+//!   retry). Several ports in one process therefore share one EAL with several `--vdev`s.
+//!   `rte_eal_init` runs on a short-lived helper thread so the caller's CPU affinity is not
+//!   pinned to the main lcore.
+//! * **Device** — [`DpdkPort::open_workers`] configures the ethdev named in
+//!   [`DpdkPortConfig::device`] with one rx and one tx queue per worker, one mbuf pool sized
+//!   from the config (`mempool_mbufs`, `mempool_cache`, `mbuf_data_room`), no offloads and
+//!   no RSS (with more than one worker the NIC/fabric decides which queue a frame lands on).
+//!   Each returned [`DpdkPort`] owns one queue pair and is moved to its worker thread.
+//! * **Framing** — [`emit_frame`] / [`parse_frame`]: Ethernet II (no VLAN), IPv4 without
+//!   options (DF set, TTL 64, header checksum computed), UDP. The UDP checksum is computed in
+//!   software when `udp_checksum = true` (the default) and sent as 0 ("no checksum", legal
+//!   for UDP over IPv4) otherwise; on receive a non-zero UDP checksum is always verified.
+//!   Neighbours come from a static table NodeId → (MAC, IPv4, UDP port) — no ARP.
+//! * **Receive** — frames that are not IPv4/UDP to our address and port, fragments, bad
+//!   checksums, truncated or oversized frames, and frames from addresses not in the neighbour
+//!   table are dropped and counted in [`DpdkPortStats`], never returned.
+//! * **Send** — allocate a bulk of mbufs, write frames in place, `tx_burst`, free the unsent
+//!   (back-pressure: the caller offers them again). No allocation, no lock on the hot path.
+//!
+//! Errors name the EAL argument or config key that was wrong; nothing here panics or blocks
+//! on bad input. Built without libdpdk (see `netstorm-dpdk-sys`), every constructor returns
+//! [`DpdkError::NotLinked`].
+#![allow(unsafe_code)]
+
+use super::{PacketBuf, Port, PortError};
+use crate::NodeId;
+use netstorm_dpdk_sys as sys;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Ethernet II header bytes.
+pub const ETH_HEADER_LEN: usize = 14;
+/// IPv4 header bytes (we send no options).
+pub const IPV4_HEADER_LEN: usize = 20;
+/// UDP header bytes.
+pub const UDP_HEADER_LEN: usize = 8;
+/// Bytes before the datagram: Ethernet + IPv4 + UDP (= `wire::FRAME_OVERHEAD_BYTES`).
+pub const FRAME_HEADER_LEN: usize = ETH_HEADER_LEN + IPV4_HEADER_LEN + UDP_HEADER_LEN;
+const _: () = assert!(FRAME_HEADER_LEN == crate::wire::FRAME_OVERHEAD_BYTES);
+/// Largest rx/tx burst handed to the driver at once.
+pub const MAX_BURST: usize = 64;
+/// DPDK's default mbuf headroom (`RTE_PKTMBUF_HEADROOM`).
+pub const MBUF_HEADROOM: u16 = 128;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const IPPROTO_UDP: u8 = 17;
+
+// ---------------------------------------------------------------------------------------
+// Addresses and configuration
+// ---------------------------------------------------------------------------------------
+
+/// An Ethernet MAC address, written `02:00:00:00:00:01` in config files.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// A locally administered unicast address `02:4e:53:00:hi:lo` for node `n` (tests, demos).
+    pub const fn local(n: u16) -> Self {
+        MacAddr([0x02, 0x4e, 0x53, 0x00, (n >> 8) as u8, n as u8])
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut out = [0u8; 6];
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(format!(
+                "{s:?} is not a MAC address (want 6 hex bytes like 02:00:00:00:00:01)"
+            ));
+        }
+        for (o, p) in out.iter_mut().zip(&parts) {
+            if p.len() != 2 {
+                return Err(format!("{s:?} is not a MAC address (byte {p:?})"));
+            }
+            *o = u8::from_str_radix(p, 16)
+                .map_err(|_| format!("{s:?} is not a MAC address (byte {p:?} is not hex)"))?;
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl TryFrom<String> for MacAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// EAL arguments. Defaults: `lcores = "0"`, `memory_mb = 1024`, no vdevs,
+/// `file_prefix = "netstorm-<pid>"`, hugepages and PCI enabled, `log_level = "error"`,
+/// telemetry off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EalConfig {
+    /// `-l`: the lcore list. The EAL pins the thread calling `rte_eal_init` (a helper thread
+    /// here) to the first; NetStorm's workers are ordinary (non-EAL) threads.
+    pub lcores: String,
+    /// `-m`: megabytes of memory to preallocate (with `no_huge`, plain anonymous memory).
+    pub memory_mb: u32,
+    /// `--vdev` (repeatable): virtual devices, e.g. `net_ring0`, `net_memif0,role=client,...`.
+    pub vdevs: Vec<String>,
+    /// `--file-prefix`: runtime directory name; must differ between concurrent DPDK processes.
+    /// `None` = `netstorm-<pid>`.
+    pub file_prefix: Option<String>,
+    /// `--no-huge`: use anonymous memory instead of hugepages (CI, containers).
+    pub no_huge: bool,
+    /// `--no-pci`: do not scan the PCI bus (no physical NICs).
+    pub no_pci: bool,
+    /// `-a` (repeatable): PCI devices to use, e.g. `0000:3b:00.0` (empty = all bound ones).
+    pub allow: Vec<String>,
+    /// `--log-level`, e.g. `error`, `notice`, `lib.eal:debug`.
+    pub log_level: Option<String>,
+    /// `--no-telemetry`.
+    pub no_telemetry: bool,
+    /// Anything else, passed verbatim after the arguments above.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for EalConfig {
+    fn default() -> Self {
+        Self {
+            lcores: "0".into(),
+            memory_mb: 1024,
+            vdevs: Vec::new(),
+            file_prefix: None,
+            no_huge: false,
+            no_pci: false,
+            allow: Vec::new(),
+            log_level: Some("error".into()),
+            no_telemetry: true,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+impl EalConfig {
+    /// The settings CI uses: no hugepages, no PCI, the given vdevs.
+    pub fn virtual_devices(vdevs: &[&str]) -> Self {
+        Self {
+            vdevs: vdevs.iter().map(|s| s.to_string()).collect(),
+            no_huge: true,
+            no_pci: true,
+            ..Self::default()
+        }
+    }
+
+    /// Rejects values the EAL would choke on, naming the key.
+    pub fn validate(&self) -> Result<(), DpdkError> {
+        let bad = |key: &'static str, why: String| Err(DpdkError::EalArgs { key, why });
+        let no_ws = |s: &str| !s.is_empty() && !s.chars().any(char::is_whitespace);
+        if !no_ws(&self.lcores) {
+            return bad(
+                "lcores (-l)",
+                format!(
+                    "{:?} must be a non-empty lcore list like \"0\" or \"0-3\"",
+                    self.lcores
+                ),
+            );
+        }
+        if self.memory_mb == 0 {
+            return bad("memory_mb (-m)", "must be at least 1".into());
+        }
+        for v in &self.vdevs {
+            if !no_ws(v) {
+                return bad("vdevs (--vdev)", format!("{v:?} must be a non-empty device string without spaces, e.g. \"net_ring0\""));
+            }
+        }
+        if let Some(p) = &self.file_prefix {
+            if !no_ws(p) || p.contains('/') {
+                return bad(
+                    "file_prefix (--file-prefix)",
+                    format!("{p:?} must be a non-empty name without '/' or spaces"),
+                );
+            }
+        }
+        for a in &self.allow {
+            if !no_ws(a) {
+                return bad(
+                    "allow (-a)",
+                    format!("{a:?} must be a PCI address like 0000:3b:00.0"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The argument vector handed to `rte_eal_init` (program name first).
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec!["netstorm".to_string(), "-l".into(), self.lcores.clone()];
+        a.push("-m".into());
+        a.push(self.memory_mb.to_string());
+        if self.no_huge {
+            a.push("--no-huge".into());
+        }
+        if self.no_pci {
+            a.push("--no-pci".into());
+        }
+        for d in &self.allow {
+            a.push("-a".into());
+            a.push(d.clone());
+        }
+        a.push(format!(
+            "--file-prefix={}",
+            self.file_prefix
+                .clone()
+                .unwrap_or_else(|| format!("netstorm-{}", std::process::id()))
+        ));
+        for v in &self.vdevs {
+            a.push(format!("--vdev={v}"));
+        }
+        if let Some(l) = &self.log_level {
+            a.push(format!("--log-level={l}"));
+        }
+        if self.no_telemetry {
+            a.push("--no-telemetry".into());
+        }
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+}
+
+/// One entry of the static neighbour table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighbourConfig {
+    pub node: NodeId,
+    /// Next-hop MAC (the neighbour itself on a LAN, the gateway router otherwise).
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    pub udp_port: u16,
+}
+
+/// A DPDK port. Defaults: `workers = 1`, `mempool_mbufs = 8191`, `mempool_cache = 256`,
+/// `mbuf_data_room = 2176` (2048 + headroom), `rx_desc = tx_desc = 1024`, `mtu = 1500`,
+/// `udp_checksum = true`, `promiscuous = false`, `mac = None` (the device's own).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkPortConfig {
+    /// The ethdev's name: a vdev (`net_ring0`, `net_memif0`) or a PCI address (`0000:3b:00.0`).
+    pub device: String,
+    /// This node.
+    pub node: NodeId,
+    /// Source MAC; `None` = the device's address.
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    /// Our IPv4 address (source of sent frames; received frames must be addressed to it).
+    pub ip: Ipv4Addr,
+    /// Our UDP port.
+    pub udp_port: u16,
+    /// The static neighbour table (no ARP).
+    pub neighbours: Vec<NeighbourConfig>,
+    /// rx/tx queue pairs, one per worker thread.
+    #[serde(default = "defaults::workers")]
+    pub workers: u16,
+    /// mbufs in the pool (a power of two minus one is most memory-efficient).
+    #[serde(default = "defaults::mempool_mbufs")]
+    pub mempool_mbufs: u32,
+    /// Per-lcore mbuf cache (only EAL threads use it).
+    #[serde(default = "defaults::mempool_cache")]
+    pub mempool_cache: u32,
+    /// Bytes per mbuf, headroom included.
+    #[serde(default = "defaults::mbuf_data_room")]
+    pub mbuf_data_room: u16,
+    /// Descriptors per rx queue.
+    #[serde(default = "defaults::desc")]
+    pub rx_desc: u16,
+    /// Descriptors per tx queue.
+    #[serde(default = "defaults::desc")]
+    pub tx_desc: u16,
+    /// IP MTU: largest IPv4 packet; datagrams up to `mtu - 28` bytes.
+    #[serde(default = "defaults::mtu")]
+    pub mtu: u16,
+    /// Compute UDP checksums on send (otherwise send 0 = none).
+    #[serde(default = "defaults::yes")]
+    pub udp_checksum: bool,
+    /// Put the device in promiscuous mode (needed when `mac` differs from the device's).
+    #[serde(default)]
+    pub promiscuous: bool,
+}
+
+mod defaults {
+    pub fn workers() -> u16 {
+        1
+    }
+    pub fn mempool_mbufs() -> u32 {
+        8191
+    }
+    pub fn mempool_cache() -> u32 {
+        256
+    }
+    pub fn mbuf_data_room() -> u16 {
+        2048 + super::MBUF_HEADROOM
+    }
+    pub fn desc() -> u16 {
+        1024
+    }
+    pub fn mtu() -> u16 {
+        1500
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+impl DpdkPortConfig {
+    /// A config with the documented defaults.
+    pub fn new(device: &str, node: NodeId, ip: Ipv4Addr, udp_port: u16) -> Self {
+        Self {
+            device: device.into(),
+            node,
+            mac: None,
+            ip,
+            udp_port,
+            neighbours: Vec::new(),
+            workers: defaults::workers(),
+            mempool_mbufs: defaults::mempool_mbufs(),
+            mempool_cache: defaults::mempool_cache(),
+            mbuf_data_room: defaults::mbuf_data_room(),
+            rx_desc: defaults::desc(),
+            tx_desc: defaults::desc(),
+            mtu: defaults::mtu(),
+            udp_checksum: true,
+            promiscuous: false,
+        }
+    }
+
+    /// Largest datagram (UDP payload) this config carries.
+    pub fn max_datagram_len(&self) -> usize {
+        (self.mtu as usize).saturating_sub(IPV4_HEADER_LEN + UDP_HEADER_LEN)
+    }
+
+    /// Rejects values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), DpdkError> {
+        let bad = |key: String, why: String| Err(DpdkError::Config { key, why });
+        if self.device.is_empty() || self.device.contains('\0') {
+            return bad(
+                "device".into(),
+                format!("{:?} is not a device name", self.device),
+            );
+        }
+        if self.workers == 0 || self.workers > 64 {
+            return bad(
+                "workers".into(),
+                format!("{} must be in 1..=64", self.workers),
+            );
+        }
+        if self.mtu < 576 || self.mtu > 9000 {
+            return bad("mtu".into(), format!("{} must be in 576..=9000", self.mtu));
+        }
+        let need_room = MBUF_HEADROOM as usize + ETH_HEADER_LEN + self.mtu as usize;
+        if (self.mbuf_data_room as usize) < need_room {
+            return bad(
+                "mbuf_data_room".into(),
+                format!("{} is too small for mtu {} (need at least {need_room}: headroom {MBUF_HEADROOM} + Ethernet 14 + mtu)", self.mbuf_data_room, self.mtu),
+            );
+        }
+        for (key, d) in [("rx_desc", self.rx_desc), ("tx_desc", self.tx_desc)] {
+            if d < 32 || !d.is_power_of_two() {
+                return bad(key.into(), format!("{d} must be a power of two >= 32"));
+            }
+        }
+        let need = self.workers as u64
+            * (self.rx_desc as u64 + self.tx_desc as u64 + 2 * MAX_BURST as u64)
+            + self.mempool_cache as u64;
+        if (self.mempool_mbufs as u64) < need {
+            return bad(
+                "mempool_mbufs".into(),
+                format!("{} cannot fill the queues: need at least {need} (workers x (rx_desc + tx_desc + 2 x {MAX_BURST}) + mempool_cache)", self.mempool_mbufs),
+            );
+        }
+        if self.mempool_cache > 512 || self.mempool_cache as u64 * 3 / 2 > self.mempool_mbufs as u64
+        {
+            return bad(
+                "mempool_cache".into(),
+                format!(
+                    "{} must be <= 512 and <= mempool_mbufs / 1.5",
+                    self.mempool_cache
+                ),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, n) in self.neighbours.iter().enumerate() {
+            if n.node == self.node {
+                return bad(
+                    format!("neighbours[{i}].node"),
+                    format!("{} is this node", n.node),
+                );
+            }
+            if !seen.insert(n.node) {
+                return bad(
+                    format!("neighbours[{i}].node"),
+                    format!("node {} listed twice", n.node),
+                );
+            }
+            if n.udp_port == 0 {
+                return bad(format!("neighbours[{i}].udp_port"), "must not be 0".into());
+            }
+            if n.mac.0[0] & 1 == 1 {
+                return bad(
+                    format!("neighbours[{i}].mac"),
+                    format!("{} is a multicast address", n.mac),
+                );
+            }
+        }
+        if self.udp_port == 0 {
+            return bad("udp_port".into(), "must not be 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// A whole DPDK setup as one TOML file: `[eal]` ([`EalConfig`]) and `[port]`
+/// ([`DpdkPortConfig`]) — see README.md, "Running on a gateway".
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkSetup {
+    #[serde(default)]
+    pub eal: EalConfig,
+    pub port: DpdkPortConfig,
+}
+
+impl DpdkSetup {
+    /// Parses and validates; errors name the key (and line, for syntax errors).
+    pub fn from_toml_str(text: &str) -> Result<Self, DpdkError> {
+        let s: DpdkSetup = toml::from_str(text).map_err(|e| DpdkError::Config {
+            key: "(file)".into(),
+            why: e.to_string(),
+        })?;
+        s.eal.validate()?;
+        s.port.validate()?;
+        Ok(s)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors and counters
+// ---------------------------------------------------------------------------------------
+
+/// What went wrong setting up DPDK.
+#[derive(Debug, thiserror::Error)]
+pub enum DpdkError {
+    #[error("DPDK is not available: netstorm-dpdk-sys was built without libdpdk (pkg-config could not find `libdpdk`); install libdpdk-dev and dpdk (scripts/install-deps.sh) and rebuild")]
+    NotLinked,
+    #[error("bad EAL argument {key}: {why}")]
+    EalArgs { key: &'static str, why: String },
+    #[error("rte_eal_init failed: {msg} (rte_errno {errno}){hint}; EAL arguments: {args:?}")]
+    EalInit {
+        errno: i32,
+        msg: String,
+        hint: String,
+        args: Vec<String>,
+    },
+    #[error("the EAL is initialized once per process and already was, with {first:?}; now asked for {requested:?} (put every --vdev into one EalConfig)")]
+    EalAlreadyInitialized {
+        first: Vec<String>,
+        requested: Vec<String>,
+    },
+    #[error("the EAL is not initialized: call eal_init first")]
+    EalNotInitialized,
+    #[error("bad DPDK port config key {key}: {why}")]
+    Config { key: String, why: String },
+    #[error("DPDK device {device:?} (config key `device`) does not exist; {available} ethdev(s) available — check the --vdev / -a EAL arguments")]
+    NoSuchDevice { device: String, available: u16 },
+    #[error("DPDK device {device:?} is already opened by another DpdkPort in this process")]
+    DeviceBusy { device: String },
+    #[error("cannot create mbuf pool of {mbufs} mbufs x {data_room} bytes (config keys `mempool_mbufs`, `mbuf_data_room`): {msg} (rte_errno {errno}); raise the EAL memory (`-m` / memory_mb) or shrink the pool")]
+    Mempool {
+        mbufs: u32,
+        data_room: u16,
+        errno: i32,
+        msg: String,
+    },
+    #[error("{op} on DPDK device {device:?} failed: {msg} (errno {errno}){hint}")]
+    Device {
+        op: &'static str,
+        device: String,
+        errno: i32,
+        msg: String,
+        hint: String,
+    },
+}
+
+impl From<DpdkError> for PortError {
+    fn from(e: DpdkError) -> Self {
+        PortError::Other(e.to_string())
+    }
+}
+
+/// Per-port counters (plain fields, updated on the hot path without atomics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DpdkPortStats {
+    /// Frames taken from the rx queue.
+    pub rx_frames: u64,
+    /// Datagrams handed to the caller.
+    pub rx_datagrams: u64,
+    /// Dropped: not Ethernet II / IPv4 / UDP (ARP, IPv6, VLAN, other protocols, IP options).
+    pub rx_not_udp: u64,
+    /// Dropped: truncated or inconsistent lengths, or more than one segment.
+    pub rx_malformed: u64,
+    /// Dropped: IPv4 fragments.
+    pub rx_fragment: u64,
+    /// Dropped: wrong IPv4 header or UDP checksum.
+    pub rx_bad_checksum: u64,
+    /// Dropped: not addressed to our IPv4 address and UDP port.
+    pub rx_not_for_us: u64,
+    /// Dropped: source (IPv4, UDP port) not in the neighbour table.
+    pub rx_unknown_neighbour: u64,
+    /// Dropped: datagram larger than the caller's buffer.
+    pub rx_too_long: u64,
+    /// Frames accepted by `tx_burst`.
+    pub tx_frames: u64,
+    /// Frames the tx queue refused (back-pressure; offered again by the caller).
+    pub tx_refused: u64,
+    /// Batches refused because the mbuf pool was empty.
+    pub tx_pool_empty: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Framing (pure, tested without DPDK)
+// ---------------------------------------------------------------------------------------
+
+/// The addresses of one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameAddrs {
+    pub src_mac: MacAddr,
+    pub dst_mac: MacAddr,
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// Why [`parse_frame`] rejected a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameDrop {
+    NotUdp,
+    Malformed,
+    Fragment,
+    BadChecksum,
+}
+
+/// A parsed frame: addresses and where the datagram is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParsedFrame {
+    pub addrs: FrameAddrs,
+    /// `frame[payload_offset..payload_offset + payload_len]` is the datagram.
+    pub payload_offset: usize,
+    pub payload_len: usize,
+}
+
+/// The Internet checksum (RFC 1071) folded from `init`, not yet complemented.
+fn sum16(init: u32, data: &[u8]) -> u32 {
+    let mut s = init as u64;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        s += u16::from_be_bytes([c[0], c[1]]) as u64;
+    }
+    if let [last] = chunks.remainder() {
+        s += (*last as u64) << 8;
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u32
+}
+
+/// IPv4 header checksum of `hdr` (with its checksum field as it is; 0 when computing).
+pub fn ipv4_checksum(hdr: &[u8]) -> u16 {
+    !(sum16(0, hdr) as u16)
+}
+
+/// UDP checksum over the pseudo-header and `udp` (header with checksum field 0, + payload);
+/// 0 is sent as 0xffff (RFC 768).
+pub fn udp_checksum(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> u16 {
+    let mut pseudo = [0u8; 12];
+    pseudo[0..4].copy_from_slice(&src.octets());
+    pseudo[4..8].copy_from_slice(&dst.octets());
+    pseudo[9] = IPPROTO_UDP;
+    pseudo[10..12].copy_from_slice(&(udp.len() as u16).to_be_bytes());
+    let c = !(sum16(sum16(0, &pseudo), udp) as u16);
+    if c == 0 {
+        0xffff
+    } else {
+        c
+    }
+}
+
+/// Writes the Ethernet/IPv4/UDP headers for a `payload_len`-byte datagram into
+/// `frame[..FRAME_HEADER_LEN]`; the datagram must already be at
+/// `frame[FRAME_HEADER_LEN..FRAME_HEADER_LEN + payload_len]` when `udp_csum` is set.
+/// Returns the frame length. `frame` must hold `FRAME_HEADER_LEN + payload_len` bytes and
+/// `payload_len <= 65507`.
+pub fn emit_frame(
+    a: &FrameAddrs,
+    ip_id: u16,
+    payload_len: usize,
+    udp_csum: bool,
+    frame: &mut [u8],
+) -> usize {
+    let total = FRAME_HEADER_LEN + payload_len;
+    let f = &mut frame[..total];
+    f[0..6].copy_from_slice(&a.dst_mac.0);
+    f[6..12].copy_from_slice(&a.src_mac.0);
+    f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    let ip_len = (IPV4_HEADER_LEN + UDP_HEADER_LEN + payload_len) as u16;
+    {
+        let ip = &mut f[ETH_HEADER_LEN..ETH_HEADER_LEN + IPV4_HEADER_LEN];
+        ip[0] = 0x45;
+        ip[1] = 0;
+        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+        ip[4..6].copy_from_slice(&ip_id.to_be_bytes());
+        ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+        ip[8] = 64;
+        ip[9] = IPPROTO_UDP;
+        ip[10..12].copy_from_slice(&[0, 0]);
+        ip[12..16].copy_from_slice(&a.src_ip.octets());
+        ip[16..20].copy_from_slice(&a.dst_ip.octets());
+        let c = ipv4_checksum(ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    let udp = &mut f[ETH_HEADER_LEN + IPV4_HEADER_LEN..];
+    udp[0..2].copy_from_slice(&a.src_port.to_be_bytes());
+    udp[2..4].copy_from_slice(&a.dst_port.to_be_bytes());
+    udp[4..6].copy_from_slice(&((UDP_HEADER_LEN + payload_len) as u16).to_be_bytes());
+    udp[6..8].copy_from_slice(&[0, 0]);
+    if udp_csum {
+        let c = udp_checksum(a.src_ip, a.dst_ip, udp);
+        udp[6..8].copy_from_slice(&c.to_be_bytes());
+    }
+    total
+}
+
+/// Parses an Ethernet II / IPv4 / UDP frame (Ethernet padding allowed), verifying the IPv4
+/// header checksum and, when non-zero, the UDP checksum. Never panics.
+pub fn parse_frame(frame: &[u8]) -> Result<ParsedFrame, FrameDrop> {
+    if frame.len() < ETH_HEADER_LEN {
+        return Err(FrameDrop::Malformed);
+    }
+    if u16::from_be_bytes([frame[12], frame[13]]) != ETHERTYPE_IPV4 {
+        return Err(FrameDrop::NotUdp);
+    }
+    let ip = &frame[ETH_HEADER_LEN..];
+    if ip.len() < IPV4_HEADER_LEN {
+        return Err(FrameDrop::Malformed);
+    }
+    if ip[0] >> 4 != 4 || ip[0] & 0x0f != 5 {
+        // Not IPv4, or IPv4 with options (which we never send).
+        return Err(FrameDrop::NotUdp);
+    }
+    if ip[9] != IPPROTO_UDP {
+        return Err(FrameDrop::NotUdp);
+    }
+    let ip_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    if ip_len < IPV4_HEADER_LEN + UDP_HEADER_LEN || ip_len > ip.len() {
+        return Err(FrameDrop::Malformed);
+    }
+    if sum16(0, &ip[..IPV4_HEADER_LEN]) != 0xffff {
+        return Err(FrameDrop::BadChecksum);
+    }
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    if frag & 0x3fff != 0 {
+        return Err(FrameDrop::Fragment);
+    }
+    let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst_ip = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let udp = &ip[IPV4_HEADER_LEN..ip_len];
+    let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
+    if udp_len != udp.len() {
+        return Err(FrameDrop::Malformed);
+    }
+    let csum = u16::from_be_bytes([udp[6], udp[7]]);
+    if csum != 0 {
+        let mut pseudo = [0u8; 12];
+        pseudo[0..4].copy_from_slice(&src_ip.octets());
+        pseudo[4..8].copy_from_slice(&dst_ip.octets());
+        pseudo[9] = IPPROTO_UDP;
+        pseudo[10..12].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        if sum16(sum16(0, &pseudo), udp) != 0xffff {
+            return Err(FrameDrop::BadChecksum);
+        }
+    }
+    let mut src_mac = [0u8; 6];
+    let mut dst_mac = [0u8; 6];
+    dst_mac.copy_from_slice(&frame[0..6]);
+    src_mac.copy_from_slice(&frame[6..12]);
+    Ok(ParsedFrame {
+        addrs: FrameAddrs {
+            src_mac: MacAddr(src_mac),
+            dst_mac: MacAddr(dst_mac),
+            src_ip,
+            dst_ip,
+            src_port: u16::from_be_bytes([udp[0], udp[1]]),
+            dst_port: u16::from_be_bytes([udp[2], udp[3]]),
+        },
+        payload_offset: FRAME_HEADER_LEN,
+        payload_len: udp_len - UDP_HEADER_LEN,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// EAL
+// ---------------------------------------------------------------------------------------
+
+/// The process's EAL: the arguments it was initialized with, and how that went.
+static EAL: OnceLock<(Vec<String>, Result<(), String>)> = OnceLock::new();
+
+fn errno_hint(errno: i32) -> &'static str {
+    match errno {
+        12 => "; out of memory: raise `-m` (memory_mb) or, without hugepages, use --no-huge",
+        13 | 1 => "; permission denied: run as root, or use --no-huge and --no-pci",
+        19 => "; a device failed to probe: check the --vdev / -a arguments (vdevs, allow)",
+        22 => "; invalid argument: check lcores (-l), vdevs (--vdev), extra_args",
+        114 => "; the EAL was already initialized in this process by someone else",
+        95 => "; not supported by this DPDK build (is the PMD installed? e.g. package dpdk)",
+        _ => "",
+    }
+}
+
+/// Initializes the EAL (once per process). Calling again with the same config is a no-op;
+/// with a different config it is an error, as is every call after a failed init.
+pub fn eal_init(cfg: &EalConfig) -> Result<(), DpdkError> {
+    if !sys::LINKED {
+        return Err(DpdkError::NotLinked);
+    }
+    cfg.validate()?;
+    let requested = cfg.args();
+    let (first, outcome) = EAL.get_or_init(|| {
+        let args = requested.clone();
+        // rte_eal_init pins the calling thread to the main lcore: run it on a helper thread
+        // so the caller's (and its future children's) affinity is left alone.
+        let res = std::thread::Builder::new()
+            .name("netstorm-eal-init".into())
+            .spawn(move || run_eal_init(&args))
+            .map_err(|e| format!("cannot spawn the EAL init thread: {e}"))
+            .and_then(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("the EAL init thread panicked".into()))
+            });
+        (requested.clone(), res)
+    });
+    if first != &requested {
+        // Only the default (pid-derived) file prefix may differ textually between two equal
+        // configs in one process — it cannot — so any difference is a real conflict.
+        return Err(DpdkError::EalAlreadyInitialized {
+            first: first.clone(),
+            requested,
+        });
+    }
+    outcome.clone().map_err(|e| {
+        let (errno, msg) = e.split_once('\u{1}').map_or((0, e.clone()), |(n, m)| {
+            (n.parse().unwrap_or(0), m.to_string())
+        });
+        DpdkError::EalInit {
+            errno,
+            msg,
+            hint: errno_hint(errno).to_string(),
+            args: first.clone(),
+        }
+    })
+}
+
+/// `Err("errno\u{1}message")` on failure.
+fn run_eal_init(args: &[String]) -> Result<(), String> {
+    let mut ptrs: Vec<*mut c_char> = Vec::with_capacity(args.len() + 1);
+    for a in args {
+        let c =
+            CString::new(a.as_str()).map_err(|_| format!("22\u{1}argument {a:?} contains NUL"))?;
+        // DPDK may keep pointers into argv for the life of the process: leak them.
+        ptrs.push(c.into_raw());
+    }
+    ptrs.push(std::ptr::null_mut());
+    let argv = Box::leak(ptrs.into_boxed_slice());
+    // SAFETY: argv holds args.len() valid NUL-terminated strings (leaked, so they live for the
+    // process) followed by NULL; this runs once per process (guarded by the EAL OnceLock).
+    let ret = unsafe { sys::ns_eal_init(args.len() as c_int, argv.as_mut_ptr()) };
+    if ret < 0 {
+        // SAFETY: reads the calling thread's rte_errno, always valid.
+        let errno = unsafe { sys::ns_errno() };
+        return Err(format!("{errno}\u{1}{}", sys::strerror(errno)));
+    }
+    Ok(())
+}
+
+/// Whether the EAL was initialized successfully in this process.
+pub fn eal_initialized() -> bool {
+    matches!(EAL.get(), Some((_, Ok(()))))
+}
+
+// ---------------------------------------------------------------------------------------
+// Device and port
+// ---------------------------------------------------------------------------------------
+
+/// Devices opened by a live `DpdkPort` in this process.
+static OPEN_DEVICES: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// A configured, started ethdev and its mbuf pool; stopped when the last [`DpdkPort`] on it
+/// is dropped.
+#[derive(Debug)]
+struct Device {
+    name: String,
+    port_id: u16,
+    pool: *mut sys::RteMempool,
+}
+
+// SAFETY: the mempool is thread-safe (ring_mp_mc ops); the port id is a plain integer and the
+// ethdev's control functions are only called from Device::drop, which runs once.
+unsafe impl Send for Device {}
+// SAFETY: as above; shared references only read `pool` (thread-safe mempool) and `port_id`.
+unsafe impl Sync for Device {}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        // The device is stopped, not closed: closing releases vdevs (net_ring) for good, and a
+        // stopped device can be configured and started again by a later `DpdkPort::open`.
+        // SAFETY: every DpdkPort (so every rx/tx user) of this device is gone — Device is
+        // dropped with the last Arc — so no thread is inside rx/tx burst on it.
+        unsafe {
+            sys::ns_eth_dev_stop(self.port_id);
+        }
+        // The pool is deliberately not freed: the stopped device (and, for net_ring, rings
+        // that outlive it) may still hold its mbufs. A bounded leak per `open`.
+        let _ = self.pool;
+        if let Ok(mut open) = OPEN_DEVICES.lock() {
+            open.retain(|&p| p != self.port_id);
+        }
+    }
+}
+
+/// One worker's queue pair on a DPDK ethdev. See the module docs.
+#[derive(Debug)]
+pub struct DpdkPort {
+    dev: Arc<Device>,
+    queue: u16,
+    me: FrameAddrsTemplate,
+    /// Neighbour table indexed by NodeId: (mac, ip, port).
+    by_node: Vec<Option<(MacAddr, Ipv4Addr, u16)>>,
+    /// (ip, port) → node, for receive (linear scan: tables are small).
+    by_addr: Vec<(Ipv4Addr, u16, NodeId)>,
+    max_datagram: usize,
+    udp_checksum: bool,
+    ip_id: u16,
+    pub stats: DpdkPortStats,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FrameAddrsTemplate {
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    udp_port: u16,
+}
+
+// SAFETY: a DpdkPort exclusively owns its rx/tx queue pair (one thread per queue is DPDK's
+// rule); the shared Device is Send + Sync. Moving the port to another thread is fine, sharing
+// it is not (it is not Sync).
+unsafe impl Send for DpdkPort {}
+
+fn device_error(op: &'static str, device: &str, ret: c_int) -> DpdkError {
+    let errno = ret.abs();
+    DpdkError::Device {
+        op,
+        device: device.into(),
+        errno,
+        msg: sys::strerror(errno),
+        hint: errno_hint(errno).to_string(),
+    }
+}
+
+impl DpdkPort {
+    /// Initializes the EAL (see [`eal_init`]) and opens `cfg.device` with `cfg.workers == 1`.
+    pub fn open(eal: &EalConfig, cfg: &DpdkPortConfig) -> Result<DpdkPort, DpdkError> {
+        if cfg.workers != 1 {
+            return Err(DpdkError::Config {
+                key: "workers".into(),
+                why: format!(
+                    "{}: DpdkPort::open opens one queue pair; use open_workers",
+                    cfg.workers
+                ),
+            });
+        }
+        let mut v = Self::open_workers(eal, cfg)?;
+        Ok(v.remove(0))
+    }
+
+    /// Initializes the EAL (see [`eal_init`]), configures and starts `cfg.device` with
+    /// `cfg.workers` queue pairs, and returns one port per queue pair.
+    pub fn open_workers(eal: &EalConfig, cfg: &DpdkPortConfig) -> Result<Vec<DpdkPort>, DpdkError> {
+        if !sys::LINKED {
+            return Err(DpdkError::NotLinked);
+        }
+        cfg.validate()?;
+        eal_init(eal)?;
+        let name = CString::new(cfg.device.as_str()).map_err(|_| DpdkError::Config {
+            key: "device".into(),
+            why: "contains NUL".into(),
+        })?;
+        let mut port_id = 0u16;
+        // SAFETY: name is NUL-terminated, port_id writable; the EAL is initialized.
+        let ret = unsafe { sys::ns_eth_dev_get_port_by_name(name.as_ptr(), &mut port_id) };
+        if ret != 0 {
+            // SAFETY: EAL initialized.
+            let available = unsafe { sys::ns_eth_dev_count_avail() };
+            return Err(DpdkError::NoSuchDevice {
+                device: cfg.device.clone(),
+                available,
+            });
+        }
+        {
+            let mut open = OPEN_DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+            if open.contains(&port_id) {
+                return Err(DpdkError::DeviceBusy {
+                    device: cfg.device.clone(),
+                });
+            }
+            open.push(port_id);
+        }
+        match Self::setup(cfg, port_id) {
+            Ok(ports) => Ok(ports),
+            Err(e) => {
+                OPEN_DEVICES
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|&p| p != port_id);
+                Err(e)
+            }
+        }
+    }
+
+    fn setup(cfg: &DpdkPortConfig, port_id: u16) -> Result<Vec<DpdkPort>, DpdkError> {
+        static POOL_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dev_name = cfg.device.as_str();
+        // SAFETY: valid port id (looked up by name).
+        let socket = unsafe { sys::ns_eth_dev_socket_id(port_id) };
+        let pool_name = CString::new(format!(
+            "ns_pool_{port_id}_{}",
+            POOL_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ))
+        .expect("no NUL in a formatted name");
+        // SAFETY: EAL initialized; pool_name NUL-terminated (DPDK copies it).
+        let pool = unsafe {
+            sys::ns_pktmbuf_pool_create(
+                pool_name.as_ptr(),
+                cfg.mempool_mbufs,
+                cfg.mempool_cache,
+                cfg.mbuf_data_room,
+                socket.max(sys::SOCKET_ID_ANY),
+            )
+        };
+        if pool.is_null() {
+            // SAFETY: reads this thread's rte_errno.
+            let errno = unsafe { sys::ns_errno() };
+            return Err(DpdkError::Mempool {
+                mbufs: cfg.mempool_mbufs,
+                data_room: cfg.mbuf_data_room,
+                errno,
+                msg: sys::strerror(errno),
+            });
+        }
+        let free_pool = |e: DpdkError| {
+            // SAFETY: the pool was created above and no queue that could hold its mbufs was
+            // started (setup failed before dev_start succeeded).
+            unsafe { sys::ns_mempool_free(pool) };
+            e
+        };
+        let check = |op: &'static str, ret: c_int| {
+            if ret < 0 {
+                Err(device_error(op, dev_name, ret))
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY: valid port id; the device is not started (it is ours: OPEN_DEVICES).
+        let ret = unsafe { sys::ns_eth_dev_configure(port_id, cfg.workers, cfg.workers) };
+        check("rte_eth_dev_configure (workers = rx/tx queues)", ret).map_err(free_pool)?;
+        // Best effort: virtual devices often do not implement MTU changes.
+        // SAFETY: valid, configured port.
+        let _ = unsafe { sys::ns_eth_dev_set_mtu(port_id, cfg.mtu) };
+        for q in 0..cfg.workers {
+            // SAFETY: configured, stopped port; q < configured queue count; the pool outlives
+            // the device (it is never freed once the device started).
+            let ret = unsafe { sys::ns_eth_rx_queue_setup(port_id, q, cfg.rx_desc, socket, pool) };
+            check("rte_eth_rx_queue_setup (rx_desc)", ret).map_err(free_pool)?;
+            // SAFETY: as above.
+            let ret = unsafe { sys::ns_eth_tx_queue_setup(port_id, q, cfg.tx_desc, socket) };
+            check("rte_eth_tx_queue_setup (tx_desc)", ret).map_err(free_pool)?;
+        }
+        if cfg.promiscuous {
+            // SAFETY: valid port.
+            let ret = unsafe { sys::ns_eth_promiscuous_enable(port_id) };
+            check("rte_eth_promiscuous_enable (promiscuous)", ret).map_err(free_pool)?;
+        }
+        // SAFETY: queues set up.
+        let ret = unsafe { sys::ns_eth_dev_start(port_id) };
+        check("rte_eth_dev_start", ret).map_err(free_pool)?;
+        let dev = Arc::new(Device {
+            name: cfg.device.clone(),
+            port_id,
+            pool,
+        });
+        let mac = match cfg.mac {
+            Some(m) => m,
+            None => {
+                let mut m = [0u8; 6];
+                // SAFETY: m has 6 bytes.
+                let ret = unsafe { sys::ns_eth_macaddr_get(port_id, m.as_mut_ptr()) };
+                check("rte_eth_macaddr_get (set `mac` explicitly)", ret)?;
+                MacAddr(m)
+            }
+        };
+        let max_node = cfg
+            .neighbours
+            .iter()
+            .map(|n| n.node as usize)
+            .max()
+            .unwrap_or(0);
+        let mut by_node = vec![None; max_node + 1];
+        for n in &cfg.neighbours {
+            by_node[n.node as usize] = Some((n.mac, n.ip, n.udp_port));
+        }
+        let by_addr: Vec<_> = cfg
+            .neighbours
+            .iter()
+            .map(|n| (n.ip, n.udp_port, n.node))
+            .collect();
+        tracing::debug!(device = %cfg.device, port_id, workers = cfg.workers, %mac, "DPDK port started");
+        Ok((0..cfg.workers)
+            .map(|q| DpdkPort {
+                dev: dev.clone(),
+                queue: q,
+                me: FrameAddrsTemplate {
+                    mac,
+                    ip: cfg.ip,
+                    udp_port: cfg.udp_port,
+                },
+                by_node: by_node.clone(),
+                by_addr: by_addr.clone(),
+                max_datagram: cfg.max_datagram_len(),
+                udp_checksum: cfg.udp_checksum,
+                ip_id: q.wrapping_mul(0x1000),
+                stats: DpdkPortStats::default(),
+            })
+            .collect())
+    }
+
+    /// The ethdev port id.
+    pub fn port_id(&self) -> u16 {
+        self.dev.port_id
+    }
+
+    /// The device name from the config.
+    pub fn device(&self) -> &str {
+        &self.dev.name
+    }
+
+    /// This port's queue pair.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// Our source MAC.
+    pub fn mac(&self) -> MacAddr {
+        self.me.mac
+    }
+
+    /// Free mbufs in the device's pool (leak checks in tests).
+    pub fn pool_available(&self) -> u32 {
+        // SAFETY: the pool lives as long as the device.
+        unsafe { sys::ns_mempool_avail_count(self.dev.pool) }
+    }
+
+    /// The ethdev's own counters: [ipackets, opackets, ibytes, obytes, imissed, oerrors].
+    pub fn device_stats(&self) -> Option<[u64; 6]> {
+        let mut out = [0u64; 6];
+        // SAFETY: out has room for 6 u64; valid port.
+        let ret = unsafe { sys::ns_eth_stats_get(self.dev.port_id, out.as_mut_ptr()) };
+        (ret == 0).then_some(out)
+    }
+
+    fn lookup_sender(&self, ip: Ipv4Addr, port: u16) -> Option<NodeId> {
+        self.by_addr
+            .iter()
+            .find(|&&(i, p, _)| i == ip && p == port)
+            .map(|&(_, _, n)| n)
+    }
+
+    /// Classifies one received frame into `buf`; returns whether it was delivered.
+    fn accept(&mut self, frame: &[u8], buf: &mut PacketBuf) -> bool {
+        let parsed = match parse_frame(frame) {
+            Ok(p) => p,
+            Err(d) => {
+                let c = match d {
+                    FrameDrop::NotUdp => &mut self.stats.rx_not_udp,
+                    FrameDrop::Malformed => &mut self.stats.rx_malformed,
+                    FrameDrop::Fragment => &mut self.stats.rx_fragment,
+                    FrameDrop::BadChecksum => &mut self.stats.rx_bad_checksum,
+                };
+                *c += 1;
+                return false;
+            }
+        };
+        let a = parsed.addrs;
+        if a.dst_ip != self.me.ip || a.dst_port != self.me.udp_port {
+            self.stats.rx_not_for_us += 1;
+            return false;
+        }
+        let Some(from) = self.lookup_sender(a.src_ip, a.src_port) else {
+            self.stats.rx_unknown_neighbour += 1;
+            return false;
+        };
+        if parsed.payload_len > buf.data.len() {
+            self.stats.rx_too_long += 1;
+            return false;
+        }
+        let p = &frame[parsed.payload_offset..parsed.payload_offset + parsed.payload_len];
+        buf.data[..p.len()].copy_from_slice(p);
+        buf.len = p.len();
+        buf.peer = from;
+        true
+    }
+}
+
+impl Port for DpdkPort {
+    fn max_datagram_len(&self) -> usize {
+        self.max_datagram
+    }
+
+    fn recv_batch(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, PortError> {
+        let mut k = 0;
+        let mut mbufs = [std::ptr::null_mut::<sys::RteMbuf>(); MAX_BURST];
+        while k < bufs.len() {
+            let want = (bufs.len() - k).min(MAX_BURST) as u16;
+            // SAFETY: the device is started; this port owns queue `self.queue` (one thread);
+            // mbufs has room for `want` <= MAX_BURST pointers.
+            let n = unsafe {
+                sys::ns_eth_rx_burst(self.dev.port_id, self.queue, mbufs.as_mut_ptr(), want)
+            } as usize;
+            if n == 0 {
+                break;
+            }
+            self.stats.rx_frames += n as u64;
+            for &m in &mbufs[..n] {
+                // SAFETY: m is a valid mbuf the driver just handed us; we own it until free.
+                let (segs, len, data) = unsafe {
+                    (
+                        sys::ns_pktmbuf_nb_segs(m),
+                        sys::ns_pktmbuf_data_len(m) as usize,
+                        sys::ns_pktmbuf_mtod(m),
+                    )
+                };
+                if segs != 1 || data.is_null() {
+                    self.stats.rx_malformed += 1;
+                } else {
+                    // SAFETY: the first (only) segment holds `len` initialized bytes at `data`,
+                    // valid until the mbuf is freed below; nothing else aliases it.
+                    let frame = unsafe { std::slice::from_raw_parts(data, len) };
+                    if self.accept(frame, &mut bufs[k]) {
+                        k += 1;
+                        self.stats.rx_datagrams += 1;
+                    }
+                }
+                // SAFETY: we own m and do not use it (or `frame`) afterwards.
+                unsafe { sys::ns_pktmbuf_free(m) };
+            }
+            if n < want as usize {
+                break;
+            }
+        }
+        Ok(k)
+    }
+
+    fn send_batch(&mut self, bufs: &[PacketBuf]) -> Result<usize, PortError> {
+        let n = bufs.len().min(MAX_BURST);
+        if n == 0 {
+            return Ok(0);
+        }
+        for b in &bufs[..n] {
+            if b.len > self.max_datagram {
+                return Err(PortError::Other(format!(
+                    "datagram of {} bytes exceeds the DPDK port's {} (mtu - 28)",
+                    b.len, self.max_datagram
+                )));
+            }
+            if self
+                .by_node
+                .get(b.peer as usize)
+                .copied()
+                .flatten()
+                .is_none()
+            {
+                return Err(PortError::UnknownPeer(b.peer));
+            }
+        }
+        let mut mbufs = [std::ptr::null_mut::<sys::RteMbuf>(); MAX_BURST];
+        // SAFETY: the pool is valid; mbufs has room for n <= MAX_BURST pointers.
+        let ret =
+            unsafe { sys::ns_pktmbuf_alloc_bulk(self.dev.pool, mbufs.as_mut_ptr(), n as u32) };
+        if ret != 0 {
+            self.stats.tx_pool_empty += 1;
+            return Ok(0);
+        }
+        for (b, &m) in bufs[..n].iter().zip(&mbufs[..n]) {
+            let (mac, ip, port) = self.by_node[b.peer as usize].expect("checked above");
+            let total = FRAME_HEADER_LEN + b.len;
+            // SAFETY: m is a fresh, reset mbuf we own; total <= mtu + 14 <= data room - headroom
+            // (validated), so append succeeds and returns `total` writable bytes.
+            let p = unsafe { sys::ns_pktmbuf_append(m, total as u16) };
+            if p.is_null() {
+                // SAFETY: we own all n mbufs; none was handed to the driver yet.
+                unsafe { sys::ns_pktmbuf_free_bulk(mbufs.as_mut_ptr(), n as u32) };
+                return Err(PortError::Other(format!(
+                    "mbuf too small for a {total}-byte frame (config key mbuf_data_room)"
+                )));
+            }
+            // SAFETY: p points to `total` bytes inside m's buffer, exclusively ours.
+            let frame = unsafe { std::slice::from_raw_parts_mut(p, total) };
+            frame[FRAME_HEADER_LEN..].copy_from_slice(b.bytes());
+            self.ip_id = self.ip_id.wrapping_add(1);
+            let addrs = FrameAddrs {
+                src_mac: self.me.mac,
+                dst_mac: mac,
+                src_ip: self.me.ip,
+                dst_ip: ip,
+                src_port: self.me.udp_port,
+                dst_port: port,
+            };
+            emit_frame(&addrs, self.ip_id, b.len, self.udp_checksum, frame);
+        }
+        // SAFETY: started device, our queue; mbufs[..n] are valid, owned, filled mbufs; the
+        // first `sent` now belong to the driver.
+        let sent = unsafe {
+            sys::ns_eth_tx_burst(self.dev.port_id, self.queue, mbufs.as_mut_ptr(), n as u16)
+        } as usize;
+        if sent < n {
+            // SAFETY: mbufs[sent..n] were not taken by the driver and are still ours.
+            unsafe { sys::ns_pktmbuf_free_bulk(mbufs[sent..].as_mut_ptr(), (n - sent) as u32) };
+            self.stats.tx_refused += (n - sent) as u64;
+        }
+        self.stats.tx_frames += sent as u64;
+        Ok(sent)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Test fabric: ethdevs made of rings, joined by a software Ethernet switch
+// ---------------------------------------------------------------------------------------
+
+/// An in-process Ethernet fabric for tests and demos: `n` ethdevs (`net_ring` PMD over
+/// rte_rings, created as `<prefix><i>`; their ethdev names are in [`RingFabric::devices`])
+/// with `queues` rx/tx queue pairs each, and a learning-free switch that forwards by
+/// destination MAC ([`MacAddr::local`]`(i)` is port `i`) from tx queue `q` to rx queue `q`
+/// (worker `q` talks to worker `q`), dropping every `drop_every`-th frame if set.
+/// Call [`RingFabric::pump`] from one thread (the switch) while the ports run.
+#[derive(Debug)]
+pub struct RingFabric {
+    /// Per port, per queue: (rx ring = the queue's inbox, tx ring = the queue's outbox).
+    rings: Vec<Vec<(*mut sys::RteRing, *mut sys::RteRing)>>,
+    /// Device names, index = port.
+    pub devices: Vec<String>,
+    /// Frames forwarded, dropped (unknown MAC, full inbox, injected loss).
+    pub forwarded: u64,
+    pub dropped: u64,
+    drop_every: u64,
+    seen: u64,
+}
+
+// SAFETY: rte_rings are multi-producer/multi-consumer safe; the fabric is moved to the one
+// switch thread that pumps it.
+unsafe impl Send for RingFabric {}
+
+impl RingFabric {
+    /// Creates `n` ring-backed ethdevs `<prefix>0..<prefix>{n-1}` with one queue pair each
+    /// (the EAL must be up).
+    pub fn new(
+        prefix: &str,
+        n: usize,
+        ring_size: u32,
+        drop_every: Option<u64>,
+    ) -> Result<Self, DpdkError> {
+        Self::with_queues(prefix, n, 1, ring_size, drop_every)
+    }
+
+    /// As [`RingFabric::new`] with `queues` rx/tx queue pairs per ethdev.
+    pub fn with_queues(
+        prefix: &str,
+        n: usize,
+        queues: usize,
+        ring_size: u32,
+        drop_every: Option<u64>,
+    ) -> Result<Self, DpdkError> {
+        if queues == 0 || queues > 16 {
+            return Err(DpdkError::Config {
+                key: "queues".into(),
+                why: format!("{queues} must be in 1..=16"),
+            });
+        }
+        if !sys::LINKED {
+            return Err(DpdkError::NotLinked);
+        }
+        if !eal_initialized() {
+            return Err(DpdkError::EalNotInitialized);
+        }
+        let mut rings = Vec::with_capacity(n);
+        let mut devices = Vec::with_capacity(n);
+        for i in 0..n {
+            let mk = |dir: String| -> Result<*mut sys::RteRing, DpdkError> {
+                let name =
+                    CString::new(format!("{prefix}{i}_{dir}")).map_err(|_| DpdkError::Config {
+                        key: "prefix".into(),
+                        why: "contains NUL".into(),
+                    })?;
+                // SAFETY: EAL up; name NUL-terminated (copied by DPDK); flags 0 = MP/MC.
+                let r =
+                    unsafe { sys::ns_ring_create(name.as_ptr(), ring_size, sys::SOCKET_ID_ANY, 0) };
+                if r.is_null() {
+                    // SAFETY: reads rte_errno.
+                    let errno = unsafe { sys::ns_errno() };
+                    return Err(device_error(
+                        "rte_ring_create (ring_size must be a power of two)",
+                        &format!("{prefix}{i}"),
+                        -errno,
+                    ));
+                }
+                Ok(r)
+            };
+            let mut qs = Vec::with_capacity(queues);
+            for q in 0..queues {
+                qs.push((mk(format!("i{q}"))?, mk(format!("o{q}"))?));
+            }
+            let inboxes: Vec<_> = qs.iter().map(|p| p.0).collect();
+            let outboxes: Vec<_> = qs.iter().map(|p| p.1).collect();
+            let dev = format!("{prefix}{i}");
+            let cname = CString::new(dev.as_str()).expect("checked above");
+            // SAFETY: EAL up; `queues` rx and tx rings, valid for the process (never freed).
+            let ret = unsafe {
+                sys::ns_eth_from_rings(
+                    cname.as_ptr(),
+                    inboxes.as_ptr(),
+                    queues as u32,
+                    outboxes.as_ptr(),
+                    queues as u32,
+                    0,
+                )
+            };
+            if ret < 0 {
+                return Err(device_error("rte_eth_from_rings", &dev, ret));
+            }
+            let port_id = ret as u16;
+            let mut buf = [0 as c_char; 64];
+            // SAFETY: buf has 64 bytes; port_id was just created.
+            let ret = unsafe { sys::ns_eth_dev_get_name_by_port(port_id, buf.as_mut_ptr(), 64) };
+            if ret < 0 {
+                return Err(device_error("rte_eth_dev_get_name_by_port", &dev, ret));
+            }
+            // SAFETY: the shim NUL-terminates within buf.
+            let real = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+            rings.push(qs);
+            devices.push(real.to_string_lossy().into_owned());
+        }
+        Ok(Self {
+            rings,
+            devices,
+            forwarded: 0,
+            dropped: 0,
+            drop_every: drop_every.unwrap_or(0),
+            seen: 0,
+        })
+    }
+
+    /// Moves waiting frames from every outbox to the inbox of the port owning the destination
+    /// MAC. Returns how many frames it moved or dropped.
+    pub fn pump(&mut self) -> usize {
+        let mut objs = [std::ptr::null_mut::<c_void>(); MAX_BURST];
+        let mut total = 0;
+        let queues = self.rings.first().map_or(0, Vec::len);
+        for (src, q) in (0..self.rings.len()).flat_map(|s| (0..queues).map(move |q| (s, q))) {
+            let outbox = self.rings[src][q].1;
+            // SAFETY: valid ring; objs has room for MAX_BURST pointers.
+            let n =
+                unsafe { sys::ns_ring_dequeue_burst(outbox, objs.as_mut_ptr(), MAX_BURST as u32) }
+                    as usize;
+            total += n;
+            for &o in &objs[..n] {
+                let m = o.cast::<sys::RteMbuf>();
+                self.seen += 1;
+                // SAFETY: the ring holds mbufs the sender's driver enqueued; we own m now.
+                let (data, len) = unsafe { (sys::ns_pktmbuf_mtod(m), sys::ns_pktmbuf_data_len(m)) };
+                let dst = if len >= 6 && !data.is_null() {
+                    // SAFETY: the first segment holds at least 6 bytes at data.
+                    let d = unsafe { std::slice::from_raw_parts(data, 6) };
+                    (d[0..4] == MacAddr::local(0).0[0..4])
+                        .then(|| u16::from_be_bytes([d[4], d[5]]) as usize)
+                        .filter(|&i| i < self.rings.len())
+                } else {
+                    None
+                };
+                let injected = self.seen.checked_rem(self.drop_every) == Some(0);
+                let mut delivered = false;
+                if let (Some(d), false) = (dst, injected) {
+                    let mut one = [o];
+                    // SAFETY: valid ring; one holds one owned mbuf, handed over on success.
+                    delivered = unsafe {
+                        sys::ns_ring_enqueue_burst(self.rings[d][q].0, one.as_mut_ptr(), 1)
+                    } == 1;
+                }
+                if delivered {
+                    self.forwarded += 1;
+                } else {
+                    self.dropped += 1;
+                    // SAFETY: still ours (not enqueued).
+                    unsafe { sys::ns_pktmbuf_free(m) };
+                }
+            }
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs() -> FrameAddrs {
+        FrameAddrs {
+            src_mac: MacAddr::local(1),
+            dst_mac: MacAddr::local(2),
+            src_ip: Ipv4Addr::new(10, 0, 0, 1),
+            dst_ip: Ipv4Addr::new(10, 0, 0, 2),
+            src_port: 4791,
+            dst_port: 4792,
+        }
+    }
+
+    #[test]
+    fn frame_round_trips_with_and_without_udp_checksum() {
+        for csum in [true, false] {
+            let payload: Vec<u8> = (0..333u32).map(|i| (i * 7) as u8).collect();
+            let mut f = vec![0u8; FRAME_HEADER_LEN + payload.len()];
+            f[FRAME_HEADER_LEN..].copy_from_slice(&payload);
+            let n = emit_frame(&addrs(), 7, payload.len(), csum, &mut f);
+            assert_eq!(n, f.len());
+            let p = parse_frame(&f).unwrap();
+            assert_eq!(p.addrs, addrs());
+            assert_eq!(
+                &f[p.payload_offset..p.payload_offset + p.payload_len],
+                &payload[..]
+            );
+            assert_eq!(u16::from_be_bytes([f[40], f[41]]) != 0, csum);
+            // Ethernet padding after the IP packet is ignored.
+            let mut padded = f.clone();
+            padded.extend_from_slice(&[0; 20]);
+            assert_eq!(parse_frame(&padded).unwrap().payload_len, payload.len());
+        }
+    }
+
+    #[test]
+    fn ipv4_checksum_matches_a_known_header() {
+        // RFC 1071-style example from Wikipedia's "IPv4 header checksum" article.
+        let h = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(ipv4_checksum(&h), 0xb861);
+    }
+
+    #[test]
+    fn corrupted_frames_are_rejected_not_panicking() {
+        let payload = [1u8; 64];
+        let mut f = vec![0u8; FRAME_HEADER_LEN + payload.len()];
+        f[FRAME_HEADER_LEN..].copy_from_slice(&payload);
+        emit_frame(&addrs(), 1, payload.len(), true, &mut f);
+        for i in 0..f.len() {
+            let mut g = f.clone();
+            g[i] ^= 0x10;
+            let r = parse_frame(&g);
+            if i < 12 {
+                assert!(r.is_ok(), "MAC byte {i}");
+            } else {
+                assert!(r.is_err(), "byte {i}: {r:?}");
+            }
+        }
+        for len in 0..f.len() {
+            assert!(parse_frame(&f[..len]).is_err(), "truncated to {len}");
+        }
+        let mut frag = f.clone();
+        frag[ETH_HEADER_LEN + 6] = 0x20; // MF
+        let c = ipv4_checksum(&{
+            let mut h = [0u8; 20];
+            h.copy_from_slice(&frag[14..34]);
+            h[10] = 0;
+            h[11] = 0;
+            h
+        });
+        frag[24..26].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(parse_frame(&frag), Err(FrameDrop::Fragment));
+    }
+
+    #[test]
+    fn mac_parse_and_config_validation_name_the_key() {
+        assert_eq!(
+            "02:4e:53:00:00:07".parse::<MacAddr>().unwrap(),
+            MacAddr::local(7)
+        );
+        assert!("02:4e:53:00:00".parse::<MacAddr>().is_err());
+        assert!("zz:4e:53:00:00:00".parse::<MacAddr>().is_err());
+        let mut c = DpdkPortConfig::new("net_ring0", 0, Ipv4Addr::new(10, 0, 0, 1), 4791);
+        c.validate().unwrap();
+        c.mempool_mbufs = 100;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("mempool_mbufs"));
+        c.mempool_mbufs = 8191;
+        c.mbuf_data_room = 1000;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("mbuf_data_room"));
+        c.mbuf_data_room = 2176;
+        c.neighbours.push(NeighbourConfig {
+            node: 0,
+            mac: MacAddr::local(0),
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+            udp_port: 1,
+        });
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("neighbours[0].node"));
+        let mut e = EalConfig::virtual_devices(&["net_ring0"]);
+        e.validate().unwrap();
+        e.vdevs.push("bad vdev".into());
+        assert!(e.validate().unwrap_err().to_string().contains("--vdev"));
+        let args = EalConfig::virtual_devices(&["net_ring0"]).args();
+        assert!(
+            args.contains(&"--no-huge".to_string())
+                && args.contains(&"--vdev=net_ring0".to_string())
+        );
+    }
+
+    #[test]
+    fn config_file_rejects_unknown_keys() {
+        let ok: DpdkPortConfig = toml::from_str(
+            r#"device = "net_ring0"
+node = 1
+ip = "10.0.0.2"
+udp_port = 4791
+[[neighbours]]
+node = 0
+mac = "02:4e:53:00:00:00"
+ip = "10.0.0.1"
+udp_port = 4791
+"#,
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        let err = toml::from_str::<DpdkPortConfig>("device = \"x\"\nnode = 1\nip = \"10.0.0.2\"\nudp_port = 1\nneighbours = []\nmtuu = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mtuu"), "{err}");
+    }
+
+    #[test]
+    fn readme_gateway_example_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("## Running on a gateway")
+            .expect("README section");
+        let section = &readme[start..];
+        let toml_start = section.find("```toml\n").expect("toml block") + 8;
+        let toml_len = section[toml_start..].find("```").expect("end of block");
+        let setup = DpdkSetup::from_toml_str(&section[toml_start..toml_start + toml_len]).unwrap();
+        assert_eq!(setup.eal.allow, vec!["0000:3b:00.0".to_string()]);
+        assert_eq!(setup.port.neighbours.len(), 1);
+        let args = setup.eal.args();
+        assert!(
+            args.contains(&"-a".to_string())
+                && args.contains(&"--file-prefix=netstorm".to_string())
+        );
+        let e = DpdkSetup::from_toml_str("[port]\ndevice = \"x\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains("node") || e.to_string().contains("missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn without_libdpdk_constructors_say_so() {
+        if sys::LINKED {
+            return;
+        }
+        let e = eal_init(&EalConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("libdpdk"), "{e}");
+    }
+}
