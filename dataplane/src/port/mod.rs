@@ -2,9 +2,9 @@
 //! rx/tx trait (smoltcp's `phy::Device`, s2n-quic's queues), and the poll-mode driver that
 //! runs an [`Engine`] on a port with a monotonic clock.
 //!
-//! * [`channel`] — in-process, threads joined by lock-free queues (tests, real-time emulation).
+//! * [`channel`] — in-process, threads joined by bounded queues (tests, real-time emulation).
 //! * [`udp`] — kernel UDP sockets with batched syscalls (`recvmmsg`/`sendmmsg`, GSO/GRO).
-//! * `dpdk` — DPDK ethdev (feature `dpdk`, in progress).
+//! * `dpdk` — DPDK ethdev (feature `dpdk`).
 //!
 //! Invariant: a port never blocks in `recv_batch`/`send_batch`; the driver busy-polls.
 
