@@ -104,6 +104,24 @@ fn fill(buf: &mut [f32], v: usize, r: u32) {
     }
 }
 
+/// Installs `policy` on every node for rounds `>= activate_round`. The control plane does this
+/// at an instant when no node can start that round yet, so no round mixes epochs.
+fn install_everywhere(
+    sim: &mut Simulation,
+    policy: &Policy,
+    activate_round: u32,
+) -> Result<(), ExperimentError> {
+    for v in 0..sim.engines().len() {
+        sim.engine_mut(v as NodeId)
+            .install_policy(policy.clone(), activate_round)
+            .map_err(|err| ExperimentError::Engine {
+                node: v as NodeId,
+                err,
+            })?;
+    }
+    Ok(())
+}
+
 /// The network model a planner sees: the scenario's nodes with the emulator's current rates.
 pub fn current_network(base: &Topology, rates_bps: &[f64]) -> NetworkModel {
     let mut topo = base.clone();
@@ -182,14 +200,7 @@ pub fn run_strategy(
     let mut net = current_network(topo, &rates);
     let (mut plan, policy) = plan_policy(planner, &net, model_bits, &mut builder, epoch)?;
     let mut policies_installed = 1;
-    for v in 0..n {
-        sim.engine_mut(v as NodeId)
-            .install_policy(policy.clone(), 0)
-            .map_err(|err| ExperimentError::Engine {
-                node: v as NodeId,
-                err,
-            })?;
-    }
+    install_everywhere(&mut sim, &policy, 0)?;
     let mut modeled = plan.modeled_time(&net, model_bits).total_s;
     let mut round_nets = vec![(net.topology.clone(), modeled)];
     sim.set_auto_advance(cfg.rounds - 1, cfg.compute_ns);
@@ -210,14 +221,7 @@ pub fn run_strategy(
                 if new_plan != plan {
                     epoch += 1;
                     plan = new_plan;
-                    for v in 0..n {
-                        sim.engine_mut(v as NodeId)
-                            .install_policy(new_policy.clone(), r + 1)
-                            .map_err(|err| ExperimentError::Engine {
-                                node: v as NodeId,
-                                err,
-                            })?;
-                    }
+                    install_everywhere(&mut sim, &new_policy, r + 1)?;
                     policies_installed += 1;
                 }
                 modeled = plan.modeled_time(&net, model_bits).total_s;
@@ -375,14 +379,7 @@ impl EmulatedCluster {
         let mut builder = PolicyBuilder::new();
         let (plan, policy) =
             plan_policy(planner.as_ref(), &net, elems as f64 * 32.0, &mut builder, 1)?;
-        for v in 0..n {
-            sim.engine_mut(v as NodeId)
-                .install_policy(policy.clone(), 0)
-                .map_err(|err| ExperimentError::Engine {
-                    node: v as NodeId,
-                    err,
-                })?;
-        }
+        install_everywhere(&mut sim, &policy, 0)?;
         Ok(Self {
             sim,
             planner,
@@ -432,15 +429,7 @@ impl EmulatedCluster {
             if plan != self.plan {
                 self.epoch += 1;
                 self.plan = plan;
-                for v in 0..n {
-                    self.sim
-                        .engine_mut(v as NodeId)
-                        .install_policy(policy.clone(), r)
-                        .map_err(|err| ExperimentError::Engine {
-                            node: v as NodeId,
-                            err,
-                        })?;
-                }
+                install_everywhere(&mut self.sim, &policy, r)?;
             }
         }
         for (v, input) in inputs.iter().enumerate() {

@@ -348,23 +348,9 @@ impl Simulation {
         round: u32,
         max_virtual_ns: Nanos,
     ) -> Result<(), EmuError> {
-        let deadline = self.now.saturating_add(max_virtual_ns);
-        loop {
-            let any = self
-                .rounds
-                .get(round as usize)
-                .is_some_and(|r| r.iter().any(|x| x.completed_at > 0));
-            if any {
-                return Ok(());
-            }
-            let Some(Reverse((at, _, _))) = self.heap.peek() else {
-                return Err(self.stuck(round, "no events left (deadlock)"));
-            };
-            if *at > deadline {
-                return Err(self.stuck(round, "virtual-time limit reached"));
-            }
-            self.step()?;
-        }
+        self.run_until(round, max_virtual_ns, |nodes| {
+            nodes.iter().any(|x| x.completed_at > 0)
+        })
     }
 
     /// Processes every event up to virtual time `t`, then moves the clock to `t` (e.g. to
@@ -431,13 +417,26 @@ impl Simulation {
     /// Runs until every node completed `round`, or fails after `max_virtual_ns` of virtual
     /// time beyond now (never hangs).
     pub fn run_round(&mut self, round: u32, max_virtual_ns: Nanos) -> Result<(), EmuError> {
+        self.run_until(round, max_virtual_ns, |nodes| {
+            nodes.iter().all(|x| x.completed_at > 0)
+        })
+    }
+
+    /// Steps until `done(per-node state of round)` holds, failing after `max_virtual_ns` of
+    /// virtual time or when no events are left (a deadlock), so a run never hangs.
+    fn run_until(
+        &mut self,
+        round: u32,
+        max_virtual_ns: Nanos,
+        done: impl Fn(&[NodeRound]) -> bool,
+    ) -> Result<(), EmuError> {
         let deadline = self.now.saturating_add(max_virtual_ns);
         loop {
-            let done = self
+            if self
                 .rounds
                 .get(round as usize)
-                .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x.completed_at > 0));
-            if done {
+                .is_some_and(|r| !r.is_empty() && done(r))
+            {
                 return Ok(());
             }
             let Some(Reverse((at, _, _))) = self.heap.peek() else {
