@@ -1,6 +1,7 @@
 //! NetStorm control plane.
 //!
 //! * [`network`] — the network model planners read (capacities, latencies, loss, NIC caps).
+//! * [`awareness`] — that model learned from telemetry, with change detection.
 //! * [`planner`] — the planner interface, the fluid round-time model, and every planner:
 //!   NetStorm's own (`paper`), ours (`packing`), and the baselines as topologies.
 //! * [`bounds`] — the physical limit: the fluid-optimum LP and the latency lower bound.
@@ -8,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod arborescence;
+pub mod awareness;
 pub mod bounds;
 pub mod experiment;
 pub mod models;
