@@ -87,6 +87,11 @@ impl EngineConfig {
         }
     }
 
+    /// Bytes a full data segment occupies on the wire (payload + header + frame overhead).
+    pub fn frame_bytes(&self) -> usize {
+        self.segment_elems * 4 + wire::HEADER_LEN + self.frame_overhead_bytes
+    }
+
     /// Largest datagram this engine emits or accepts for data.
     pub fn max_datagram_len(&self) -> usize {
         wire::HEADER_LEN + self.segment_elems * 4 + wire::AUTH_TAG_LEN
@@ -689,8 +694,7 @@ impl Engine {
 
     /// Telemetry of every path that originates here: the raw material of network awareness.
     pub fn telemetry(&self) -> impl Iterator<Item = PathTelemetry> + '_ {
-        let frame =
-            (self.cfg.segment_elems * 4 + wire::HEADER_LEN + self.cfg.frame_overhead_bytes) as u64;
+        let frame = self.cfg.frame_bytes() as u64;
         self.send.iter().enumerate().filter_map(move |(id, p)| {
             let p = p.as_ref()?;
             Some(PathTelemetry {
@@ -1327,9 +1331,7 @@ impl Engine {
         let span = now.saturating_sub(sp.window_start_ns);
         if span >= sp.srtt_ns.unwrap_or(sp.rto_ns).max(1_000_000) {
             if sp.window_start_ns > 0 {
-                let frame_bits =
-                    ((cfg.segment_elems * 4 + wire::HEADER_LEN + cfg.frame_overhead_bytes) * 8)
-                        as f64;
+                let frame_bits = (cfg.frame_bytes() * 8) as f64;
                 let rate = (sp.delivered_pkts - sp.window_start_pkts) as f64 * frame_bits * 1e9
                     / span as f64;
                 sp.rate_sample = Some((rate, sp.window_app_limited, now));
@@ -1349,10 +1351,7 @@ impl Engine {
         if lost || queueing {
             sp.on_congestion(now);
         } else if newly > 0 {
-            sp.on_progress(
-                now,
-                ((cfg.segment_elems * 4 + wire::HEADER_LEN + cfg.frame_overhead_bytes) * 8) as f64,
-            );
+            sp.on_progress(now, (cfg.frame_bytes() * 8) as f64);
         }
         // The window may have opened, losses were queued, the RTO may have shrunk.
         if let Some(d) = sp.rto_deadline() {
