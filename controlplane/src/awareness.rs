@@ -54,7 +54,7 @@ impl Default for AwarenessConfig {
 }
 
 /// One telemetry observation of a directed link (from a direct path's sender).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LinkSample {
     pub from: NodeId,
     pub to: NodeId,
