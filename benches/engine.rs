@@ -6,6 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use netstorm_controlplane::network::NetworkModel;
 use netstorm_controlplane::planner::{baselines::SptPlanner, Planner};
+use netstorm_dataplane::auth::Auth;
 use netstorm_dataplane::emu::{EmuConfig, Simulation};
 use netstorm_dataplane::engine::{Engine, EngineConfig};
 use netstorm_dataplane::policy::PolicyBuilder;
@@ -23,26 +24,37 @@ fn sync_round(c: &mut Criterion) {
     let plan = SptPlanner.plan(&net, elems as f64 * 32.0).unwrap();
     let policy = plan.to_policy(&mut PolicyBuilder::new(), &net, 1);
     let n = topo.node_count();
-    let mut engines: Vec<Engine> = (0..n)
-        .map(|v| {
-            let mut e = Engine::new(EngineConfig::new(v as u16, n as u16, elems), &topo).unwrap();
-            e.install_policy(policy.clone(), 0).unwrap();
-            e
-        })
-        .collect();
     let mut group = c.benchmark_group("emu_engine");
     group.sample_size(10);
     group.throughput(Throughput::Bytes(elems as u64 * 4));
-    let mut round = 0u32;
-    group.bench_function("paper9_100MB_spt_round", |b| {
-        b.iter(|| {
-            let mut sim =
-                Simulation::new(&topo, std::mem::take(&mut engines), EmuConfig::default()).unwrap();
-            sim.run_round_all(round, 3_600_000_000_000).unwrap();
-            round += 1;
-            engines = std::mem::take(sim.engines_mut_vec());
-        })
-    });
+    // With the packet MAC (the default) and with it explicitly disabled: its cost end to end.
+    for (name, auth) in [
+        ("paper9_100MB_spt_round", Auth::default()),
+        ("paper9_100MB_spt_round_auth_off", Auth::Disabled),
+    ] {
+        let mut engines: Vec<Engine> = (0..n)
+            .map(|v| {
+                let cfg = EngineConfig {
+                    auth,
+                    ..EngineConfig::new(v as u16, n as u16, elems)
+                };
+                let mut e = Engine::new(cfg, &topo).unwrap();
+                e.install_policy(policy.clone(), 0).unwrap();
+                e
+            })
+            .collect();
+        let mut round = 0u32;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut sim =
+                    Simulation::new(&topo, std::mem::take(&mut engines), EmuConfig::default())
+                        .unwrap();
+                sim.run_round_all(round, 3_600_000_000_000).unwrap();
+                round += 1;
+                engines = std::mem::take(sim.engines_mut_vec());
+            })
+        });
+    }
     group.finish();
 }
 

@@ -9,6 +9,7 @@ cargo test --workspace "$@"
 # installed (install-deps does that as root); bounded to seconds, no NICs or hugepages needed.
 if pkg-config --exists libdpdk 2>/dev/null; then
   cargo test -p netstorm-dataplane --features dpdk "$@"
+  cargo test -p netstorm --features dpdk --test bench_dataplane "$@"
   bash scripts/dpdk-testpmd-interop.sh
 else
   echo "skipping DPDK tests: libdpdk not found (pkg-config --exists libdpdk failed; run scripts/install-deps.sh as root)"

@@ -5,6 +5,8 @@
 //!   one-datagram-per-syscall `std::net::UdpSocket` loop, sender and receiver threads on
 //!   loopback (`scripts/bench-udp.sh` adds iperf3 as a second reference).
 //! * `bench kernel` — the f32 aggregation kernel vs memcpy.
+//! * `bench dataplane` — C children → one aggregating core → root on the emu, udp or dpdk
+//!   backend (see `bench_dataplane.rs`).
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -29,6 +31,8 @@ pub enum BenchCommand {
     Udp(UdpBenchArgs),
     /// Aggregation kernel vs memcpy at 4 KiB, 64 KiB and 64 MiB.
     Kernel(KernelBenchArgs),
+    /// C child senders -> ONE aggregating core -> root, on the emu, udp or dpdk backend.
+    Dataplane(crate::bench_dataplane::DataplaneBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -64,6 +68,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.what {
         BenchCommand::Udp(a) => run_udp(a),
         BenchCommand::Kernel(a) => run_kernel(a),
+        BenchCommand::Dataplane(a) => crate::bench_dataplane::run(a),
     }
 }
 

@@ -5,7 +5,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use netstorm_controlplane::bounds;
-use netstorm_controlplane::experiment::{self, ExperimentConfig, StrategyResult};
+use netstorm_controlplane::experiment::{
+    self, ExperimentConfig, Knowledge, LearnedConfig, StrategyResult,
+};
 use netstorm_controlplane::models::ModelProfile;
 use netstorm_controlplane::network::NetworkModel;
 use netstorm_controlplane::planner::{self, Planner, PlannerOptions};
@@ -60,6 +62,10 @@ pub struct CompareArgs {
     /// No progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// Plan from the scenario's true current rates (a reference point) instead of what the
+    /// control plane learns from telemetry and probes.
+    #[arg(long)]
+    pub oracle: bool,
     #[arg(skip)]
     pub demo: bool,
 }
@@ -80,6 +86,7 @@ const STRATEGY_NAMES: &[&str] = &[
     "mesh",
     "spt",
     "netstorm-paper",
+    "netstorm-paper-mp",
     "netstorm-packing",
 ];
 
@@ -94,6 +101,7 @@ fn strategies(names: &[String], opts: &PlannerOptions) -> Result<Vec<Strategy>> 
             "mesh" => ("mesh", "direct reduce-scatter/all-gather, shards proportional to node capacity"),
             "spt" => ("spt", "single root, shortest-path trees"),
             "netstorm-paper" => ("paper", "the paper's FAPT planner (Dijkstra instead of path enumeration); run on our pipelined engine"),
+            "netstorm-paper-mp" => ("paper+mp2", "the paper's FAPT + up to 2 auxiliary relay routes per tree edge, split by route rate; a split is kept only where it lowers the modeled round time"),
             "netstorm-packing" => ("packing", "ours: multiplicative-weights tree packing + share LP"),
             other => bail!("unknown strategy '{other}' (known: {})", STRATEGY_NAMES.join(", ")),
         };
@@ -124,6 +132,10 @@ struct JsonResult {
     wan_bytes: u64,
     policies_installed: u32,
     retransmits: u64,
+    /// Probe bytes / other bytes sent (learned knowledge only).
+    probe_fraction: Option<f64>,
+    /// Policies the coordinator proposed after the first (learned knowledge only).
+    replans: Option<u64>,
     rounds: Vec<JsonRound>,
     note: String,
 }
@@ -204,18 +216,25 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         compute_ns: (args.compute_ms * 1e6) as u64,
         segment_elems: args.segment_bytes / 4,
         seed: args.seed,
+        knowledge: if args.oracle {
+            Knowledge::Oracle
+        } else {
+            Knowledge::Learned(LearnedConfig::default())
+        },
         ..ExperimentConfig::default()
     };
+    let knowledge_name = if args.oracle { "oracle" } else { "learned" };
 
     println!(
-        "NetStorm compare — scenario '{}' ({} nodes, {} links{}), model {} ({:.1} MB), {} rounds, oracle network knowledge",
+        "NetStorm compare — scenario '{}' ({} nodes, {} links{}), model {} ({:.1} MB), {} rounds, {} network knowledge",
         scenario.name,
         scenario.topology.node_count(),
         scenario.topology.links.len(),
         if scenario.dynamics.is_some() { ", dynamic" } else { "" },
         profile.name,
         profile.bytes_f32() as f64 / 1e6,
-        args.rounds
+        args.rounds,
+        knowledge_name
     );
 
     let jobs = args
@@ -324,6 +343,10 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             wan_bytes: r.wan_bytes,
             policies_installed: r.policies_installed,
             retransmits: r.retransmits,
+            probe_fraction: r
+                .learning
+                .map(|l| l.probe_bytes as f64 / l.other_bytes.max(1) as f64),
+            replans: r.learning.map(|l| l.proposals),
             rounds,
             note: s.note.to_string(),
         });
@@ -372,7 +395,11 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         println!("  {:<16} {}", r.strategy, r.note);
     }
     if scenario.dynamics.is_some() {
-        println!("Dynamic network: strategies re-plan with oracle knowledge of the current rates when the first node finishes a round; faster strategies see more of the schedule's early periods.");
+        if args.oracle {
+            println!("Dynamic network: strategies re-plan with oracle knowledge of the current rates when the first node finishes a round; faster strategies see more of the schedule's early periods.");
+        } else {
+            println!("Dynamic network: strategies re-plan from what the control plane learned (telemetry + capacity probes, ≤ 1 % of bytes), installed by the coordinator's two-phase protocol; --oracle plans from the true rates instead. Faster strategies see more of the schedule's early periods.");
+        }
     }
     if args.demo {
         println!();
@@ -384,7 +411,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             model: profile.name.to_string(),
             model_bytes: profile.bytes_f32(),
             rounds: args.rounds,
-            knowledge: "oracle",
+            knowledge: knowledge_name,
             latency_bound_s,
             results: rows,
         };

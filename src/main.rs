@@ -2,10 +2,13 @@
 #![deny(unsafe_code)]
 
 mod bench_cmd;
+mod bench_dataplane;
 mod compare;
+mod faults_cmd;
 mod plan_cmd;
 mod sigpipe;
 mod train_demo;
+mod up_cmd;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -37,6 +40,10 @@ enum Command {
     TrainDemo(train_demo::TrainDemoArgs),
     /// Benchmarks: data-plane backends and kernels, reported as ratios
     Bench(bench_cmd::BenchArgs),
+    /// Fault-injection suite in virtual time: each fault, what happened, rounds completed, segments lost, time to recover.
+    Faults(faults_cmd::FaultsArgs),
+    /// Run NetStorm on a real host: start netstorm-dp + netstorm-cp for one node of a cluster config.
+    Up(up_cmd::UpArgs),
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +62,9 @@ struct DemoArgs {
     /// No progress bars.
     #[arg(long)]
     no_progress: bool,
+    /// Plan from the true network rates instead of learned knowledge.
+    #[arg(long)]
+    oracle: bool,
 }
 
 #[derive(Args, Debug)]
@@ -88,6 +98,7 @@ fn main() -> Result<()> {
                 jobs: None,
                 greed: 0.9,
                 no_progress: a.no_progress,
+                oracle: a.oracle,
                 demo: true,
             };
             compare::run(&args)
@@ -96,6 +107,8 @@ fn main() -> Result<()> {
         Command::Plan(a) => plan_cmd::run(&a),
         Command::Bench(a) => bench_cmd::run(&a),
         Command::TrainDemo(a) => train_demo::run(&a),
+        Command::Faults(a) => faults_cmd::run(&a),
+        Command::Up(a) => up_cmd::run(&a),
         Command::Scenario(a) => {
             for f in &a.files {
                 let s = netstorm_dataplane::scenario::Scenario::load(f)

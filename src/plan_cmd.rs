@@ -118,6 +118,21 @@ pub fn run(a: &PlanArgs) -> Result<()> {
             };
             println!("  reduce:    {}", edges(t.reduce_parent(), true));
             println!("  broadcast: {}", edges(t.broadcast_parent(), false));
+            for m in &t.multipath {
+                let routes: Vec<String> = m
+                    .routes
+                    .iter()
+                    .map(|(r, w)| {
+                        let hops: Vec<String> = r.iter().map(|&h| name(h)).collect();
+                        format!("{} {:.0}%", hops.join("->"), w * 100.0)
+                    })
+                    .collect();
+                println!(
+                    "  multipath ({}): {}",
+                    if m.reduce { "reduce" } else { "broadcast" },
+                    routes.join(" | ")
+                );
+            }
         }
     }
     if let Some(path) = &a.dot {

@@ -92,7 +92,7 @@ impl Default for CoordinatorConfig {
         Self {
             retransmit_ns: 200_000_000,
             prepare_timeout_ns: 2_000_000_000,
-            lead_rounds: 2,
+            lead_rounds: 1,
             max_retries: 3,
         }
     }
@@ -191,6 +191,20 @@ impl Coordinator {
         self.txns
             .iter()
             .any(|t| matches!(t.phase, Phase::Preparing { .. }))
+    }
+
+    /// Whether a new proposal is safe now: nothing undecided, and every node has reported
+    /// starting the last committed activation round (an engine holds one pending policy;
+    /// a second commit before the first activated everywhere could skip an epoch on a
+    /// lagging node).
+    pub fn may_propose(&self) -> bool {
+        if self.deciding() {
+            return false;
+        }
+        match self.committed {
+            None => true,
+            Some((_, at)) => self.node_round.iter().all(|r| r.is_some_and(|r| r >= at)),
+        }
     }
 
     /// Newest round any node reported.
@@ -514,10 +528,12 @@ impl NodeAgent {
     /// Whether the node may start `round` now: not while a prepared, undecided policy would
     /// activate at or before it (the coordinator may still commit it).
     pub fn may_start(&self, round: u32) -> bool {
-        !self
-            .prepared
-            .as_ref()
-            .is_some_and(|(_, at, _)| *at <= round)
+        self.prepared.as_ref().is_none_or(|(_, at, _)| *at > round)
+    }
+
+    /// The first round this node must not start yet (an undecided activation), if any.
+    pub fn barrier(&self) -> Option<u32> {
+        self.prepared.as_ref().map(|(_, at, _)| *at)
     }
 
     /// Records that the node started `round` (call right after `may_start` said yes).
@@ -549,8 +565,17 @@ impl NodeAgent {
                     self.counters.stale_ignored += 1;
                     return None;
                 }
-                if self.prepared.as_ref().is_some_and(|(e, _, _)| *e == epoch) {
-                    return Some(ControlMsg::PrepareAck { node, epoch });
+                if let Some((e, at, p)) = &mut self.prepared {
+                    if *e == epoch {
+                        // A resend, or a restarted coordinator that reused the epoch number
+                        // with other trees: the newest Prepare of an undecided epoch wins
+                        // (the coordinator commits only after acks to what it sent last).
+                        if *p != policy || *at != activate_at_round {
+                            *p = policy;
+                            *at = activate_at_round;
+                        }
+                        return Some(ControlMsg::PrepareAck { node, epoch });
+                    }
                 }
                 if self.prepared.as_ref().is_some_and(|(e, _, _)| *e > epoch) {
                     self.counters.stale_ignored += 1;
@@ -688,10 +713,16 @@ mod tests {
         assert_eq!(c.counters.aborted, 1);
         assert_eq!(c.counters.retries, 1);
         // The retry activates after node 2's round, under a new epoch, on every node.
-        assert_eq!(c.committed(), Some((3, 8)));
+        assert_eq!(
+            c.committed(),
+            Some((3, 6 + CoordinatorConfig::default().lead_rounds))
+        );
         for a in &mut agents {
             let (p, at) = a.take_install().unwrap();
-            assert_eq!((p.epoch, at), (3, 8));
+            assert_eq!(
+                (p.epoch, at),
+                (3, 6 + CoordinatorConfig::default().lead_rounds)
+            );
             assert!(
                 a.take_install().is_none(),
                 "the aborted epoch is never installed"

@@ -5,6 +5,7 @@
 //! moment the first node finishes a round; the new policy is installed on every node at that
 //! instant and activates with the next round, so no round ever mixes epochs.
 
+pub use crate::adaptive::{LearnedConfig, LearningStats};
 use crate::network::NetworkModel;
 use crate::planner::{Plan, PlanError, Planner};
 use netstorm_dataplane::emu::{EmuConfig, EmuError, Simulation};
@@ -27,6 +28,21 @@ pub struct ExperimentConfig {
     pub max_round_virtual_ns: Nanos,
     /// Re-plan when the network changed since the last plan.
     pub replan: bool,
+    /// Where the planner's picture of the network comes from.
+    pub knowledge: Knowledge,
+}
+
+/// What the control plane knows about the network.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Knowledge {
+    /// The emulator's current truth, read at the moment the first node finishes a round;
+    /// installed everywhere at that instant (a reference point, not something a real
+    /// deployment has).
+    #[default]
+    Oracle,
+    /// Learned from the engines' telemetry and probes, installed by the coordinator's
+    /// two-phase protocol over an emulated control channel (see [`crate::adaptive`]).
+    Learned(LearnedConfig),
 }
 
 impl Default for ExperimentConfig {
@@ -38,6 +54,7 @@ impl Default for ExperimentConfig {
             seed: 1,
             max_round_virtual_ns: 3600 * NANOS_PER_SEC,
             replan: true,
+            knowledge: Knowledge::Oracle,
         }
     }
 }
@@ -55,6 +72,9 @@ pub struct RoundResult {
     pub modeled_s: f64,
     /// The network (current rates) when the round started.
     pub topology: Topology,
+    /// With learned knowledge: the estimated rate of every link (indexed like
+    /// `topology.links`) when the round finished.
+    pub estimated_bps: Option<Vec<f64>>,
 }
 
 /// Everything a strategy did.
@@ -68,6 +88,8 @@ pub struct StrategyResult {
     pub retransmits: u64,
     /// Events the emulator processed (for speed accounting).
     pub events: u64,
+    /// With learned knowledge: what the control plane did.
+    pub learning: Option<LearningStats>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -98,7 +120,7 @@ pub fn test_gradient(v: usize, r: u32, i: usize) -> f32 {
     ((v * 131 + i * 7 + r as usize * 17) & 2047) as f32 - 1024.0
 }
 
-fn fill(buf: &mut [f32], v: usize, r: u32) {
+pub(crate) fn fill(buf: &mut [f32], v: usize, r: u32) {
     for (i, x) in buf.iter_mut().enumerate() {
         *x = test_gradient(v, r, i);
     }
@@ -106,7 +128,7 @@ fn fill(buf: &mut [f32], v: usize, r: u32) {
 
 /// Installs `policy` on every node for rounds `>= activate_round`. The control plane does this
 /// at an instant when no node can start that round yet, so no round mixes epochs.
-fn install_everywhere(
+pub(crate) fn install_everywhere(
     sim: &mut Simulation,
     policy: &Policy,
     activate_round: u32,
@@ -131,7 +153,7 @@ pub fn current_network(base: &Topology, rates_bps: &[f64]) -> NetworkModel {
     NetworkModel::from_topology(topo)
 }
 
-fn plan_policy(
+pub(crate) fn plan_policy(
     planner: &dyn Planner,
     net: &NetworkModel,
     model_bits: f64,
@@ -148,40 +170,34 @@ fn plan_policy(
     Ok((plan, policy))
 }
 
-/// Runs `planner` on `scenario` for a buffer of `elems` f32.
-pub fn run_strategy(
+/// The engines on the emulated WAN for `scenario`, with the scenario's changes queued (those
+/// at t = 0 applied), and the start hook that fills each round's test gradients and checks
+/// each node's previous result before it is overwritten.
+pub(crate) fn build_simulation(
     scenario: &Scenario,
     elems: usize,
-    planner: &dyn Planner,
     cfg: &ExperimentConfig,
-    mut on_round: impl FnMut(&RoundResult),
-) -> Result<StrategyResult, ExperimentError> {
-    if cfg.rounds == 0 {
-        return Err(ExperimentError::NoRounds);
-    }
+) -> Result<(Simulation, Arc<Mutex<Checker>>), ExperimentError> {
     let topo = &scenario.topology;
     let n = topo.node_count();
-    let model_bits = elems as f64 * 32.0;
-    let mut sim = {
-        let engines = (0..n)
-            .map(|v| {
-                let mut ec = EngineConfig::new(v as NodeId, n as u16, elems);
-                ec.segment_elems = cfg.segment_elems;
-                Engine::new(ec, topo).map_err(|err| ExperimentError::Engine {
-                    node: v as NodeId,
-                    err,
-                })
+    let engines = (0..n)
+        .map(|v| {
+            let mut ec = EngineConfig::new(v as NodeId, n as u16, elems);
+            ec.segment_elems = cfg.segment_elems;
+            Engine::new(ec, topo).map_err(|err| ExperimentError::Engine {
+                node: v as NodeId,
+                err,
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        Simulation::new(
-            topo,
-            engines,
-            EmuConfig {
-                seed: cfg.seed,
-                ..EmuConfig::default()
-            },
-        )?
-    };
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut sim = Simulation::new(
+        topo,
+        engines,
+        EmuConfig {
+            seed: cfg.seed,
+            ..EmuConfig::default()
+        },
+    )?;
     sim.set_changes(scenario.changes());
     // Changes at t = 0 (dynamic redraws) take effect before the first plan.
     sim.apply_changes_until(0);
@@ -194,6 +210,27 @@ pub fn run_strategy(
         }
         fill(buf, v as usize, r);
     }));
+    Ok((sim, checker))
+}
+
+/// Runs `planner` on `scenario` for a buffer of `elems` f32.
+pub fn run_strategy(
+    scenario: &Scenario,
+    elems: usize,
+    planner: &dyn Planner,
+    cfg: &ExperimentConfig,
+    mut on_round: impl FnMut(&RoundResult),
+) -> Result<StrategyResult, ExperimentError> {
+    if cfg.rounds == 0 {
+        return Err(ExperimentError::NoRounds);
+    }
+    if let Knowledge::Learned(lc) = &cfg.knowledge {
+        return crate::adaptive::run_learned(scenario, elems, planner, cfg, lc, on_round);
+    }
+    let topo = &scenario.topology;
+    let n = topo.node_count();
+    let model_bits = elems as f64 * 32.0;
+    let (mut sim, checker) = build_simulation(scenario, elems, cfg)?;
     let mut builder = PolicyBuilder::new();
     let mut epoch = 1;
     let mut rates = sim.link_rates_bps();
@@ -248,6 +285,7 @@ pub fn run_strategy(
             epoch: epoch_r,
             modeled_s,
             topology,
+            estimated_bps: None,
         };
         on_round(&rr);
         results.push(rr);
@@ -264,17 +302,18 @@ pub fn run_strategy(
         policies_installed,
         retransmits,
         events: sim.events_processed(),
+        learning: None,
     })
 }
 
 /// Checks each node's result of a round when it is about to be overwritten: every element
 /// bit-identical to the reference sum (computed once per round, in node order).
 #[derive(Debug)]
-struct Checker {
+pub(crate) struct Checker {
     n: usize,
     reference_round: Option<u32>,
     reference: Vec<f32>,
-    error: Option<ExperimentError>,
+    pub(crate) error: Option<ExperimentError>,
 }
 
 impl Checker {
@@ -287,7 +326,7 @@ impl Checker {
         }
     }
 
-    fn check(&mut self, v: usize, r: u32, buf: &[f32]) {
+    pub(crate) fn check(&mut self, v: usize, r: u32, buf: &[f32]) {
         if self.error.is_some() {
             return;
         }

@@ -9,6 +9,7 @@
 //! * [`models`] — per-tensor parameter counts of the paper's DNNs.
 #![deny(unsafe_code)]
 
+pub mod adaptive;
 pub mod arborescence;
 pub mod awareness;
 pub mod bounds;

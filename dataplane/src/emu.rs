@@ -5,7 +5,9 @@
 //! probability (after they used the link, as loss on the wire does). A drop-tail limit on
 //! queueing delay models the router buffer. Optional per-node egress/ingress caps serialize
 //! frames at the NIC. Impairments for tests (reordering, duplication, corruption) are per
-//! network. Everything is driven by one seeded RNG and one event heap ordered by
+//! network. Fault injection (`EmuConfig`): Gilbert–Elliott burst loss, link outages for an
+//! interval, and heartbeats with a liveness detector ([`Simulation::run_round_watching`]).
+//! Everything is driven by one seeded RNG and one event heap ordered by
 //! (time, insertion number), so the same seed gives the same event trace.
 //!
 //! Approximations, on purpose: a rate change applies to frames queued after it (frames
@@ -38,6 +40,61 @@ pub struct EmuConfig {
     pub duplicate_prob: f64,
     /// Probability that one random byte of a frame is flipped.
     pub corrupt_prob: f64,
+    /// Gilbert–Elliott burst loss, on top of the rest (`None` = off).
+    pub burst_loss: Option<GilbertElliott>,
+    /// Links that drop every frame sent during a virtual-time interval.
+    pub outages: Vec<LinkOutage>,
+    /// Heartbeats for liveness detection ([`Simulation::run_round_watching`]); `None` = off.
+    pub heartbeat: Option<Heartbeat>,
+}
+
+/// Two-state Markov (Gilbert–Elliott) loss: each frame on an affected link first moves the
+/// link's state (Good → Bad with `p_good_to_bad`, Bad → Good with `p_bad_to_good`), then is
+/// lost with the state's loss probability. Mean burst length is `1 / p_bad_to_good` frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GilbertElliott {
+    pub p_good_to_bad: f64,
+    pub p_bad_to_good: f64,
+    pub loss_good: f64,
+    pub loss_bad: f64,
+    /// Indices into `Topology::links` affected; empty = every link.
+    pub links: Vec<usize>,
+}
+
+impl GilbertElliott {
+    /// Long-run loss rate: π_bad · loss_bad + π_good · loss_good.
+    pub fn mean_loss(&self) -> f64 {
+        let sum = self.p_good_to_bad + self.p_bad_to_good;
+        let bad = if sum > 0.0 {
+            self.p_good_to_bad / sum
+        } else {
+            0.0
+        };
+        bad * self.loss_bad + (1.0 - bad) * self.loss_good
+    }
+
+    fn applies_to(&self, link: usize) -> bool {
+        self.links.is_empty() || self.links.contains(&link)
+    }
+}
+
+/// Link `link` (index into `Topology::links`) drops every frame handed to it in
+/// `[from_ns, until_ns)`. Frames already on the wire when it goes down still arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkOutage {
+    pub link: usize,
+    pub from_ns: Nanos,
+    pub until_ns: Nanos,
+}
+
+/// Every node sends a heartbeat to each neighbour every `interval_ns` (over the link: lost
+/// when the link is down, in an outage or by the link's random loss; heartbeats use no link
+/// capacity). A node none of whose heartbeats reached any neighbour for `timeout_ns` is
+/// declared dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub interval_ns: Nanos,
+    pub timeout_ns: Nanos,
 }
 
 impl Default for EmuConfig {
@@ -51,6 +108,9 @@ impl Default for EmuConfig {
             reorder_delay_ns: 0,
             duplicate_prob: 0.0,
             corrupt_prob: 0.0,
+            burst_loss: None,
+            outages: Vec::new(),
+            heartbeat: None,
         }
     }
 }
@@ -63,6 +123,8 @@ pub struct LinkStats {
     pub wire_bytes: u64,
     pub lost: u64,
     pub queue_drops: u64,
+    /// Frames dropped because the link was in a [`LinkOutage`].
+    pub outage_drops: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +134,8 @@ struct EmuLink {
     loss: f64,
     busy_until: Nanos,
     up: bool,
+    /// Gilbert–Elliott state: in the Bad (bursty) state.
+    ge_bad: bool,
     stats: LinkStats,
 }
 
@@ -80,6 +144,7 @@ enum EventKind {
     Deliver { node: NodeId, slot: u32, len: u32 },
     Wake { node: NodeId },
     Start { node: NodeId, round: u32 },
+    Heartbeat { node: NodeId },
 }
 
 /// What happened to one node in one round.
@@ -126,6 +191,17 @@ pub enum EmuError {
         pending: usize,
         why: String,
     },
+    #[error(
+        "round {round} failed: node {node} is dead (no heartbeat reached any neighbour since \
+         {last_heard_s:.3} s; timeout {timeout_s:.3} s; detected at {at_s:.3} s)"
+    )]
+    NodeDead {
+        round: u32,
+        node: NodeId,
+        last_heard_s: f64,
+        timeout_s: f64,
+        at_s: f64,
+    },
     #[error("engine {node}: {err}")]
     Engine {
         node: NodeId,
@@ -162,11 +238,22 @@ pub struct Simulation {
     /// `(last_round, compute_ns)`: when a node completes round r < last_round it starts
     /// r + 1 after `compute_ns` (counted from when it held the result), like a trainer.
     auto_advance: Option<(u32, Nanos)>,
+    /// Per node: rounds at or after this may not start yet (a control plane waiting for a
+    /// policy decision); a start that hits the barrier is parked until it moves.
+    start_barrier: Vec<Option<u32>>,
+    parked: Vec<Option<u32>>,
     /// Frames sent to a neighbour without a link (a routing bug; counted, never delivered).
     pub no_link_drops: u64,
+    /// Per node: when its latest heartbeat reached a neighbour (see [`Heartbeat`]).
+    heard_ns: Vec<Nanos>,
+    /// Delivered datagrams recorded for tests (`(receiving node, bytes)`), up to a limit.
+    capture: Option<(usize, Vec<Captured>)>,
 }
 
 const NO_LINK: u32 = u32::MAX;
+
+/// A delivered datagram recorded by [`Simulation::set_capture`]: `(receiving node, bytes)`.
+pub type Captured = (NodeId, Vec<u8>);
 
 /// Order-sensitive digest of the event trace (one multiply per word).
 #[derive(Debug, Clone, Copy)]
@@ -222,6 +309,7 @@ impl Simulation {
                     loss: l.loss,
                     busy_until: 0,
                     up: true,
+                    ge_bad: false,
                     stats: LinkStats::default(),
                 }
             })
@@ -231,7 +319,7 @@ impl Simulation {
             .map(|e| e.config().max_datagram_len())
             .max()
             .unwrap_or(2048);
-        Ok(Self {
+        let mut sim = Self {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             cfg,
             engines,
@@ -256,8 +344,23 @@ impl Simulation {
             trace: TraceHash(0x9e37_79b9_7f4a_7c15),
             events_processed: 0,
             auto_advance: None,
+            start_barrier: vec![None; n],
+            parked: vec![None; n],
             no_link_drops: 0,
-        })
+            heard_ns: vec![0; n],
+            capture: None,
+        };
+        if sim.cfg.heartbeat.is_some() {
+            for node in 0..n {
+                sim.push(
+                    0,
+                    EventKind::Heartbeat {
+                        node: node as NodeId,
+                    },
+                );
+            }
+        }
+        Ok(sim)
     }
 
     /// Applies a stream of timed network changes (e.g. `Scenario::changes()`), in order.
@@ -398,6 +501,34 @@ impl Simulation {
         self.heap.push(Reverse((at, self.seq, kind)));
     }
 
+    /// Holds `node` before rounds `>= barrier` (`None` lifts it). A start parked by an
+    /// earlier barrier that is now allowed happens at once.
+    pub fn set_start_barrier(&mut self, node: NodeId, barrier: Option<u32>) {
+        let v = node as usize;
+        self.start_barrier[v] = barrier;
+        if let Some(round) = self.parked[v] {
+            if barrier.is_none_or(|b| round < b) {
+                self.parked[v] = None;
+                self.push(self.now, EventKind::Start { node, round });
+            }
+        }
+    }
+
+    /// Lets `node`'s engine act now (e.g. send start-up probes before any round).
+    pub fn wake(&mut self, node: NodeId) {
+        self.service(node);
+    }
+
+    /// The round `node` is waiting to start because of its barrier, if any.
+    pub fn parked_start(&self, node: NodeId) -> Option<u32> {
+        self.parked[node as usize]
+    }
+
+    /// Time of the next pending event, if any.
+    pub fn next_event_at(&self) -> Option<Nanos> {
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    }
+
     /// Starts `round` on `node` at virtual time `at` (≥ now).
     pub fn schedule_start(&mut self, node: NodeId, round: u32, at: Nanos) {
         self.push(at.max(self.now), EventKind::Start { node, round });
@@ -454,11 +585,30 @@ impl Simulation {
             .rounds
             .get(round as usize)
             .map_or(self.n, |r| r.iter().filter(|x| x.completed_at == 0).count());
+        // Name the nodes the round waits for, and whether they ever started it (a trainer
+        // that never hands in its gradient shows up as "not started").
+        let waiting: Vec<String> = (0..self.n)
+            .filter(|&v| {
+                self.rounds
+                    .get(round as usize)
+                    .and_then(|r| r.get(v))
+                    .is_none_or(|x| x.completed_at == 0)
+            })
+            .map(|v| {
+                let e = &self.engines[v];
+                let state = if e.round_active() {
+                    "running"
+                } else {
+                    "not started"
+                };
+                format!("node {v} ({state})")
+            })
+            .collect();
         EmuError::Stuck {
             round,
             at_s: self.now as f64 / NANOS_PER_SEC as f64,
             pending,
-            why: why.into(),
+            why: format!("{why}; waiting for {}", waiting.join(", ")),
         }
     }
 
@@ -478,6 +628,11 @@ impl Simulation {
             EventKind::Deliver { node, slot, len } => {
                 self.trace.write_u16(node);
                 let buf = std::mem::take(&mut self.pool[slot as usize]);
+                if let Some((max, cap)) = &mut self.capture {
+                    if cap.len() < *max {
+                        cap.push((node, buf[..len as usize].to_vec()));
+                    }
+                }
                 self.engines[node as usize].handle_packet(at, &buf[..len as usize]);
                 self.pool[slot as usize] = buf;
                 self.free.push(slot);
@@ -493,6 +648,10 @@ impl Simulation {
                 self.service(node);
             }
             EventKind::Start { node, round } => {
+                if self.start_barrier[node as usize].is_some_and(|b| round >= b) {
+                    self.parked[node as usize] = Some(round);
+                    return Ok(());
+                }
                 self.trace.write_u32(round);
                 self.round_slot(round)[node as usize].started_at = at;
                 if let Some(hook) = &mut self.start_hook {
@@ -503,6 +662,7 @@ impl Simulation {
                     .map_err(|err| EmuError::Engine { node, err })?;
                 self.service(node);
             }
+            EventKind::Heartbeat { node } => self.heartbeat(node),
         }
         Ok(())
     }
@@ -625,6 +785,11 @@ impl Simulation {
             t = t.max(self.egress_busy[from as usize]) + (bits * 1e9 / cap) as Nanos;
             self.egress_busy[from as usize] = t;
         }
+        if self.in_outage(li as usize, now) {
+            self.links[li as usize].stats.outage_drops += 1;
+            self.free.push(slot);
+            return;
+        }
         let link = &mut self.links[li as usize];
         if !link.up || link.rate_bps <= 0.0 {
             link.stats.lost += 1;
@@ -644,6 +809,11 @@ impl Simulation {
         let loss = link.loss + self.cfg.extra_loss;
         let latency = link.latency_ns;
         if loss > 0.0 && self.rng.random::<f64>() < loss {
+            self.links[li as usize].stats.lost += 1;
+            self.free.push(slot);
+            return;
+        }
+        if self.burst_lost(li as usize) {
             self.links[li as usize].stats.lost += 1;
             self.free.push(slot);
             return;
@@ -668,6 +838,118 @@ impl Simulation {
             self.deliver_later(arrive + 1, to, copy, len);
         }
         self.deliver_later(arrive, to, slot, len);
+    }
+
+    fn in_outage(&self, link: usize, now: Nanos) -> bool {
+        self.cfg
+            .outages
+            .iter()
+            .any(|o| o.link == link && o.from_ns <= now && now < o.until_ns)
+    }
+
+    /// Steps link `li`'s Gilbert–Elliott state for one frame and says whether it is lost.
+    fn burst_lost(&mut self, li: usize) -> bool {
+        let Some(ge) = &self.cfg.burst_loss else {
+            return false;
+        };
+        if !ge.applies_to(li) {
+            return false;
+        }
+        let bad = self.links[li].ge_bad;
+        let flip = if bad {
+            ge.p_bad_to_good
+        } else {
+            ge.p_good_to_bad
+        };
+        let bad = bad ^ (self.rng.random::<f64>() < flip);
+        let p = if bad { ge.loss_bad } else { ge.loss_good };
+        self.links[li].ge_bad = bad;
+        self.rng.random::<f64>() < p
+    }
+
+    /// One heartbeat of `node` to each neighbour; schedules the next one.
+    fn heartbeat(&mut self, node: NodeId) {
+        let Some(hb) = self.cfg.heartbeat else { return };
+        let (n, now) = (self.n, self.now);
+        for to in 0..n {
+            let li = self.link_of[node as usize * n + to];
+            if li == NO_LINK || self.in_outage(li as usize, now) {
+                continue;
+            }
+            let l = &self.links[li as usize];
+            if !l.up || l.rate_bps <= 0.0 {
+                continue;
+            }
+            let (loss, arrive) = (l.loss + self.cfg.extra_loss, now + l.latency_ns);
+            if loss > 0.0 && self.rng.random::<f64>() < loss {
+                continue;
+            }
+            let h = &mut self.heard_ns[node as usize];
+            *h = (*h).max(arrive);
+        }
+        self.push(now + hb.interval_ns.max(1), EventKind::Heartbeat { node });
+    }
+
+    /// When `node`'s latest heartbeat reached a neighbour (0 = never; heartbeats off).
+    pub fn last_heard(&self, node: NodeId) -> Nanos {
+        self.heard_ns[node as usize]
+    }
+
+    /// Like [`Simulation::run_round`], but with [`EmuConfig::heartbeat`] set also fails —
+    /// with [`EmuError::NodeDead`] naming the node — as soon as some node has not been heard
+    /// from for the heartbeat timeout, so survivors never wait for a crashed peer.
+    pub fn run_round_watching(
+        &mut self,
+        round: u32,
+        max_virtual_ns: Nanos,
+    ) -> Result<(), EmuError> {
+        let Some(hb) = self.cfg.heartbeat else {
+            return self.run_round(round, max_virtual_ns);
+        };
+        let deadline = self.now.saturating_add(max_virtual_ns);
+        loop {
+            if self
+                .rounds
+                .get(round as usize)
+                .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x.completed_at > 0))
+            {
+                return Ok(());
+            }
+            let now = self.now;
+            if let Some(v) = (0..self.n).find(|&v| now > self.heard_ns[v] + hb.timeout_ns) {
+                let s = |t: Nanos| t as f64 / NANOS_PER_SEC as f64;
+                return Err(EmuError::NodeDead {
+                    round,
+                    node: v as NodeId,
+                    last_heard_s: s(self.heard_ns[v]),
+                    timeout_s: s(hb.timeout_ns),
+                    at_s: s(now),
+                });
+            }
+            let Some(Reverse((at, _, _))) = self.heap.peek() else {
+                return Err(self.stuck(round, "no events left (deadlock)"));
+            };
+            if *at > deadline {
+                return Err(self.stuck(round, "virtual-time limit reached"));
+            }
+            self.step()?;
+        }
+    }
+
+    /// Adds a link outage (e.g. relative to the current time, between rounds).
+    pub fn add_outage(&mut self, outage: LinkOutage) {
+        self.cfg.outages.push(outage);
+    }
+
+    /// Records up to `max_packets` delivered datagrams from now on (for replay tests).
+    pub fn set_capture(&mut self, max_packets: usize) {
+        self.capture = Some((max_packets, Vec::new()));
+    }
+
+    /// The datagrams recorded since [`Simulation::set_capture`] (`(receiving node, bytes)`),
+    /// stopping the capture.
+    pub fn take_capture(&mut self) -> Vec<Captured> {
+        self.capture.take().map(|(_, c)| c).unwrap_or_default()
     }
 
     fn deliver_later(&mut self, at: Nanos, to: NodeId, slot: u32, len: usize) {

@@ -1,6 +1,7 @@
 //! NetStorm data plane.
 //!
 //! * [`wire`] — the versioned packet format (checked parse/emit).
+//! * [`auth`] — the per-job packet MAC (SipHash-2-4-128) carried in the wire tag.
 //! * [`policy`] — what the control plane installs: trees, shares, routes, pacing rates.
 //! * [`engine`] — the sans-IO synchronization engine (one per node).
 //! * [`kernel`] — the f32 aggregation kernels used on the hot path.
@@ -11,11 +12,13 @@
 //!   `netstorm-cp` and `netstorm-dp` on one host, and the records they carry.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod emu;
 pub mod engine;
 pub mod kernel;
 pub mod policy;
 pub mod port;
+pub mod probe;
 pub mod scenario;
 pub mod shm;
 pub mod shm_records;

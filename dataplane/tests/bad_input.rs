@@ -1,11 +1,15 @@
 //! Bad input is counted and dropped, never panics, and never changes a synchronized result;
-//! impossible policies and configs are rejected with the reason.
+//! impossible policies and configs are rejected with the reason; forged packets (valid in
+//! every field but without the job's key) are rejected by the MAC.
 
+use netstorm_dataplane::auth::{Auth, MacKey, PacketMac};
 use netstorm_dataplane::emu::{EmuConfig, Simulation};
 use netstorm_dataplane::engine::{Engine, EngineConfig, EngineError};
 use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder, PolicyError, TreeEdge, WeightedPath};
 use netstorm_dataplane::topology::{Link, Node, Topology};
-use netstorm_dataplane::wire::{HeaderRepr, PacketKind, HEADER_LEN};
+use netstorm_dataplane::wire::{
+    emit_packet, flags, HeaderRepr, PacketKind, AUTH_TAG_LEN, HEADER_LEN,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -43,42 +47,74 @@ fn star_policy(topo: &Topology, epoch: u32) -> netstorm_dataplane::policy::Polic
     b.build(epoch, 3)
 }
 
-/// A reduce-data packet from node 1 to node 0, round 0, one full segment of poison values.
-fn data_packet(job: u32, epoch: u32, tree: u16, segment: u32) -> Vec<u8> {
+/// The job's secret key in these tests (what a deployment puts in its config).
+const SECRET: MacKey = MacKey::from_bytes(*b"job-secret-key!!");
+
+/// How a test packet is tagged.
+#[derive(Clone, Copy)]
+enum Tag {
+    /// No tag (flags 0), as an attacker who ignores authentication would send.
+    None,
+    /// Tagged with this key: [`SECRET`] for an insider / replay, another key for a forger.
+    With(MacKey),
+}
+
+/// A reduce-data packet from node 1 to node 0 on `path`, round 0, one full segment of poison
+/// values, tagged as `tag` says.
+fn data_packet(job: u32, epoch: u32, path: u16, tree: u16, segment: u32, tag: Tag) -> Vec<u8> {
     let hdr = HeaderRepr {
         kind: PacketKind::ReduceData,
+        flags: if matches!(tag, Tag::With(_)) {
+            flags::AUTH
+        } else {
+            0
+        },
         payload_len: 352 * 4,
         job,
         epoch,
         round: 0,
         tree,
-        path: 0,
+        path,
         src: 1,
         dst: 0,
         seq: 0,
         segment,
         ttl: 1,
         timestamp_ns: 1,
-        ..HeaderRepr::default()
     };
-    let elems = 352;
-    let mut buf = vec![0u8; HEADER_LEN + elems * 4];
-    hdr.emit(&mut buf).unwrap();
-    // Poison values: if any of these were ever added, the result check below would fail.
-    for c in buf[HEADER_LEN..].chunks_exact_mut(4) {
-        c.copy_from_slice(&1.0e9f32.to_le_bytes());
+    // Poison values: if any of these were ever added, the result checks would fail.
+    let payload: Vec<u8> = (0..352).flat_map(|_| 1.0e9f32.to_le_bytes()).collect();
+    let mut buf = vec![0u8; HEADER_LEN + payload.len() + AUTH_TAG_LEN];
+    let n = emit_packet(&hdr, &payload, &mut buf).unwrap();
+    if let Tag::With(key) = tag {
+        assert!(PacketMac::new(key).sign(&mut buf, n - AUTH_TAG_LEN));
     }
+    buf.truncate(n);
     buf
 }
 
-#[test]
-fn hostile_packets_are_counted_dropped_and_change_nothing() {
-    let topo = triangle();
-    let elems = 20_000;
-    let policy = star_policy(&topo, 7);
-    let engines = (0..3)
+/// The path id of the route `from -> to` in `policy`.
+fn path_of(policy: &netstorm_dataplane::policy::Policy, from: u16, to: u16) -> u16 {
+    policy
+        .routes
+        .iter()
+        .position(|r| r.hops == [from, to])
+        .expect("route exists") as u16
+}
+
+fn engines(
+    topo: &Topology,
+    policy: &netstorm_dataplane::policy::Policy,
+    auth: Auth,
+    elems: usize,
+) -> Vec<Engine> {
+    (0..3)
         .map(|v| {
-            let mut e = Engine::new(EngineConfig::new(v, 3, elems), &topo).unwrap();
+            let cfg = EngineConfig {
+                auth,
+                ..EngineConfig::new(v, 3, elems)
+            };
+            let mut e = Engine::new(cfg, topo).unwrap();
             e.install_policy(policy.clone(), 0).unwrap();
             e.buffer_mut()
                 .iter_mut()
@@ -86,39 +122,61 @@ fn hostile_packets_are_counted_dropped_and_change_nothing() {
                 .for_each(|(i, x)| *x = (i % 100) as f32 + v as f32);
             e
         })
-        .collect();
+        .collect()
+}
+
+fn result_is_exact(sim: &Simulation) -> bool {
+    (0..3u16).all(|v| {
+        sim.engine(v)
+            .buffer()
+            .iter()
+            .enumerate()
+            .all(|(i, &x)| x == 3.0 * (i % 100) as f32 + 3.0)
+    })
+}
+
+#[test]
+fn hostile_packets_are_counted_dropped_and_change_nothing() {
+    let topo = triangle();
+    let elems = 20_000;
+    let policy = star_policy(&topo, 7);
+    let path = path_of(&policy, 1, 0);
+    let engines = engines(&topo, &policy, Auth::Key(SECRET), elems);
     let mut sim = Simulation::new(&topo, engines, EmuConfig::default()).unwrap();
     for v in 0..3 {
         sim.schedule_start(v, 0, 0);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    // Mutations start from another job's packet: a forged packet valid in every field
-    // (job, epoch, path, sequence) needs authentication to be told apart — that is the MAC's
-    // job, not parsing's.
-    let foreign = data_packet(99, 7, 0, 0);
+    // A forger knows every header field (job, epoch, path, sequence) but not the key.
+    let forger = Tag::With(MacKey::from_bytes(*b"attacker-guess!!"));
+    let forged = data_packet(1, 7, path, 0, 0, forger);
     let mut injected = 0u64;
-    // Interleave 10,000 random and mutated packets with the real traffic.
+    // Interleave 10,000 random, mutated and forged packets with the real traffic.
     while sim.summary(0).is_none() {
         sim.step().unwrap();
         for _ in 0..20 {
             if injected >= 10_000 {
                 break;
             }
-            let pkt = match injected % 5 {
+            let pkt = match injected % 7 {
                 0 => (0..rng.random_range(0..200))
                     .map(|_| rng.random())
                     .collect::<Vec<u8>>(),
                 1 => {
-                    let mut p = foreign.clone();
+                    let mut p = forged.clone();
                     for _ in 0..rng.random_range(1..4) {
                         let i = rng.random_range(0..p.len());
                         p[i] = rng.random();
                     }
                     p
                 }
-                2 => data_packet(99, 7, 0, 0),     // another job
-                3 => data_packet(1, 3, 0, 0),      // stale epoch
-                _ => data_packet(1, 7, 9, 99_999), // no such tree/segment
+                2 => forged.clone(), // valid in every field, wrong key
+                3 => data_packet(1, 7, path, 0, 0, Tag::None), // valid in every field, no tag
+                4 => data_packet(99, 7, path, 0, 0, Tag::With(SECRET)), // another job
+                // Authentic but unusable (an insider's or a replayed packet): the checks
+                // behind the MAC still hold.
+                5 => data_packet(1, 3, path, 0, 0, Tag::With(SECRET)), // stale epoch
+                _ => data_packet(1, 7, path, 9, 99_999, Tag::With(SECRET)), // no such tree
             };
             let target = rng.random_range(0..3u16);
             let now = sim.now();
@@ -130,25 +188,70 @@ fn hostile_packets_are_counted_dropped_and_change_nothing() {
         injected, 10_000,
         "the round ended before all packets were injected"
     );
-    for v in 0..3u16 {
-        let buf = sim.engine(v).buffer();
-        for (i, &x) in buf.iter().enumerate() {
-            assert_eq!(x, 3.0 * (i % 100) as f32 + 3.0, "node {v} element {i}");
-        }
-    }
+    assert!(result_is_exact(&sim), "a hostile packet changed the result");
     let total = |f: fn(&netstorm_dataplane::engine::Counters) -> u64| -> u64 {
         (0..3).map(|v| f(sim.engine(v).counters())).sum()
     };
     assert!(
-        total(|c| c.rx_malformed) >= 2_000,
+        total(|c| c.rx_malformed) >= 1_000,
         "random packets must count as malformed"
     );
-    assert!(total(|c| c.rx_wrong_job) >= 2_000);
+    assert!(total(|c| c.rx_wrong_job) >= 1_400);
+    let bad_mac = total(|c| c.rx_bad_mac);
+    assert!(
+        bad_mac >= 2 * 1_428,
+        "forged and untagged packets must fail the MAC ({bad_mac})"
+    );
     let dropped = total(|c| c.rx_stale_epoch + c.rx_invalid + c.rx_duplicate + c.rx_out_of_window);
     assert!(
-        dropped >= 4_000,
-        "stale-epoch and out-of-range packets must be dropped ({dropped})"
+        dropped >= 2 * 1_428,
+        "authentic stale-epoch and out-of-range packets must be dropped ({dropped})"
     );
+}
+
+/// Runs one round on the triangle with `auth`, injecting at node 0, as soon as it started,
+/// a poison packet valid in every field (the next sequence number of the path 1 -> 0)
+/// tagged as `tag`. Returns the simulation after the round.
+fn round_with_forgery(auth: Auth, tag: Tag) -> Simulation {
+    let topo = triangle();
+    let policy = star_policy(&topo, 7);
+    let path = path_of(&policy, 1, 0);
+    let engines = engines(&topo, &policy, auth, 2_000);
+    let mut sim = Simulation::new(&topo, engines, EmuConfig::default()).unwrap();
+    for v in 0..3 {
+        sim.schedule_start(v, 0, 0);
+    }
+    while !sim.engine(0).round_active() {
+        sim.step().unwrap();
+    }
+    let now = sim.now();
+    sim.engine_mut(0)
+        .handle_packet(now, &data_packet(1, 7, path, 0, 0, tag));
+    sim.run_round(0, 60_000_000_000).unwrap();
+    sim
+}
+
+#[test]
+fn a_forged_packet_valid_in_every_field_is_rejected_only_thanks_to_the_mac() {
+    // Without authentication the forgery is indistinguishable and poisons the sum — this is
+    // what the MAC is for (and shows the check below can fail).
+    let sim = round_with_forgery(Auth::Disabled, Tag::None);
+    assert!(!result_is_exact(&sim), "the forgery was expected to land");
+    // With the job's secret key, forged (wrong key) and untagged packets are dropped.
+    for tag in [Tag::None, Tag::With(MacKey::from_bytes([0x5a; 16]))] {
+        let sim = round_with_forgery(Auth::Key(SECRET), tag);
+        assert!(result_is_exact(&sim), "a forged packet changed the result");
+        assert_eq!(sim.engine(0).counters().rx_bad_mac, 1);
+    }
+    // The default (key derived from the job id) also rejects a packet tagged with another key.
+    let sim = round_with_forgery(Auth::default(), Tag::With(SECRET));
+    assert!(result_is_exact(&sim));
+    assert_eq!(sim.engine(0).counters().rx_bad_mac, 1);
+    // ...but not one tagged with the public job-derived key: that mode is integrity, not
+    // secrecy (deployments set `Auth::Key`).
+    let public = Tag::With(MacKey::derived_for_job(1));
+    let sim = round_with_forgery(Auth::default(), public);
+    assert!(!result_is_exact(&sim));
 }
 
 #[test]

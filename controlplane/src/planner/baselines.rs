@@ -105,6 +105,7 @@ impl RouteTable {
                 .map(|(v, p)| p.map(|p| self.route(p, v as NodeId).to_vec()))
                 .collect(),
             forward,
+            multipath: Vec::new(),
         }
     }
 

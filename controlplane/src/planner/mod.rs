@@ -6,11 +6,14 @@
 //! reduce + broadcast path. Store-and-forward trees are modeled per hop instead.
 
 pub mod baselines;
+pub mod multipath;
 pub mod packing;
 pub mod paper;
 
 use crate::network::NetworkModel;
-use netstorm_dataplane::policy::{ForwardMode, Policy, PolicyBuilder};
+use netstorm_dataplane::policy::{
+    ForwardMode, Policy, PolicyBuilder, TreeEdge, TreePolicy, WeightedPath,
+};
 use netstorm_dataplane::NodeId;
 
 /// One tree of a plan. `reduce_route[v]` is the route from `v` to its reduce parent (last
@@ -23,6 +26,19 @@ pub struct PlannedTree {
     pub reduce_route: Vec<Option<Vec<NodeId>>>,
     pub broadcast_route: Vec<Option<Vec<NodeId>>>,
     pub forward: ForwardMode,
+    /// Tree edges whose traffic is split over several routes (multipath); the other
+    /// edges use their single route above.
+    pub multipath: Vec<EdgeMultipath>,
+}
+
+/// The routes of one tree edge when it is split: the edge of non-root node `node` in the
+/// reduce (`reduce = true`) or broadcast tree, each route with its fraction of the traffic
+/// (fractions sum to 1; the first route is the edge's primary route).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeMultipath {
+    pub node: NodeId,
+    pub reduce: bool,
+    pub routes: Vec<(Vec<NodeId>, f64)>,
 }
 
 impl PlannedTree {
@@ -47,7 +63,30 @@ impl PlannedTree {
                 .map(|(v, p)| p.map(|p| vec![p, v as NodeId]))
                 .collect(),
             forward: ForwardMode::Pipelined,
+            multipath: Vec::new(),
         }
+    }
+
+    /// The routes (with traffic fractions) of `node`'s reduce or broadcast edge; empty at
+    /// the root.
+    pub fn edge_routes(&self, node: NodeId, reduce: bool) -> Vec<(&[NodeId], f64)> {
+        if let Some(m) = self
+            .multipath
+            .iter()
+            .find(|m| m.node == node && m.reduce == reduce)
+        {
+            return m.routes.iter().map(|(r, w)| (r.as_slice(), *w)).collect();
+        }
+        let routes = if reduce {
+            &self.reduce_route
+        } else {
+            &self.broadcast_route
+        };
+        routes
+            .get(node as usize)
+            .and_then(|r| r.as_deref())
+            .map(|r| vec![(r, 1.0)])
+            .unwrap_or_default()
     }
 
     /// Reduce parent of every node (`None` at the root).
@@ -89,13 +128,48 @@ impl Plan {
     /// The data-plane policy for `epoch`; pacing rates are the model's capacities.
     pub fn to_policy(&self, builder: &mut PolicyBuilder, net: &NetworkModel, epoch: u32) -> Policy {
         for t in &self.trees {
-            builder.tree_with_routes(
-                t.root,
-                t.share,
-                &t.reduce_route,
-                &t.broadcast_route,
-                t.forward,
-            );
+            if t.multipath.is_empty() {
+                builder.tree_with_routes(
+                    t.root,
+                    t.share,
+                    &t.reduce_route,
+                    &t.broadcast_route,
+                    t.forward,
+                );
+                continue;
+            }
+            let mut edges = |reduce: bool| -> Vec<Option<TreeEdge>> {
+                (0..t.reduce_route.len())
+                    .map(|v| {
+                        let routes = t.edge_routes(v as NodeId, reduce);
+                        let (first, _) = routes.first()?;
+                        let parent = if reduce {
+                            *first.last()?
+                        } else {
+                            *first.first()?
+                        };
+                        Some(TreeEdge {
+                            parent,
+                            paths: routes
+                                .iter()
+                                .map(|(r, w)| WeightedPath {
+                                    path: builder.route(r),
+                                    weight: *w,
+                                })
+                                .collect(),
+                        })
+                    })
+                    .collect()
+            };
+            let reduce = edges(true);
+            let broadcast = edges(false);
+            builder.push_tree(TreePolicy {
+                root: t.root,
+                share: t.share,
+                reduce,
+                broadcast,
+                forward: t.forward,
+            });
         }
         builder.link_rates_from(&net.topology);
         builder.build(epoch, net.node_count() as u16)
@@ -106,15 +180,14 @@ impl Plan {
         let mut load = vec![0.0; net.topology.links.len()];
         for t in &self.trees {
             let bits = t.share * model_bits;
-            for route in t
-                .reduce_route
-                .iter()
-                .chain(t.broadcast_route.iter())
-                .flatten()
-            {
-                for w in route.windows(2) {
-                    if let Some(i) = net.link_index(w[0], w[1]) {
-                        load[i] += bits;
+            for v in 0..t.reduce_route.len() as NodeId {
+                for reduce in [true, false] {
+                    for (route, frac) in t.edge_routes(v, reduce) {
+                        for w in route.windows(2) {
+                            if let Some(i) = net.link_index(w[0], w[1]) {
+                                load[i] += bits * frac;
+                            }
+                        }
                     }
                 }
             }
@@ -170,7 +243,12 @@ impl Plan {
                 for v in 0..n {
                     let (mut lat, mut sf, mut cur, mut steps) = (0.0, 0.0, v, 0);
                     while let (Some(p), Some(r)) = (parent[cur], routes[cur].as_ref()) {
-                        lat += route_latency(r);
+                        // A split edge is as slow as its slowest route.
+                        lat += t
+                            .edge_routes(cur as NodeId, up)
+                            .iter()
+                            .map(|(r, _)| route_latency(r))
+                            .fold(route_latency(r), f64::max);
                         let bottleneck = r
                             .windows(2)
                             .map(|w| net.capacity_bps(w[0], w[1]))
@@ -260,6 +338,8 @@ pub struct PlannerOptions {
     pub greed: f64,
     /// Seed for randomized planners.
     pub seed: u64,
+    /// Multipath: up to this many auxiliary relay routes per tree edge (0 = single path).
+    pub auxiliary_paths: usize,
 }
 
 /// Every planner name [`by_name`] knows.
@@ -268,7 +348,29 @@ pub const PLANNER_NAMES: &[&str] = &[
 ];
 
 /// The planner called `name`, configured from `opts`.
+/// `<name>+mp<K>` (e.g. `paper+mp2`) adds up to K auxiliary relay routes per tree edge, as
+/// does `opts.auxiliary_paths`.
 pub fn by_name(name: &str, opts: &PlannerOptions) -> Result<Box<dyn Planner>, PlanError> {
+    let (base, k) = match name.split_once("+mp") {
+        Some((base, k)) => match k.parse::<usize>() {
+            Ok(k) if (1..=8).contains(&k) => (base, k),
+            _ => {
+                return Err(PlanError::Other(format!(
+                    "'{name}': the multipath suffix is +mp<K> with K in 1..=8"
+                )))
+            }
+        },
+        None => (name, opts.auxiliary_paths),
+    };
+    let planner = single_path_by_name(base, opts)?;
+    Ok(if k > 0 {
+        Box::new(multipath::MultipathPlanner::new(planner, k))
+    } else {
+        planner
+    })
+}
+
+fn single_path_by_name(name: &str, opts: &PlannerOptions) -> Result<Box<dyn Planner>, PlanError> {
     Ok(match name {
         "packing" => Box::new(packing::PackingPlanner::default()),
         "paper" => Box::new(paper::PaperPlanner::new(opts.roots)),

@@ -18,6 +18,7 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+#include <rte_prefetch.h>
 #include <rte_ring.h>
 #include <rte_version.h>
 
@@ -124,6 +125,47 @@ uint16_t ns_eth_rx_burst(uint16_t port_id, uint16_t queue, struct rte_mbuf **pkt
 uint16_t ns_eth_tx_burst(uint16_t port_id, uint16_t queue, struct rte_mbuf **pkts, uint16_t n) {
     return rte_eth_tx_burst(port_id, queue, pkts, n);
 }
+
+/*
+ * Burst helpers: one FFI call per burst instead of three per packet.
+ * ns_eth_rx_burst_views: rte_eth_rx_burst, then for each mbuf its first segment's data pointer
+ * (NULL when the mbuf is chained: nb_segs != 1) and data length.
+ */
+uint16_t ns_eth_rx_burst_views(uint16_t port_id, uint16_t queue, struct rte_mbuf **pkts, uint16_t n,
+                               uint8_t **data, uint16_t *len) {
+    uint16_t k = rte_eth_rx_burst(port_id, queue, pkts, n);
+    for (uint16_t i = 0; i < k; i++) {
+        struct rte_mbuf *m = pkts[i];
+        if (i + 1 < k)
+            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void *));
+        data[i] = m->nb_segs == 1 ? rte_pktmbuf_mtod(m, uint8_t *) : NULL;
+        len[i] = rte_pktmbuf_data_len(m);
+    }
+    return k;
+}
+/*
+ * ns_pktmbuf_alloc_bulk_append: allocates n mbufs and appends len[i] bytes to mbuf i,
+ * writing the start of those bytes to data[i]. 0 on success; a negative errno and nothing
+ * allocated otherwise (-ENOBUFS: pool empty; -ENOSPC: an mbuf has too little tailroom).
+ */
+int ns_pktmbuf_alloc_bulk_append(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned n,
+                                 const uint16_t *len, uint8_t **data) {
+    int ret = rte_pktmbuf_alloc_bulk(mp, mbufs, n);
+    if (ret != 0)
+        return -ENOBUFS;
+    for (unsigned i = 0; i < n; i++) {
+        data[i] = (uint8_t *)rte_pktmbuf_append(mbufs[i], len[i]);
+        if (data[i] == NULL) {
+            rte_pktmbuf_free_bulk(mbufs, n);
+            return -ENOSPC;
+        }
+    }
+    return 0;
+}
+/* rte_thread_register: gives a non-EAL thread an lcore id (so mempool caches work). */
+int ns_thread_register(void) { return rte_thread_register() == 0 ? 0 : -rte_errno; }
+/* rte_thread_unregister: releases the calling thread's lcore id (before it exits). */
+void ns_thread_unregister(void) { rte_thread_unregister(); }
 
 /* ---- rings (test fabrics: ethdevs made of rings, a software switch between them) ------- */
 

@@ -251,6 +251,26 @@ shim_functions! {
     /// Started port; one thread per queue; `pkts[..n]` owned, valid mbufs.
     pub fn ns_eth_tx_burst(port_id: u16, queue: u16, pkts: *mut *mut RteMbuf, n: u16) -> u16;
 
+    /// `rte_eth_rx_burst`, then per received mbuf `i`: `data[i]` = its first segment's data
+    /// (null when the mbuf is chained) and `len[i]` = that segment's length.
+    /// # Safety
+    /// Started port; one thread per queue; `pkts`, `data`, `len` have room for `n` entries.
+    pub fn ns_eth_rx_burst_views(port_id: u16, queue: u16, pkts: *mut *mut RteMbuf, n: u16, data: *mut *mut u8, len: *mut u16) -> u16;
+    /// Allocates `n` mbufs and appends `len[i]` bytes to mbuf `i` (start in `data[i]`): 0, or a
+    /// negative errno (`-ENOBUFS` pool empty, `-ENOSPC` too little tailroom) with nothing
+    /// allocated.
+    /// # Safety
+    /// `mp` valid; `mbufs` and `data` have room for `n` entries, `len` holds `n`.
+    pub fn ns_pktmbuf_alloc_bulk_append(mp: *mut RteMempool, mbufs: *mut *mut RteMbuf, n: c_uint, len: *const u16, data: *mut *mut u8) -> c_int;
+    /// `rte_thread_register`: 0, or a negative errno (no free lcore id).
+    /// # Safety
+    /// EAL initialized.
+    pub fn ns_thread_register() -> c_int;
+    /// `rte_thread_unregister`.
+    /// # Safety
+    /// The calling thread registered and no longer uses per-lcore DPDK state.
+    pub fn ns_thread_unregister();
+
     /// `rte_ring_create`; null and `ns_errno` on failure.
     /// # Safety
     /// EAL initialized; `name` NUL-terminated.

@@ -660,6 +660,65 @@ pub fn emit_frame(
     total
 }
 
+/// Frame headers to one destination with IP id, lengths and checksums zero, and the
+/// ones'-complement sum of that IPv4 header: [`HeaderTemplate::write`] stamps a frame with
+/// its lengths, an IP id and the matching header checksum (adding the changed 16-bit fields
+/// to the stored sum, RFC 1624) without rebuilding or re-summing the header — the send fast
+/// path when UDP checksums are off. Built once per neighbour; nothing allocates.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderTemplate {
+    bytes: [u8; FRAME_HEADER_LEN],
+    ip_sum: u32,
+}
+
+impl HeaderTemplate {
+    /// Headers for datagrams to `a`.
+    pub fn new(a: &FrameAddrs) -> Self {
+        let mut b = [0u8; FRAME_HEADER_LEN];
+        b[0..6].copy_from_slice(&a.dst_mac.0);
+        b[6..12].copy_from_slice(&a.src_mac.0);
+        b[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let ip = &mut b[ETH_HEADER_LEN..ETH_HEADER_LEN + IPV4_HEADER_LEN];
+        ip[0] = 0x45;
+        ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+        ip[8] = 64;
+        ip[9] = IPPROTO_UDP;
+        ip[12..16].copy_from_slice(&a.src_ip.octets());
+        ip[16..20].copy_from_slice(&a.dst_ip.octets());
+        let ip_sum = sum16(0, ip);
+        let udp = &mut b[ETH_HEADER_LEN + IPV4_HEADER_LEN..];
+        udp[0..2].copy_from_slice(&a.src_port.to_be_bytes());
+        udp[2..4].copy_from_slice(&a.dst_port.to_be_bytes());
+        Self { bytes: b, ip_sum }
+    }
+
+    /// The destination IPv4 address.
+    pub fn dst_ip(&self) -> Ipv4Addr {
+        let ip = &self.bytes[ETH_HEADER_LEN + 16..ETH_HEADER_LEN + 20];
+        Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])
+    }
+
+    /// Writes the headers of a `payload_len`-byte datagram into `frame[..FRAME_HEADER_LEN]`
+    /// with IP id `ip_id` and UDP checksum 0 (equal to what [`emit_frame`] writes without UDP
+    /// checksum). `payload_len <= 65507`.
+    #[inline]
+    pub fn write(&self, ip_id: u16, payload_len: usize, frame: &mut [u8]) {
+        let h = &mut frame[..FRAME_HEADER_LEN];
+        h.copy_from_slice(&self.bytes);
+        let ip_len = (IPV4_HEADER_LEN + UDP_HEADER_LEN + payload_len) as u16;
+        let mut sum = self.ip_sum + ip_id as u32 + ip_len as u32;
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        let ip = ETH_HEADER_LEN;
+        h[ip + 2..ip + 4].copy_from_slice(&ip_len.to_be_bytes());
+        h[ip + 4..ip + 6].copy_from_slice(&ip_id.to_be_bytes());
+        h[ip + 10..ip + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        let udp_len = (UDP_HEADER_LEN + payload_len) as u16;
+        h[ip + IPV4_HEADER_LEN + 4..ip + IPV4_HEADER_LEN + 6]
+            .copy_from_slice(&udp_len.to_be_bytes());
+    }
+}
+
 /// Parses an Ethernet II / IPv4 / UDP frame (Ethernet padding allowed), verifying the IPv4
 /// header checksum and, when non-zero, the UDP checksum. Never panics.
 pub fn parse_frame(frame: &[u8]) -> Result<ParsedFrame, FrameDrop> {
@@ -816,6 +875,38 @@ pub fn eal_initialized() -> bool {
     matches!(EAL.get(), Some((_, Ok(()))))
 }
 
+/// Registers the calling (non-EAL) thread with the EAL so it gets an lcore id, which makes
+/// the mbuf pools' per-lcore caches work for it (without one, every mbuf alloc/free goes to
+/// the pool's shared ring). Optional; call once per worker thread after [`eal_init`].
+pub fn register_thread() -> Result<(), DpdkError> {
+    if !sys::LINKED {
+        return Err(DpdkError::NotLinked);
+    }
+    if !eal_initialized() {
+        return Err(DpdkError::EalNotInitialized);
+    }
+    // SAFETY: the EAL is initialized; registers only the calling thread.
+    let ret = unsafe { sys::ns_thread_register() };
+    if ret < 0 {
+        return Err(device_error(
+            "rte_thread_register (no free lcore id: lower the EAL lcores or threads)",
+            "(thread)",
+            ret,
+        ));
+    }
+    Ok(())
+}
+
+/// Releases the lcore id [`register_thread`] gave the calling thread (call before the thread
+/// ends; ids are a small, finite set).
+pub fn unregister_thread() {
+    if sys::LINKED && eal_initialized() {
+        // SAFETY: the EAL is initialized; rte_thread_unregister is a no-op for threads that
+        // did not register.
+        unsafe { sys::ns_thread_unregister() };
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Device and port
 // ---------------------------------------------------------------------------------------
@@ -869,8 +960,20 @@ pub struct DpdkPort {
     max_datagram: usize,
     udp_checksum: bool,
     ip_id: u16,
+    /// Rx queues this port polls (round robin, one burst each per call): `[queue]` for a
+    /// worker's queue pair, one per incoming link for [`RingLinks`] ports.
+    rx_queues: Box<[u16]>,
+    /// Next rx queue (index into `rx_queues`) to poll first.
+    rx_next: usize,
+    /// Tx queue per destination node (`NO_QUEUE` = none); empty = always `queue`.
+    tx_queue_of: Box<[u16]>,
+    /// Frame headers per neighbour (indexed by node, built at open).
+    tx_templates: Box<[Option<HeaderTemplate>]>,
     pub stats: DpdkPortStats,
 }
+
+/// "No tx queue leads to this node" in [`DpdkPort::tx_queue_of`].
+const NO_QUEUE: u16 = u16::MAX;
 
 #[derive(Debug, Clone, Copy)]
 struct FrameAddrsTemplate {
@@ -914,6 +1017,27 @@ impl DpdkPort {
     /// Initializes the EAL (see [`eal_init`]), configures and starts `cfg.device` with
     /// `cfg.workers` queue pairs, and returns one port per queue pair.
     pub fn open_workers(eal: &EalConfig, cfg: &DpdkPortConfig) -> Result<Vec<DpdkPort>, DpdkError> {
+        Self::open_inner(eal, cfg, cfg.workers, cfg.workers)
+    }
+
+    /// As [`DpdkPort::open`] with `nb_rx` rx and `nb_tx` tx queues on the device (the port
+    /// polls queue 0 until its owner says otherwise; see [`RingLinks::open_port`]).
+    fn open_queues(
+        eal: &EalConfig,
+        cfg: &DpdkPortConfig,
+        nb_rx: u16,
+        nb_tx: u16,
+    ) -> Result<DpdkPort, DpdkError> {
+        let mut v = Self::open_inner(eal, cfg, nb_rx, nb_tx)?;
+        Ok(v.remove(0))
+    }
+
+    fn open_inner(
+        eal: &EalConfig,
+        cfg: &DpdkPortConfig,
+        nb_rx: u16,
+        nb_tx: u16,
+    ) -> Result<Vec<DpdkPort>, DpdkError> {
         if !sys::LINKED {
             return Err(DpdkError::NotLinked);
         }
@@ -943,7 +1067,7 @@ impl DpdkPort {
             }
             open.push(port_id);
         }
-        match Self::setup(cfg, port_id) {
+        match Self::setup(cfg, port_id, nb_rx, nb_tx) {
             Ok(ports) => Ok(ports),
             Err(e) => {
                 OPEN_DEVICES
@@ -955,7 +1079,12 @@ impl DpdkPort {
         }
     }
 
-    fn setup(cfg: &DpdkPortConfig, port_id: u16) -> Result<Vec<DpdkPort>, DpdkError> {
+    fn setup(
+        cfg: &DpdkPortConfig,
+        port_id: u16,
+        nb_rx: u16,
+        nb_tx: u16,
+    ) -> Result<Vec<DpdkPort>, DpdkError> {
         static POOL_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dev_name = cfg.device.as_str();
         // SAFETY: valid port id (looked up by name).
@@ -999,16 +1128,18 @@ impl DpdkPort {
             }
         };
         // SAFETY: valid port id; the device is not started (it is ours: OPEN_DEVICES).
-        let ret = unsafe { sys::ns_eth_dev_configure(port_id, cfg.workers, cfg.workers) };
+        let ret = unsafe { sys::ns_eth_dev_configure(port_id, nb_rx, nb_tx) };
         check("rte_eth_dev_configure (workers = rx/tx queues)", ret).map_err(free_pool)?;
         // Best effort: virtual devices often do not implement MTU changes.
         // SAFETY: valid, configured port.
         let _ = unsafe { sys::ns_eth_dev_set_mtu(port_id, cfg.mtu) };
-        for q in 0..cfg.workers {
+        for q in 0..nb_rx {
             // SAFETY: configured, stopped port; q < configured queue count; the pool outlives
             // the device (it is never freed once the device started).
             let ret = unsafe { sys::ns_eth_rx_queue_setup(port_id, q, cfg.rx_desc, socket, pool) };
             check("rte_eth_rx_queue_setup (rx_desc)", ret).map_err(free_pool)?;
+        }
+        for q in 0..nb_tx {
             // SAFETY: as above.
             let ret = unsafe { sys::ns_eth_tx_queue_setup(port_id, q, cfg.tx_desc, socket) };
             check("rte_eth_tx_queue_setup (tx_desc)", ret).map_err(free_pool)?;
@@ -1066,6 +1197,24 @@ impl DpdkPort {
                 max_datagram: cfg.max_datagram_len(),
                 udp_checksum: cfg.udp_checksum,
                 ip_id: q.wrapping_mul(0x1000),
+                rx_queues: vec![q].into_boxed_slice(),
+                rx_next: 0,
+                tx_queue_of: Box::default(),
+                tx_templates: by_node
+                    .iter()
+                    .map(|n| {
+                        n.map(|(dmac, dip, dport)| {
+                            HeaderTemplate::new(&FrameAddrs {
+                                src_mac: mac,
+                                dst_mac: dmac,
+                                src_ip: cfg.ip,
+                                dst_ip: dip,
+                                src_port: cfg.udp_port,
+                                dst_port: dport,
+                            })
+                        })
+                    })
+                    .collect(),
                 stats: DpdkPortStats::default(),
             })
             .collect())
@@ -1112,8 +1261,10 @@ impl DpdkPort {
             .map(|&(_, _, n)| n)
     }
 
-    /// Classifies one received frame into `buf`; returns whether it was delivered.
-    fn accept(&mut self, frame: &[u8], buf: &mut PacketBuf) -> bool {
+    /// Classifies one received frame: `Some((sender, payload offset, payload length))` when it
+    /// is a datagram for us from a known neighbour, otherwise counted and `None`.
+    #[inline]
+    fn classify(&mut self, frame: &[u8]) -> Option<(NodeId, usize, usize)> {
         let parsed = match parse_frame(frame) {
             Ok(p) => p,
             Err(d) => {
@@ -1124,27 +1275,209 @@ impl DpdkPort {
                     FrameDrop::BadChecksum => &mut self.stats.rx_bad_checksum,
                 };
                 *c += 1;
-                return false;
+                return None;
             }
         };
         let a = parsed.addrs;
         if a.dst_ip != self.me.ip || a.dst_port != self.me.udp_port {
             self.stats.rx_not_for_us += 1;
-            return false;
+            return None;
         }
         let Some(from) = self.lookup_sender(a.src_ip, a.src_port) else {
             self.stats.rx_unknown_neighbour += 1;
-            return false;
+            return None;
         };
-        if parsed.payload_len > buf.data.len() {
-            self.stats.rx_too_long += 1;
-            return false;
+        Some((from, parsed.payload_offset, parsed.payload_len))
+    }
+
+    /// Number of rx queues this port polls (1, or one per incoming link of a [`RingLinks`]
+    /// port).
+    pub fn rx_queue_count(&self) -> usize {
+        self.rx_queues.len()
+    }
+
+    /// Receives one burst of at most `max` (≤ [`MAX_BURST`]) frames from rx queue
+    /// `self.rx_queues[index]` and hands each datagram for us to `f(sender, datagram)` in
+    /// place, without copying; frames that are not are counted and dropped. Returns the number
+    /// of frames taken from the queue (0 = the queue is empty). Mbufs are freed in bulk after
+    /// the burst.
+    pub fn recv_queue_with(
+        &mut self,
+        index: usize,
+        max: usize,
+        mut f: impl FnMut(NodeId, &[u8]),
+    ) -> usize {
+        let Some(&queue) = self.rx_queues.get(index) else {
+            return 0;
+        };
+        let want = max.min(MAX_BURST) as u16;
+        if want == 0 {
+            return 0;
         }
-        let p = &frame[parsed.payload_offset..parsed.payload_offset + parsed.payload_len];
-        buf.data[..p.len()].copy_from_slice(p);
-        buf.len = p.len();
-        buf.peer = from;
-        true
+        let mut mbufs = [std::ptr::null_mut::<sys::RteMbuf>(); MAX_BURST];
+        let mut data = [std::ptr::null_mut::<u8>(); MAX_BURST];
+        let mut lens = [0u16; MAX_BURST];
+        // SAFETY: the device is started; this port owns `queue` (one thread: DpdkPort is Send
+        // but not Sync); the three arrays have room for `want` <= MAX_BURST entries.
+        let n = unsafe {
+            sys::ns_eth_rx_burst_views(
+                self.dev.port_id,
+                queue,
+                mbufs.as_mut_ptr(),
+                want,
+                data.as_mut_ptr(),
+                lens.as_mut_ptr(),
+            )
+        } as usize;
+        if n == 0 {
+            return 0;
+        }
+        self.stats.rx_frames += n as u64;
+        for i in 0..n {
+            if data[i].is_null() {
+                self.stats.rx_malformed += 1;
+                continue;
+            }
+            // SAFETY: the mbuf's only segment holds lens[i] initialized bytes at data[i],
+            // valid until the bulk free below; nothing else aliases it.
+            let frame = unsafe { std::slice::from_raw_parts(data[i], lens[i] as usize) };
+            if let Some((from, off, len)) = self.classify(frame) {
+                self.stats.rx_datagrams += 1;
+                f(from, &frame[off..off + len]);
+            }
+        }
+        // SAFETY: we own mbufs[..n] and use neither them nor `frame` slices afterwards.
+        unsafe { sys::ns_pktmbuf_free_bulk(mbufs.as_mut_ptr(), n as u32) };
+        n
+    }
+
+    /// Receives up to `max` frames, one burst per rx queue in turn (round robin over calls),
+    /// handing each datagram to `f(sender, datagram)` in place. Returns the number of frames
+    /// taken from the queues.
+    pub fn recv_with(&mut self, max: usize, mut f: impl FnMut(NodeId, &[u8])) -> usize {
+        let queues = self.rx_queues.len();
+        let mut taken = 0;
+        for i in 0..queues {
+            if taken >= max {
+                break;
+            }
+            let index = (self.rx_next + i) % queues;
+            taken += self.recv_queue_with(index, max - taken, &mut f);
+        }
+        self.rx_next = (self.rx_next + 1) % queues.max(1);
+        taken
+    }
+
+    /// The tx queue leading to `peer`, if the neighbour table knows it.
+    #[inline]
+    fn tx_queue(&self, peer: NodeId) -> Option<u16> {
+        self.by_node.get(peer as usize).copied().flatten()?;
+        if self.tx_queue_of.is_empty() {
+            return Some(self.queue);
+        }
+        match self.tx_queue_of.get(peer as usize) {
+            Some(&q) if q != NO_QUEUE => Some(q),
+            _ => None,
+        }
+    }
+
+    /// Sends `n` (≤ [`MAX_BURST`]) datagrams of `len` bytes each to `peer`, writing each one
+    /// in place (no intermediate copy) with `fill(i, datagram)`. Returns how many the device
+    /// took (the first ones); the rest were freed and may be offered again. 0 when the mbuf
+    /// pool is empty (counted in `tx_pool_empty`).
+    pub fn send_with(
+        &mut self,
+        peer: NodeId,
+        n: usize,
+        len: usize,
+        mut fill: impl FnMut(usize, &mut [u8]),
+    ) -> Result<usize, PortError> {
+        let n = n.min(MAX_BURST);
+        if n == 0 {
+            return Ok(0);
+        }
+        if len > self.max_datagram {
+            return Err(self.too_long(len));
+        }
+        let queue = self.tx_queue(peer).ok_or(PortError::UnknownPeer(peer))?;
+        let lens = [(FRAME_HEADER_LEN + len) as u16; MAX_BURST];
+        self.send_run(queue, n, &lens, |i, f| {
+            fill(i, f);
+            peer
+        })
+    }
+
+    fn too_long(&self, len: usize) -> PortError {
+        PortError::Other(format!(
+            "datagram of {len} bytes exceeds the DPDK port's {} (mtu - 28)",
+            self.max_datagram
+        ))
+    }
+
+    /// Allocates `n` mbufs of `frame_len[i]` bytes, lets `fill(i, datagram)` write each datagram
+    /// (returning its destination), frames them and sends them on tx queue `queue`.
+    #[inline]
+    fn send_run(
+        &mut self,
+        queue: u16,
+        n: usize,
+        frame_len: &[u16; MAX_BURST],
+        mut fill: impl FnMut(usize, &mut [u8]) -> NodeId,
+    ) -> Result<usize, PortError> {
+        let mut mbufs = [std::ptr::null_mut::<sys::RteMbuf>(); MAX_BURST];
+        let mut data = [std::ptr::null_mut::<u8>(); MAX_BURST];
+        // SAFETY: the pool is valid; mbufs/data have room for n <= MAX_BURST entries and
+        // frame_len holds MAX_BURST lengths.
+        let ret = unsafe {
+            sys::ns_pktmbuf_alloc_bulk_append(
+                self.dev.pool,
+                mbufs.as_mut_ptr(),
+                n as u32,
+                frame_len.as_ptr(),
+                data.as_mut_ptr(),
+            )
+        };
+        if ret == -(libc::ENOSPC) {
+            return Err(PortError::Other(format!(
+                "mbuf too small for a {}-byte frame (config key mbuf_data_room)",
+                frame_len[..n].iter().max().copied().unwrap_or(0)
+            )));
+        }
+        if ret != 0 {
+            self.stats.tx_pool_empty += 1;
+            return Ok(0);
+        }
+        for i in 0..n {
+            let total = frame_len[i] as usize;
+            // SAFETY: data[i] points to `total` freshly appended bytes inside mbufs[i]'s
+            // buffer, exclusively ours until tx_burst/free below.
+            let frame = unsafe { std::slice::from_raw_parts_mut(data[i], total) };
+            let peer = fill(i, &mut frame[FRAME_HEADER_LEN..]);
+            let Some(t) = self.tx_templates.get(peer as usize).copied().flatten() else {
+                // SAFETY: we own all n mbufs; none was handed to the driver yet.
+                unsafe { sys::ns_pktmbuf_free_bulk(mbufs.as_mut_ptr(), n as u32) };
+                return Err(PortError::UnknownPeer(peer));
+            };
+            self.ip_id = self.ip_id.wrapping_add(1);
+            t.write(self.ip_id, total - FRAME_HEADER_LEN, frame);
+            if self.udp_checksum {
+                let udp = &mut frame[ETH_HEADER_LEN + IPV4_HEADER_LEN..];
+                let c = udp_checksum(self.me.ip, t.dst_ip(), udp);
+                udp[6..8].copy_from_slice(&c.to_be_bytes());
+            }
+        }
+        // SAFETY: started device, our queue; mbufs[..n] are valid, owned, filled mbufs; the
+        // first `sent` now belong to the driver.
+        let sent =
+            unsafe { sys::ns_eth_tx_burst(self.dev.port_id, queue, mbufs.as_mut_ptr(), n as u16) }
+                as usize;
+        if sent < n {
+            // SAFETY: mbufs[sent..n] were not taken by the driver and are still ours.
+            unsafe { sys::ns_pktmbuf_free_bulk(mbufs[sent..].as_mut_ptr(), (n - sent) as u32) };
+            self.stats.tx_refused += (n - sent) as u64;
+        }
+        self.stats.tx_frames += sent as u64;
+        Ok(sent)
     }
 }
 
@@ -1155,117 +1488,70 @@ impl Port for DpdkPort {
 
     fn recv_batch(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, PortError> {
         let mut k = 0;
-        let mut mbufs = [std::ptr::null_mut::<sys::RteMbuf>(); MAX_BURST];
-        while k < bufs.len() {
-            let want = (bufs.len() - k).min(MAX_BURST) as u16;
-            // SAFETY: the device is started; this port owns queue `self.queue` (one thread);
-            // mbufs has room for `want` <= MAX_BURST pointers.
-            let n = unsafe {
-                sys::ns_eth_rx_burst(self.dev.port_id, self.queue, mbufs.as_mut_ptr(), want)
-            } as usize;
-            if n == 0 {
-                break;
-            }
-            self.stats.rx_frames += n as u64;
-            for &m in &mbufs[..n] {
-                // SAFETY: m is a valid mbuf the driver just handed us; we own it until free.
-                let (segs, len, data) = unsafe {
-                    (
-                        sys::ns_pktmbuf_nb_segs(m),
-                        sys::ns_pktmbuf_data_len(m) as usize,
-                        sys::ns_pktmbuf_mtod(m),
-                    )
-                };
-                if segs != 1 || data.is_null() {
-                    self.stats.rx_malformed += 1;
-                } else {
-                    // SAFETY: the first (only) segment holds `len` initialized bytes at `data`,
-                    // valid until the mbuf is freed below; nothing else aliases it.
-                    let frame = unsafe { std::slice::from_raw_parts(data, len) };
-                    if self.accept(frame, &mut bufs[k]) {
-                        k += 1;
-                        self.stats.rx_datagrams += 1;
+        let mut too_long = 0u64;
+        let queues = self.rx_queues.len();
+        for i in 0..queues {
+            let index = (self.rx_next + i) % queues;
+            // Drain this queue (burst by burst) while there is room.
+            while k < bufs.len() {
+                let want = (bufs.len() - k).min(MAX_BURST);
+                let taken = self.recv_queue_with(index, want, |from, d| {
+                    let b = &mut bufs[k];
+                    if d.len() > b.data.len() {
+                        too_long += 1;
+                        return;
                     }
+                    b.data[..d.len()].copy_from_slice(d);
+                    b.len = d.len();
+                    b.peer = from;
+                    k += 1;
+                });
+                if taken < want {
+                    break;
                 }
-                // SAFETY: we own m and do not use it (or `frame`) afterwards.
-                unsafe { sys::ns_pktmbuf_free(m) };
-            }
-            if n < want as usize {
-                break;
             }
         }
+        self.rx_next = (self.rx_next + 1) % queues.max(1);
+        self.stats.rx_too_long += too_long;
+        self.stats.rx_datagrams -= too_long;
         Ok(k)
     }
 
     fn send_batch(&mut self, bufs: &[PacketBuf]) -> Result<usize, PortError> {
-        let n = bufs.len().min(MAX_BURST);
-        if n == 0 {
-            return Ok(0);
-        }
-        for b in &bufs[..n] {
-            if b.len > self.max_datagram {
-                return Err(PortError::Other(format!(
-                    "datagram of {} bytes exceeds the DPDK port's {} (mtu - 28)",
-                    b.len, self.max_datagram
-                )));
+        let mut done = 0;
+        while done < bufs.len() {
+            // The longest run of datagrams (≤ MAX_BURST) leaving on one tx queue.
+            let first = &bufs[done];
+            let queue = self
+                .tx_queue(first.peer)
+                .ok_or(PortError::UnknownPeer(first.peer))?;
+            let mut lens = [0u16; MAX_BURST];
+            let mut n = 0;
+            while done + n < bufs.len() && n < MAX_BURST {
+                let b = &bufs[done + n];
+                if b.len > self.max_datagram {
+                    return Err(self.too_long(b.len));
+                }
+                if n > 0 && self.tx_queue(b.peer) != Some(queue) {
+                    if self.tx_queue(b.peer).is_none() {
+                        return Err(PortError::UnknownPeer(b.peer));
+                    }
+                    break;
+                }
+                lens[n] = (FRAME_HEADER_LEN + b.len) as u16;
+                n += 1;
             }
-            if self
-                .by_node
-                .get(b.peer as usize)
-                .copied()
-                .flatten()
-                .is_none()
-            {
-                return Err(PortError::UnknownPeer(b.peer));
+            let run = &bufs[done..done + n];
+            let sent = self.send_run(queue, n, &lens, |i, d| {
+                d.copy_from_slice(run[i].bytes());
+                run[i].peer
+            })?;
+            done += sent;
+            if sent < n {
+                break;
             }
         }
-        let mut mbufs = [std::ptr::null_mut::<sys::RteMbuf>(); MAX_BURST];
-        // SAFETY: the pool is valid; mbufs has room for n <= MAX_BURST pointers.
-        let ret =
-            unsafe { sys::ns_pktmbuf_alloc_bulk(self.dev.pool, mbufs.as_mut_ptr(), n as u32) };
-        if ret != 0 {
-            self.stats.tx_pool_empty += 1;
-            return Ok(0);
-        }
-        for (b, &m) in bufs[..n].iter().zip(&mbufs[..n]) {
-            let (mac, ip, port) = self.by_node[b.peer as usize].expect("checked above");
-            let total = FRAME_HEADER_LEN + b.len;
-            // SAFETY: m is a fresh, reset mbuf we own; total <= mtu + 14 <= data room - headroom
-            // (validated), so append succeeds and returns `total` writable bytes.
-            let p = unsafe { sys::ns_pktmbuf_append(m, total as u16) };
-            if p.is_null() {
-                // SAFETY: we own all n mbufs; none was handed to the driver yet.
-                unsafe { sys::ns_pktmbuf_free_bulk(mbufs.as_mut_ptr(), n as u32) };
-                return Err(PortError::Other(format!(
-                    "mbuf too small for a {total}-byte frame (config key mbuf_data_room)"
-                )));
-            }
-            // SAFETY: p points to `total` bytes inside m's buffer, exclusively ours.
-            let frame = unsafe { std::slice::from_raw_parts_mut(p, total) };
-            frame[FRAME_HEADER_LEN..].copy_from_slice(b.bytes());
-            self.ip_id = self.ip_id.wrapping_add(1);
-            let addrs = FrameAddrs {
-                src_mac: self.me.mac,
-                dst_mac: mac,
-                src_ip: self.me.ip,
-                dst_ip: ip,
-                src_port: self.me.udp_port,
-                dst_port: port,
-            };
-            emit_frame(&addrs, self.ip_id, b.len, self.udp_checksum, frame);
-        }
-        // SAFETY: started device, our queue; mbufs[..n] are valid, owned, filled mbufs; the
-        // first `sent` now belong to the driver.
-        let sent = unsafe {
-            sys::ns_eth_tx_burst(self.dev.port_id, self.queue, mbufs.as_mut_ptr(), n as u16)
-        } as usize;
-        if sent < n {
-            // SAFETY: mbufs[sent..n] were not taken by the driver and are still ours.
-            unsafe { sys::ns_pktmbuf_free_bulk(mbufs[sent..].as_mut_ptr(), (n - sent) as u32) };
-            self.stats.tx_refused += (n - sent) as u64;
-        }
-        self.stats.tx_frames += sent as u64;
-        Ok(sent)
+        Ok(done)
     }
 }
 
@@ -1444,6 +1730,161 @@ impl RingFabric {
     }
 }
 
+/// Point-to-point links between in-process ethdevs (net_ring PMD), no switch thread: each
+/// directed link `a → b` is one single-producer/single-consumer rte_ring that is a tx queue
+/// of node `a`'s ethdev and an rx queue of node `b`'s. A node's ethdev (`<prefix><i>`, real
+/// name in [`RingLinks::devices`]) thus has one rx queue per incoming link and one tx queue
+/// per outgoing link, and its [`DpdkPort`] (from [`RingLinks::open_port`]) polls every rx
+/// queue and sends each datagram on the queue leading to its destination — like a gateway
+/// with one NIC queue pair per neighbour. Used by `netstorm bench dataplane --backend dpdk`.
+#[derive(Debug)]
+pub struct RingLinks {
+    /// Ethdev name per node.
+    pub devices: Vec<String>,
+    /// Per node: the senders of its rx queues, in queue order.
+    pub rx_from: Vec<Vec<NodeId>>,
+    /// Per node: the destinations of its tx queues, in queue order.
+    pub tx_to: Vec<Vec<NodeId>>,
+}
+
+impl RingLinks {
+    /// Creates the ethdevs of `n` nodes joined by the directed `links` (each `(from, to)`),
+    /// every link a ring of `ring_size` (a power of two) frames. The EAL must be up; every
+    /// node needs at least one incoming and one outgoing link.
+    pub fn new(
+        prefix: &str,
+        n: usize,
+        links: &[(NodeId, NodeId)],
+        ring_size: u32,
+    ) -> Result<Self, DpdkError> {
+        if !sys::LINKED {
+            return Err(DpdkError::NotLinked);
+        }
+        if !eal_initialized() {
+            return Err(DpdkError::EalNotInitialized);
+        }
+        let bad = |key: &str, why: String| DpdkError::Config {
+            key: key.into(),
+            why,
+        };
+        if !ring_size.is_power_of_two() || ring_size < 32 {
+            return Err(bad(
+                "ring_size",
+                format!("{ring_size} must be a power of two >= 32"),
+            ));
+        }
+        let mut rx_from = vec![Vec::new(); n];
+        let mut tx_to = vec![Vec::new(); n];
+        let mut rx_rings: Vec<Vec<*mut sys::RteRing>> = vec![Vec::new(); n];
+        let mut tx_rings: Vec<Vec<*mut sys::RteRing>> = vec![Vec::new(); n];
+        // SAFETY: returns constant flags.
+        let flags = unsafe { sys::ns_ring_flag_sp_enq() | sys::ns_ring_flag_sc_deq() };
+        for &(a, b) in links {
+            if a as usize >= n || b as usize >= n || a == b || tx_to[a as usize].contains(&b) {
+                return Err(bad(
+                    "links",
+                    format!("link {a} -> {b} is not between two distinct nodes below {n}, or is listed twice"),
+                ));
+            }
+            let name = CString::new(format!("{prefix}l{a}_{b}"))
+                .map_err(|_| bad("prefix", "contains NUL".into()))?;
+            // SAFETY: EAL up; name NUL-terminated (copied by DPDK); SP/SC flags: one sender
+            // thread (node a's port) and one receiver thread (node b's port) per link.
+            let r =
+                unsafe { sys::ns_ring_create(name.as_ptr(), ring_size, sys::SOCKET_ID_ANY, flags) };
+            if r.is_null() {
+                // SAFETY: reads rte_errno.
+                let errno = unsafe { sys::ns_errno() };
+                return Err(device_error(
+                    "rte_ring_create (link ring)",
+                    &format!("{prefix}l{a}_{b}"),
+                    -errno,
+                ));
+            }
+            tx_to[a as usize].push(b);
+            tx_rings[a as usize].push(r);
+            rx_from[b as usize].push(a);
+            rx_rings[b as usize].push(r);
+        }
+        let mut devices = Vec::with_capacity(n);
+        for i in 0..n {
+            let dev = format!("{prefix}{i}");
+            if rx_rings[i].is_empty() || tx_rings[i].is_empty() {
+                return Err(bad(
+                    "links",
+                    format!("node {i} needs at least one incoming and one outgoing link"),
+                ));
+            }
+            let cname =
+                CString::new(dev.as_str()).map_err(|_| bad("prefix", "contains NUL".into()))?;
+            // SAFETY: EAL up; the rings are valid for the process (never freed).
+            let ret = unsafe {
+                sys::ns_eth_from_rings(
+                    cname.as_ptr(),
+                    rx_rings[i].as_ptr(),
+                    rx_rings[i].len() as u32,
+                    tx_rings[i].as_ptr(),
+                    tx_rings[i].len() as u32,
+                    0,
+                )
+            };
+            if ret < 0 {
+                return Err(device_error("rte_eth_from_rings", &dev, ret));
+            }
+            let mut buf = [0 as c_char; 64];
+            // SAFETY: buf has 64 bytes; the port was just created.
+            let ret = unsafe { sys::ns_eth_dev_get_name_by_port(ret as u16, buf.as_mut_ptr(), 64) };
+            if ret < 0 {
+                return Err(device_error("rte_eth_dev_get_name_by_port", &dev, ret));
+            }
+            // SAFETY: the shim NUL-terminates within buf.
+            let real = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+            devices.push(real.to_string_lossy().into_owned());
+        }
+        Ok(Self {
+            devices,
+            rx_from,
+            tx_to,
+        })
+    }
+
+    /// Opens node `cfg.node`'s ethdev (`cfg.device` must be `devices[cfg.node]`) with one rx
+    /// queue per incoming and one tx queue per outgoing link; `cfg.workers` must be 1.
+    pub fn open_port(&self, eal: &EalConfig, cfg: &DpdkPortConfig) -> Result<DpdkPort, DpdkError> {
+        let node = cfg.node as usize;
+        if self.devices.get(node) != Some(&cfg.device) {
+            return Err(DpdkError::Config {
+                key: "device".into(),
+                why: format!(
+                    "{:?} is not node {node}'s link device ({:?})",
+                    cfg.device,
+                    self.devices.get(node)
+                ),
+            });
+        }
+        if cfg.workers != 1 {
+            return Err(DpdkError::Config {
+                key: "workers".into(),
+                why: format!(
+                    "{}: a RingLinks port has one rx queue per link",
+                    cfg.workers
+                ),
+            });
+        }
+        let nb_rx = self.rx_from[node].len() as u16;
+        let nb_tx = self.tx_to[node].len() as u16;
+        let mut port = DpdkPort::open_queues(eal, cfg, nb_rx, nb_tx)?;
+        port.rx_queues = (0..nb_rx).collect();
+        let max = self.tx_to[node].iter().copied().max().unwrap_or(0) as usize;
+        let mut tx_of = vec![NO_QUEUE; max + 1];
+        for (q, &to) in self.tx_to[node].iter().enumerate() {
+            tx_of[to as usize] = q as u16;
+        }
+        port.tx_queue_of = tx_of.into_boxed_slice();
+        Ok(port)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1478,6 +1919,33 @@ mod tests {
             let mut padded = f.clone();
             padded.extend_from_slice(&[0; 20]);
             assert_eq!(parse_frame(&padded).unwrap().payload_len, payload.len());
+        }
+    }
+
+    #[test]
+    fn header_template_matches_emit_frame() {
+        let t = HeaderTemplate::new(&addrs());
+        assert_eq!(t.dst_ip(), addrs().dst_ip);
+        for len in [0usize, 1, 1040, 1472, 8972, 65507] {
+            for id in [0u16, 1, 0x00ff, 0x1234, 0xfffe, 0xffff] {
+                let mut want = vec![0u8; FRAME_HEADER_LEN + len];
+                emit_frame(&addrs(), id, len, false, &mut want);
+                let mut got = vec![0xaau8; FRAME_HEADER_LEN + len];
+                t.write(id, len, &mut got);
+                assert_eq!(
+                    got[..FRAME_HEADER_LEN],
+                    want[..FRAME_HEADER_LEN],
+                    "len {len} id {id:#x}"
+                );
+                got[FRAME_HEADER_LEN..].copy_from_slice(&want[FRAME_HEADER_LEN..]);
+                assert!(parse_frame(&got).is_ok(), "len {len} id {id:#x}");
+                // With UDP checksums: the template's headers, then the checksum over them.
+                emit_frame(&addrs(), id, len, true, &mut want);
+                let udp = &mut got[ETH_HEADER_LEN + IPV4_HEADER_LEN..];
+                let c = udp_checksum(addrs().src_ip, t.dst_ip(), udp);
+                udp[6..8].copy_from_slice(&c.to_be_bytes());
+                assert_eq!(got, want, "len {len} id {id:#x} with UDP checksum");
+            }
         }
     }
 

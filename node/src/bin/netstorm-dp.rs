@@ -1,0 +1,350 @@
+//! `netstorm-dp`: the data plane of one node.
+//!
+//! Loads the cluster config, refuses to start if another live dp serves the node (lock file),
+//! creates the shared-memory rings and the node file, opens one UDP socket per worker and runs
+//! one pinned poll-mode worker per configured core (each owns an engine for its element
+//! range). The main thread moves policies from the policy ring to the workers, link-rate
+//! estimates from the workers to the telemetry ring (summed over the workers: each worker's
+//! engine paces its own share of the node's traffic over the same links), and writes
+//! counters (JSON) to
+//! `<shm_dir>/netstorm-<job>-<node>.dp-stats.json` (and to stderr with `--stats`).
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use netstorm_dataplane::engine::{Counters, Engine, EngineConfig};
+use netstorm_dataplane::policy::Policy;
+use netstorm_dataplane::port::udp::{UdpConfig, UdpCounters, UdpPort};
+use netstorm_dataplane::shm::{RingConfig, ShmRegion};
+use netstorm_dataplane::shm_records::{PolicyAssembler, TelemetryRecord};
+use netstorm_node::config::{Backend, ClusterConfig};
+use netstorm_node::nodefile::NodeFile;
+use netstorm_node::proto::{link_record, LinkEstimate};
+use netstorm_node::sys::{self, PidLock};
+use netstorm_node::worker::{Worker, WorkerEvent};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often each worker reports counters and link estimates.
+const REPORT_EVERY: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Parser)]
+#[command(name = "netstorm-dp", about = "NetStorm data plane for one node")]
+struct Args {
+    /// Cluster config (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// This node's name in the config.
+    #[arg(long)]
+    node: String,
+    /// Also print the counters line on stderr every interval.
+    #[arg(long)]
+    stats: bool,
+    /// Counters interval in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    stats_interval_ms: u64,
+}
+
+/// The counters file (one JSON object, rewritten every interval).
+#[derive(Debug, Default, Serialize)]
+struct DpStats {
+    node: String,
+    pid: u32,
+    workers: usize,
+    /// Policy epochs installed from the policy ring (in every worker), in order.
+    installed_epochs: Vec<u32>,
+    /// Epoch the newest round started under.
+    active_epoch: u32,
+    /// Rounds completed at every worker.
+    rounds_completed: u64,
+    policy_records: u64,
+    policy_errors: u64,
+    telemetry_records: u64,
+    telemetry_dropped: u64,
+    rx_datagrams: u64,
+    tx_datagrams: u64,
+    rx_unknown_peer: u64,
+    rx_malformed: u64,
+    rx_stale_epoch: u64,
+    tx_retransmits: u64,
+    loss_detected: u64,
+    tx_would_block: u64,
+    uptime_s: f64,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("netstorm-dp: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg = ClusterConfig::load(&args.config)?;
+    let me = cfg.node(&args.node)?.clone();
+    if me.backend == Backend::Dpdk {
+        bail!(
+            "{}: node '{}': backend \"dpdk\" is not supported by netstorm-dp yet (use backend = \"udp\")",
+            cfg.origin,
+            me.name
+        );
+    }
+    std::fs::create_dir_all(&cfg.shm_dir)
+        .with_context(|| format!("creating shm_dir {}", cfg.shm_dir.display()))?;
+    let lock_path = cfg.dp_lock_path(&me.name);
+    let _lock = match PidLock::acquire(&lock_path)
+        .with_context(|| format!("lock file {}", lock_path.display()))?
+    {
+        Ok(l) => l,
+        Err(pid) => bail!(
+            "node '{}' of job {} is already served by a live netstorm-dp (pid {}, lock file {}); refusing to start a second one",
+            me.name,
+            cfg.job,
+            pid.map_or("unknown".to_string(), |p| p.to_string()),
+            lock_path.display()
+        ),
+    };
+    let region = ShmRegion::create(cfg.ring_path(&me.name), RingConfig::default())?;
+    let mut policy_rx = region.policy_consumer()?;
+    let mut telemetry_tx = region.telemetry_producer()?;
+    let workers = me.cores.len();
+    let node_file = Arc::new(NodeFile::create(
+        &cfg.node_file_path(&me.name),
+        workers,
+        cfg.buffer_elems,
+    )?);
+    let stop = Arc::new(AtomicBool::new(false));
+    sys::catch_termination_signals();
+    let n = cfg.nodes.len();
+    let (ev_tx, ev_rx) = mpsc::channel();
+    let clock_base = Instant::now();
+    let mut policy_txs = Vec::new();
+    let mut handles = Vec::new();
+    for (w, &core) in me.cores.iter().enumerate() {
+        let range = cfg.worker_range(w, workers);
+        let mut ec = EngineConfig::new(me.id, n as u16, range.len());
+        ec.job = cfg.job;
+        ec.segment_elems = cfg.segment_elems;
+        let engine = Engine::new(ec, &cfg.topology)
+            .with_context(|| format!("worker {w}: engine for {} elements", range.len()))?;
+        let mut uc = UdpConfig::new(me.worker_addr(w));
+        uc.max_datagram_len = uc.max_datagram_len.max(engine.config().max_datagram_len());
+        uc.peers = cfg
+            .nodes
+            .iter()
+            .filter(|o| o.id != me.id)
+            .map(|o| (o.id, o.worker_addr(w)))
+            .collect();
+        let port = UdpPort::open(&uc).with_context(|| format!("worker {w}"))?;
+        let (ptx, prx) = mpsc::channel::<(Arc<Policy>, u32)>();
+        policy_txs.push(ptx);
+        let worker = Worker {
+            index: w,
+            range,
+            engine,
+            port,
+            node_file: node_file.clone(),
+            policies: prx,
+            events: ev_tx.clone(),
+            stop: stop.clone(),
+            idle_backoff: cfg.idle_backoff_us.map(Duration::from_micros),
+            clock_base,
+            report_every: REPORT_EVERY,
+            sample_every: Duration::from_millis(2),
+            batch: 32,
+        };
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("dp-worker-{w}"))
+                .spawn(move || {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        eprintln!("netstorm-dp: worker {w}: could not pin to core {core}; running unpinned");
+                    }
+                    worker.run()
+                })?,
+        );
+    }
+    drop(ev_tx);
+    eprintln!(
+        "netstorm-dp: node '{}' (id {}) job {}: {} worker(s) on cores {:?}, udp {}..+{}, rings {}, node file {}",
+        me.name,
+        me.id,
+        cfg.job,
+        workers,
+        me.cores,
+        me.address,
+        workers,
+        region.path().display(),
+        node_file.path().display()
+    );
+
+    let stats_path = cfg
+        .shm_dir
+        .join(format!("netstorm-{}-{}.dp-stats.json", cfg.job, me.name));
+    let mut stats = DpStats {
+        node: me.name.clone(),
+        pid: std::process::id(),
+        workers,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let mut assembler = PolicyAssembler::new(8 << 20);
+    let mut newest_epoch: Option<u32> = None;
+    // epoch -> workers that installed it
+    let mut installs: Vec<(u32, usize)> = Vec::new();
+    let mut counters: Vec<(Counters, UdpCounters)> = vec![Default::default(); workers];
+    let mut next_stats = Instant::now();
+    let interval = Duration::from_millis(args.stats_interval_ms.max(10));
+    let mut tbuf = [0u8; TelemetryRecord::LEN];
+    // Per (neighbour, worker): the worker's newest estimate of the link to it.
+    let mut link_latest: Vec<Vec<Option<LinkEstimate>>> = vec![vec![None; workers]; n];
+    let result = loop {
+        if let Some(sig) = sys::take_signal() {
+            eprintln!("netstorm-dp: signal {sig}, stopping");
+            break Ok(());
+        }
+        // Policy ring → workers.
+        loop {
+            match policy_rx.pop_with(|chunk| assembler.push_chunk(chunk)) {
+                Ok(None) => break,
+                Ok(Some(Ok(None))) => {}
+                Ok(Some(Ok(Some(rec)))) => {
+                    stats.policy_records += 1;
+                    match serde_json::from_slice::<Policy>(&rec.policy) {
+                        Ok(p) if p.epoch != rec.epoch => {
+                            stats.policy_errors += 1;
+                            eprintln!("netstorm-dp: policy record epoch {} carries a policy of epoch {}; ignored", rec.epoch, p.epoch);
+                        }
+                        Ok(_) if newest_epoch.is_some_and(|e| rec.epoch <= e) => {
+                            // A re-sent policy (cp restart): already installed.
+                        }
+                        Ok(p) => {
+                            newest_epoch = Some(rec.epoch);
+                            let p = Arc::new(p);
+                            let at = rec.activate_round.min(u32::MAX as u64) as u32;
+                            for t in &policy_txs {
+                                let _ = t.send((p.clone(), at));
+                            }
+                            installs.push((rec.epoch, 0));
+                        }
+                        Err(e) => {
+                            stats.policy_errors += 1;
+                            eprintln!(
+                                "netstorm-dp: policy of epoch {} is not valid JSON: {e}",
+                                rec.epoch
+                            );
+                        }
+                    }
+                }
+                Ok(Some(Err(e))) => {
+                    stats.policy_errors += 1;
+                    eprintln!("netstorm-dp: policy ring: {e}");
+                }
+                Err(e) => {
+                    stats.policy_errors += 1;
+                    eprintln!("netstorm-dp: policy ring: {e}");
+                    break;
+                }
+            }
+        }
+        // Worker events.
+        let mut fatal = None;
+        while let Ok(ev) = ev_rx.try_recv() {
+            match ev {
+                WorkerEvent::Installed { epoch, .. } => {
+                    if let Some(e) = installs.iter_mut().find(|(e, _)| *e == epoch) {
+                        e.1 += 1;
+                        if e.1 == workers {
+                            node_file.set_installed_epoch(epoch as u64);
+                            stats.installed_epochs.push(epoch);
+                            eprintln!("netstorm-dp: installed policy epoch {epoch}");
+                        }
+                    }
+                }
+                WorkerEvent::InstallFailed {
+                    worker,
+                    epoch,
+                    error,
+                } => {
+                    stats.policy_errors += 1;
+                    eprintln!(
+                        "netstorm-dp: worker {worker}: policy epoch {epoch} rejected: {error}"
+                    );
+                }
+                WorkerEvent::Started { epoch, .. } => {
+                    stats.active_epoch = epoch;
+                    node_file.set_active_epoch(epoch as u64);
+                }
+                WorkerEvent::Links { worker, links } => {
+                    for e in links {
+                        let Some(per_worker) = link_latest.get_mut(e.to as usize) else {
+                            continue;
+                        };
+                        per_worker[worker] = Some(e);
+                        // The link's estimate: the sum of every worker's recent estimate
+                        // (workers of one node run the same rounds at the same time).
+                        let fresh = 2 * REPORT_EVERY.as_nanos() as u64;
+                        let bps = per_worker
+                            .iter()
+                            .flatten()
+                            .filter(|o| o.at + fresh >= e.at)
+                            .map(|o| o.bps)
+                            .sum();
+                        let rec = link_record(&LinkEstimate { bps, ..e });
+                        let len = rec.emit(&mut tbuf).unwrap_or(0);
+                        match telemetry_tx.try_push(&tbuf[..len]) {
+                            Ok(()) => stats.telemetry_records += 1,
+                            Err(_) => stats.telemetry_dropped += 1,
+                        }
+                    }
+                }
+                WorkerEvent::Counters {
+                    worker,
+                    engine,
+                    port,
+                } => counters[worker] = (*engine, *port),
+                WorkerEvent::Fatal { worker, error } => {
+                    fatal = Some(anyhow::anyhow!("worker {worker}: {error}"))
+                }
+            }
+        }
+        if let Some(e) = fatal {
+            break Err(e);
+        }
+        if handles.iter().any(|h| h.is_finished()) {
+            break Err(anyhow::anyhow!("a worker thread ended unexpectedly"));
+        }
+        if Instant::now() >= next_stats {
+            next_stats = Instant::now() + interval;
+            stats.rounds_completed = node_file.done_all();
+            let sum = |f: &dyn Fn(&(Counters, UdpCounters)) -> u64| counters.iter().map(f).sum();
+            stats.rx_datagrams = sum(&|c| c.1.rx);
+            stats.tx_datagrams = sum(&|c| c.1.tx);
+            stats.rx_unknown_peer = sum(&|c| c.1.rx_unknown_peer);
+            stats.tx_would_block = sum(&|c| c.1.tx_would_block);
+            stats.rx_malformed = sum(&|c| c.0.rx_malformed);
+            stats.rx_stale_epoch = sum(&|c| c.0.rx_stale_epoch);
+            stats.tx_retransmits = sum(&|c| c.0.tx_retransmits);
+            stats.loss_detected = sum(&|c| c.0.loss_detected);
+            stats.uptime_s = start.elapsed().as_secs_f64();
+            let json = serde_json::to_string(&stats)?;
+            let tmp = stats_path.with_extension("json.tmp");
+            if std::fs::write(&tmp, &json).is_ok() {
+                let _ = std::fs::rename(&tmp, &stats_path);
+            }
+            if args.stats {
+                eprintln!("netstorm-dp stats: {json}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    result
+}

@@ -1,0 +1,788 @@
+//! The cluster configuration: one TOML file shared by every host of a job.
+//!
+//! ```toml
+//! job = 7                        # job id carried in every packet, > 0
+//! buffer_elems = 262144          # f32 elements per all-reduce (the trainer's buffer length)
+//! segment_elems = 352            # elements per datagram, default 352 (1408 B payload)
+//! shm_dir = "/dev/shm"           # ring, node and lock files, default /dev/shm
+//! planner = "packing"            # any netstorm_controlplane::planner::PLANNER_NAMES, default packing
+//! replan_threshold = 0.3         # relative change of a measured link rate that re-plans, default 0.3
+//! replan_interval_ms = 5000      # at least this long between two plans, default 5000
+//! replan_settle_ms = 1000        # wait this long after the first sign of change, default 1000
+//! telemetry_window_ms = 2000     # window of the per-link rate max-filter, default 2000
+//! idle_backoff_us = 50           # sleep after an idle poll; absent = pure busy-poll
+//! trainer_timeout_s = 30         # Session::allreduce gives up after this, default 30
+//! rates_file = "rates.toml"      # optional: operator link-rate overrides the coordinator watches
+//!
+//! [coordinator]
+//! node = "a"                     # the node whose netstorm-cp coordinates
+//! port = 7700                    # TCP port on that node's address
+//!
+//! [[node]]                       # node ids are assigned in file order
+//! name = "a"
+//! address = "10.0.0.1:9000"      # UDP ip:port of worker 0; worker w uses port + w
+//! cores = [0]                    # one poll-mode worker per core, pinned; default [0]
+//! backend = "udp"                # "udp" (default); "dpdk" is named but not supported yet
+//!
+//! [[link]]                       # the network the planner starts from (scenario format)
+//! from = "a"
+//! to = "b"
+//! mbps = 100
+//! latency_ms = 10                # default 0
+//! bidirectional = true           # default false
+//! ```
+//!
+//! Errors name the file, the line and the key: `cluster.toml:12:1: unknown key 'adress' ...`,
+//! `cluster.toml:9: invalid 'address': ...`.
+
+use netstorm_dataplane::scenario::BPS_PER_MBPS;
+use netstorm_dataplane::topology::{Link, Node, Topology};
+use netstorm_dataplane::NodeId;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Why a cluster config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read cluster config: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown or missing key, a wrong type.
+    #[error("{file}:{line}:{column}: {message}")]
+    Parse {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// Well-formed but wrong.
+    #[error("{file}{}: invalid '{key}': {message}", .line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        file: String,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+}
+
+/// The data-plane backend of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Udp,
+    /// Named in configs; `netstorm-dp` refuses it with a clear error for now.
+    Dpdk,
+}
+
+/// One host of the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    pub name: String,
+    pub id: NodeId,
+    /// UDP address of worker 0; worker `w` listens on `port + w`.
+    pub address: SocketAddr,
+    /// One pinned poll-mode worker per core.
+    pub cores: Vec<usize>,
+    pub backend: Backend,
+}
+
+impl NodeConfig {
+    /// UDP address of worker `w`.
+    pub fn worker_addr(&self, w: usize) -> SocketAddr {
+        let mut a = self.address;
+        a.set_port(self.address.port() + w as u16);
+        a
+    }
+}
+
+/// The coordinator's learning tunables (see `netstorm_controlplane::awareness`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplanConfig {
+    /// Relative change of a confident link estimate that triggers a re-plan.
+    pub threshold: f64,
+    /// Minimum time between two plans.
+    pub min_interval_ms: u64,
+    /// Time between the first sign of a change and planning for it.
+    pub settle_ms: u64,
+    /// Window of the per-link windowed-max rate filter.
+    pub window_ms: u64,
+}
+
+impl Default for ReplanConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 0.3,
+            min_interval_ms: 5000,
+            settle_ms: 1000,
+            window_ms: 2000,
+        }
+    }
+}
+
+/// A loaded, validated cluster config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// The file it came from (for messages).
+    pub origin: String,
+    pub job: u32,
+    pub buffer_elems: usize,
+    pub segment_elems: usize,
+    pub shm_dir: PathBuf,
+    pub planner: String,
+    /// How the coordinator learns and re-plans from measured telemetry.
+    pub replan: ReplanConfig,
+    pub idle_backoff_us: Option<u64>,
+    pub trainer_timeout_s: f64,
+    pub rates_file: Option<PathBuf>,
+    pub coordinator: NodeId,
+    pub coordinator_port: u16,
+    pub nodes: Vec<NodeConfig>,
+    /// Nodes and links as configured (the planner's starting point).
+    pub topology: Topology,
+}
+
+impl ClusterConfig {
+    /// Reads and validates a cluster config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Self::parse_str(&text, &path.display().to_string())?;
+        // A relative rates file is relative to the config file.
+        if let Some(rf) = &cfg.rates_file {
+            if rf.is_relative() {
+                if let Some(dir) = path.parent() {
+                    cfg.rates_file = Some(dir.join(rf));
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text; `origin` names the file in errors.
+    pub fn parse_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let src = Source { text, origin };
+        let raw: RawCluster = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
+        src.build(raw)
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Result<&NodeConfig, ConfigError> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| ConfigError::Invalid {
+                file: self.origin.clone(),
+                line: None,
+                key: "node".into(),
+                message: format!(
+                    "no node named '{name}' (nodes: {})",
+                    self.nodes
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+    }
+
+    /// Address of the coordinator's TCP listener.
+    pub fn coordinator_addr(&self) -> SocketAddr {
+        let mut a = self.nodes[self.coordinator as usize].address;
+        a.set_port(self.coordinator_port);
+        a
+    }
+
+    /// The ring file (policy + telemetry rings) of a node.
+    pub fn ring_path(&self, node: &str) -> PathBuf {
+        self.shm_dir
+            .join(format!("netstorm-{}-{node}.rings", self.job))
+    }
+
+    /// The node file (gradient buffer, doorbell, grant, dp status) of a node.
+    pub fn node_file_path(&self, node: &str) -> PathBuf {
+        self.shm_dir
+            .join(format!("netstorm-{}-{node}.node", self.job))
+    }
+
+    /// The lock file a live netstorm-dp holds for a node.
+    pub fn dp_lock_path(&self, node: &str) -> PathBuf {
+        self.shm_dir
+            .join(format!("netstorm-{}-{node}.dp.lock", self.job))
+    }
+
+    /// The element range worker `w` of `workers` owns (contiguous, sizes differ by ≤ 1).
+    pub fn worker_range(&self, w: usize, workers: usize) -> Range<usize> {
+        let b = self.buffer_elems;
+        (w * b / workers)..((w + 1) * b / workers)
+    }
+}
+
+/// Operator link-rate overrides (`rates_file`): `[[link]] from, to, mbps`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatesFile {
+    #[serde(default)]
+    pub link: Vec<RateOverride>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateOverride {
+    pub from: String,
+    pub to: String,
+    pub mbps: f64,
+}
+
+impl RatesFile {
+    /// Reads a rates file; errors name the file and line.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        let src = Source {
+            text: &text,
+            origin: &origin,
+        };
+        toml::from_str(&text).map_err(|e| src.toml_error(&e))
+    }
+
+    /// `topo` with the overridden rates applied; unknown nodes or links are errors.
+    pub fn apply(&self, topo: &Topology) -> Result<Topology, String> {
+        let mut t = topo.clone();
+        for o in &self.link {
+            let (Some(a), Some(b)) = (t.node_id(&o.from), t.node_id(&o.to)) else {
+                return Err(format!("unknown node in link {} -> {}", o.from, o.to));
+            };
+            let Some(i) = t.link_index(a, b) else {
+                return Err(format!("no link {} -> {} in the cluster", o.from, o.to));
+            };
+            if !(o.mbps.is_finite() && o.mbps > 0.0) {
+                return Err(format!(
+                    "mbps {} of {} -> {} is not positive",
+                    o.mbps, o.from, o.to
+                ));
+            }
+            t.links[i].rate_bps = o.mbps * BPS_PER_MBPS;
+        }
+        Ok(t)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The file format as serde sees it.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    job: Spanned<u32>,
+    buffer_elems: Spanned<u64>,
+    segment_elems: Option<Spanned<u64>>,
+    shm_dir: Option<String>,
+    planner: Option<Spanned<String>>,
+    replan_threshold: Option<Spanned<f64>>,
+    replan_interval_ms: Option<u64>,
+    replan_settle_ms: Option<u64>,
+    telemetry_window_ms: Option<Spanned<u64>>,
+    idle_backoff_us: Option<u64>,
+    trainer_timeout_s: Option<Spanned<f64>>,
+    rates_file: Option<String>,
+    coordinator: Spanned<RawCoordinator>,
+    #[serde(default)]
+    node: Vec<Spanned<RawNode>>,
+    #[serde(default)]
+    link: Vec<Spanned<RawLink>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCoordinator {
+    node: Spanned<String>,
+    port: Spanned<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: Spanned<String>,
+    address: Spanned<String>,
+    cores: Option<Spanned<Vec<usize>>>,
+    backend: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    mbps: Spanned<f64>,
+    latency_ms: Option<Spanned<f64>>,
+    #[serde(default)]
+    bidirectional: bool,
+}
+
+struct Source<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Source<'_> {
+    /// 1-based (line, column) of a byte offset.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, column)
+    }
+
+    fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
+        let span = err.span().unwrap_or(0..0);
+        let (line, column) = self.position(span.start);
+        let raw = err.message().trim();
+        let message = if let Some(rest) = raw.strip_prefix("unknown field `") {
+            let key = rest.split('`').next().unwrap_or(rest);
+            let expected = rest.split_once(", expected ").map(|x| x.1).unwrap_or("");
+            format!("unknown key '{key}' (expected {expected})")
+        } else if let Some(rest) = raw.strip_prefix("missing field `") {
+            let key = rest.split('`').next().unwrap_or(rest);
+            format!("missing required key '{key}'")
+        } else if raw.starts_with("invalid type") || raw.starts_with("invalid value") {
+            let line_text = self.text.lines().nth(line - 1).unwrap_or("");
+            match line_text.split_once('=') {
+                Some((key, _)) if !key.trim().is_empty() => {
+                    format!(
+                        "invalid value for '{}': {raw}",
+                        key.trim().trim_matches('"')
+                    )
+                }
+                _ => raw.to_string(),
+            }
+        } else {
+            raw.to_string()
+        };
+        ConfigError::Parse {
+            file: self.origin.to_string(),
+            line,
+            column,
+            message,
+        }
+    }
+
+    fn invalid(&self, span: Range<usize>, key: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.origin.to_string(),
+            line: Some(self.position(span.start).0),
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    fn build(&self, raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
+        if *raw.job.get_ref() == 0 {
+            return Err(self.invalid(raw.job.span(), "job", "must be > 0".into()));
+        }
+        let buffer_elems = *raw.buffer_elems.get_ref();
+        if buffer_elems == 0 || buffer_elems > (1 << 31) {
+            return Err(self.invalid(
+                raw.buffer_elems.span(),
+                "buffer_elems",
+                format!("{buffer_elems} is outside 1..=2147483648"),
+            ));
+        }
+        let segment_elems = match &raw.segment_elems {
+            Some(s) => {
+                let v = *s.get_ref();
+                let max = (netstorm_dataplane::wire::MAX_DATAGRAM_LEN
+                    - netstorm_dataplane::wire::HEADER_LEN
+                    - netstorm_dataplane::wire::AUTH_TAG_LEN)
+                    / 4;
+                if v == 0 || v as usize > max {
+                    return Err(self.invalid(
+                        s.span(),
+                        "segment_elems",
+                        format!("{v} is outside 1..={max}"),
+                    ));
+                }
+                v as usize
+            }
+            None => 352,
+        };
+        let planner = match &raw.planner {
+            Some(p) => {
+                let name = p.get_ref();
+                if !netstorm_controlplane::planner::PLANNER_NAMES.contains(&name.as_str()) {
+                    return Err(self.invalid(
+                        p.span(),
+                        "planner",
+                        format!(
+                            "unknown planner '{name}' (known: {})",
+                            netstorm_controlplane::planner::PLANNER_NAMES.join(", ")
+                        ),
+                    ));
+                }
+                name.clone()
+            }
+            None => "packing".into(),
+        };
+        let mut replan = ReplanConfig::default();
+        if let Some(t) = &raw.replan_threshold {
+            if !(t.get_ref().is_finite() && *t.get_ref() > 0.0) {
+                return Err(self.invalid(
+                    t.span(),
+                    "replan_threshold",
+                    format!("{} is not a positive fraction", t.get_ref()),
+                ));
+            }
+            replan.threshold = *t.get_ref();
+        }
+        if let Some(w) = &raw.telemetry_window_ms {
+            if *w.get_ref() == 0 {
+                return Err(self.invalid(
+                    w.span(),
+                    "telemetry_window_ms",
+                    "must be at least 1".into(),
+                ));
+            }
+            replan.window_ms = *w.get_ref();
+        }
+        replan.min_interval_ms = raw.replan_interval_ms.unwrap_or(replan.min_interval_ms);
+        replan.settle_ms = raw.replan_settle_ms.unwrap_or(replan.settle_ms);
+        let trainer_timeout_s = match &raw.trainer_timeout_s {
+            Some(t) if !(t.get_ref().is_finite() && *t.get_ref() > 0.0) => {
+                return Err(self.invalid(
+                    t.span(),
+                    "trainer_timeout_s",
+                    format!("{} is not a positive number of seconds", t.get_ref()),
+                ))
+            }
+            Some(t) => *t.get_ref(),
+            None => 30.0,
+        };
+        if raw.node.is_empty() {
+            return Err(ConfigError::Invalid {
+                file: self.origin.to_string(),
+                line: None,
+                key: "node".into(),
+                message: "at least one [[node]] is required".into(),
+            });
+        }
+        if raw.node.len() > 64 {
+            return Err(self.invalid(
+                raw.node[64].span(),
+                "node",
+                "at most 64 nodes (a reduce tree tracks children in a 64-bit mask)".into(),
+            ));
+        }
+        let mut nodes: Vec<NodeConfig> = Vec::new();
+        for (i, sn) in raw.node.iter().enumerate() {
+            let n = sn.get_ref();
+            let name = n.name.get_ref().trim();
+            if name.is_empty() {
+                return Err(self.invalid(n.name.span(), "name", "must not be empty".into()));
+            }
+            if nodes.iter().any(|m| m.name == name) {
+                return Err(self.invalid(
+                    n.name.span(),
+                    "name",
+                    format!("duplicate node name '{name}'"),
+                ));
+            }
+            let address: SocketAddr = n.address.get_ref().parse().map_err(|e| {
+                self.invalid(
+                    n.address.span(),
+                    "address",
+                    format!(
+                        "'{}' is not an ip:port socket address ({e}) in [[node]] '{name}'",
+                        n.address.get_ref()
+                    ),
+                )
+            })?;
+            let cores = match &n.cores {
+                Some(c) if c.get_ref().is_empty() => {
+                    return Err(self.invalid(
+                        c.span(),
+                        "cores",
+                        format!("at least one core is required in [[node]] '{name}'"),
+                    ))
+                }
+                Some(c) => c.get_ref().clone(),
+                None => vec![0],
+            };
+            if address.port() == 0 || address.port() as usize + cores.len() > 65536 {
+                return Err(self.invalid(
+                    n.address.span(),
+                    "address",
+                    format!(
+                        "port {} cannot serve {} workers (ports port..port+workers)",
+                        address.port(),
+                        cores.len()
+                    ),
+                ));
+            }
+            let backend = match n.backend.as_ref().map(|b| b.get_ref().as_str()) {
+                None | Some("udp") => Backend::Udp,
+                Some("dpdk") => Backend::Dpdk,
+                Some(other) => {
+                    return Err(self.invalid(
+                        n.backend.as_ref().expect("some").span(),
+                        "backend",
+                        format!("unknown backend '{other}' (known: udp, dpdk)"),
+                    ))
+                }
+            };
+            nodes.push(NodeConfig {
+                name: name.to_string(),
+                id: i as NodeId,
+                address,
+                cores,
+                backend,
+            });
+        }
+        // Worker w of every node synchronizes the same element range with worker w of the
+        // others, so every node runs the same number of workers.
+        if let Some(b) = nodes.iter().find(|b| b.cores.len() != nodes[0].cores.len()) {
+            let span = raw.node[b.id as usize]
+                .get_ref()
+                .cores
+                .as_ref()
+                .map_or(raw.node[b.id as usize].span(), |c| c.span());
+            return Err(self.invalid(
+                span,
+                "cores",
+                format!(
+                    "node '{}' has {} cores but '{}' has {}: every node runs one worker per core and worker w of each node owns the same element range, so every node needs the same number of cores",
+                    b.name,
+                    b.cores.len(),
+                    nodes[0].name,
+                    nodes[0].cores.len()
+                ),
+            ));
+        }
+        // Every node's workers must be reachable on distinct sockets.
+        for a in &nodes {
+            for b in &nodes {
+                if a.id < b.id
+                    && a.address.ip() == b.address.ip()
+                    && a.worker_ports().start < b.worker_ports().end
+                    && b.worker_ports().start < a.worker_ports().end
+                {
+                    return Err(self.invalid(
+                        raw.node[b.id as usize].get_ref().address.span(),
+                        "address",
+                        format!(
+                            "worker ports of '{}' overlap those of '{}' on {}",
+                            b.name,
+                            a.name,
+                            a.address.ip()
+                        ),
+                    ));
+                }
+            }
+        }
+        let co = raw.coordinator.get_ref();
+        let coordinator = nodes
+            .iter()
+            .find(|n| n.name == *co.node.get_ref())
+            .map(|n| n.id)
+            .ok_or_else(|| {
+                self.invalid(
+                    co.node.span(),
+                    "node",
+                    format!("coordinator node '{}' is not a [[node]]", co.node.get_ref()),
+                )
+            })?;
+        let coordinator_port = *co.port.get_ref();
+        if coordinator_port == 0 {
+            return Err(self.invalid(co.port.span(), "port", "must be > 0".into()));
+        }
+        let mut topology = Topology {
+            nodes: nodes
+                .iter()
+                .map(|n| Node {
+                    name: n.name.clone(),
+                    egress_bps: None,
+                    ingress_bps: None,
+                })
+                .collect(),
+            links: Vec::new(),
+        };
+        for sl in &raw.link {
+            let l = sl.get_ref();
+            let id = |s: &Spanned<String>, key: &str| {
+                topology.node_id(s.get_ref()).ok_or_else(|| {
+                    self.invalid(
+                        s.span(),
+                        key,
+                        format!("unknown node '{}' in [[link]]", s.get_ref()),
+                    )
+                })
+            };
+            let from = id(&l.from, "from")?;
+            let to = id(&l.to, "to")?;
+            if from == to {
+                return Err(self.invalid(l.to.span(), "to", "a link joins two nodes".into()));
+            }
+            let mbps = *l.mbps.get_ref();
+            if !(mbps.is_finite() && mbps > 0.0) {
+                return Err(self.invalid(l.mbps.span(), "mbps", format!("{mbps} is not > 0")));
+            }
+            let latency_ns = match &l.latency_ms {
+                Some(x) if !(x.get_ref().is_finite() && *x.get_ref() >= 0.0) => {
+                    return Err(self.invalid(
+                        x.span(),
+                        "latency_ms",
+                        format!("{} is not >= 0", x.get_ref()),
+                    ))
+                }
+                Some(x) => (*x.get_ref() * 1e6) as u64,
+                None => 0,
+            };
+            let mut dirs = vec![(from, to)];
+            if l.bidirectional {
+                dirs.push((to, from));
+            }
+            for (a, b) in dirs {
+                if topology.link(a, b).is_some() {
+                    return Err(self.invalid(
+                        sl.span(),
+                        "link",
+                        format!(
+                            "duplicate link {} -> {}",
+                            topology.node_name(a),
+                            topology.node_name(b)
+                        ),
+                    ));
+                }
+                topology.links.push(Link {
+                    from: a,
+                    to: b,
+                    rate_bps: mbps * BPS_PER_MBPS,
+                    latency_ns,
+                    loss: 0.0,
+                });
+            }
+        }
+        if nodes.len() > 1 && !topology.is_strongly_connected() {
+            return Err(ConfigError::Invalid {
+                file: self.origin.to_string(),
+                line: None,
+                key: "link".into(),
+                message: "the links do not connect every node to every other".into(),
+            });
+        }
+        Ok(ClusterConfig {
+            origin: self.origin.to_string(),
+            job: *raw.job.get_ref(),
+            buffer_elems: buffer_elems as usize,
+            segment_elems,
+            shm_dir: PathBuf::from(raw.shm_dir.unwrap_or_else(|| "/dev/shm".into())),
+            planner,
+            replan,
+            idle_backoff_us: raw.idle_backoff_us,
+            trainer_timeout_s,
+            rates_file: raw.rates_file.map(PathBuf::from),
+            coordinator,
+            coordinator_port,
+            nodes,
+            topology,
+        })
+    }
+}
+
+impl NodeConfig {
+    fn worker_ports(&self) -> Range<u32> {
+        let p = self.address.port() as u32;
+        p..p + self.cores.len() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+job = 7
+buffer_elems = 1000
+shm_dir = "/tmp"
+
+[coordinator]
+node = "a"
+port = 7700
+
+[[node]]
+name = "a"
+address = "127.0.0.1:9000"
+cores = [0, 1]
+
+[[node]]
+name = "b"
+address = "127.0.0.1:9010"
+cores = [1, 0]
+
+[[link]]
+from = "a"
+to = "b"
+mbps = 100
+bidirectional = true
+"#;
+
+    #[test]
+    fn parses_a_good_config() {
+        let c = ClusterConfig::parse_str(GOOD, "c.toml").unwrap();
+        assert_eq!(c.nodes.len(), 2);
+        assert_eq!(c.nodes[0].cores, vec![0, 1]);
+        assert_eq!(c.nodes[1].id, 1);
+        assert_eq!(c.topology.links.len(), 2);
+        assert_eq!(c.coordinator_addr().port(), 7700);
+        assert_eq!(c.worker_range(1, 2), 500..1000);
+        assert_eq!(c.nodes[0].worker_addr(1).port(), 9001);
+        assert_eq!(c.planner, "packing");
+    }
+
+    fn err(text: &str) -> String {
+        ClusterConfig::parse_str(text, "c.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = err(&GOOD.replace("address = \"127.0.0.1:9010\"", "adress = \"x\""));
+        assert!(e.starts_with("c.toml:17:1: unknown key"), "{e}");
+        assert!(e.contains("'adress'"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = err(&GOOD.replace("127.0.0.1:9010", "nowhere"));
+        assert!(e.starts_with("c.toml:17: invalid 'address'"), "{e}");
+        let e = err(&GOOD.replace("node = \"a\"", "node = \"zz\""));
+        assert!(e.contains("invalid 'node'") && e.contains("zz"), "{e}");
+        let e = err(&GOOD.replace("mbps = 100", "mbps = -1"));
+        assert!(e.starts_with("c.toml:23: invalid 'mbps'"), "{e}");
+        let e = err(&GOOD.replace("cores = [1, 0]", "cores = [1, 0]\nbackend = \"rdma\""));
+        assert!(e.contains("invalid 'backend'") && e.contains("rdma"), "{e}");
+        let e = err(&GOOD.replace("buffer_elems = 1000", "buffer_elems = \"big\""));
+        assert!(e.contains("'buffer_elems'"), "{e}");
+        let e = err(&GOOD.replace("cores = [1, 0]", "cores = [1]"));
+        assert!(
+            e.contains("invalid 'cores'") && e.contains("same number"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("9010", "9001"));
+        assert!(
+            e.contains("invalid 'address'") && e.contains("overlap"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("job = 7\n", ""));
+        assert!(e.contains("missing required key 'job'"), "{e}");
+    }
+}

@@ -1,0 +1,25 @@
+//! NetStorm on real hosts.
+//!
+//! * [`config`] — the cluster config (TOML, one file for every host).
+//! * [`nodefile`] — the shared-memory gradient buffer + doorbell between a trainer, its
+//!   `netstorm-dp` and its `netstorm-cp`.
+//! * [`session`] — the trainer API: [`Session::allreduce`].
+//! * [`worker`] — a dp poll-mode worker (engine + UDP port on a pinned core).
+//! * [`proto`] — the cp ↔ coordinator wire (`ControlMsg` over TCP) and the dp → cp link records.
+//! * [`up`] — `netstorm up`: start dp + cp for a node, forward signals.
+//! * `sys` — lock files and signals (the only other `unsafe` besides `nodefile`).
+//!
+//! Binaries: `netstorm-dp` (data plane), `netstorm-cp` (control plane, one is the
+//! coordinator), `netstorm-trainer` (example trainer).
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod nodefile;
+pub mod proto;
+pub mod session;
+pub mod sys;
+pub mod up;
+pub mod worker;
+
+pub use config::{ClusterConfig, ConfigError};
+pub use session::{RoundStats, Session, SessionError};

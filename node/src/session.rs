@@ -1,0 +1,199 @@
+//! The trainer API: hand a buffer to the local `netstorm-dp` and wait for the all-reduce.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use netstorm_node::{ClusterConfig, Session};
+//! let cfg = ClusterConfig::load("cluster.toml".as_ref())?;
+//! let mut session = Session::connect(&cfg, "a")?;
+//! let mut grads = vec![0.0f32; cfg.buffer_elems];
+//! let stats = session.allreduce(&mut grads)?; // grads now holds the sum over all nodes
+//! println!("round {} took {:?}", stats.round, stats.elapsed);
+//! # Ok(()) }
+//! ```
+//!
+//! The buffer travels through the node file ([`crate::nodefile`]): one copy in before the
+//! round and one copy out after it, no copy per segment.
+
+use crate::config::ClusterConfig;
+use crate::nodefile::{NodeFile, NodeFileError};
+use std::time::{Duration, Instant};
+
+/// What one [`Session::allreduce`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoundStats {
+    /// The cluster-wide round number.
+    pub round: u64,
+    /// From handing the buffer over to having the result back.
+    pub elapsed: Duration,
+    /// Policy epoch the data plane ran the round under (0 if unknown).
+    pub epoch: u64,
+}
+
+/// Why a session call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    NodeFile(#[from] NodeFileError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("buffer has {got} elements, the cluster config says buffer_elems = {want}")]
+    Length { got: usize, want: usize },
+    #[error("round {round}: netstorm-dp (pid {dp_pid}) did not finish within {waited:?} ({done_workers} of {workers} workers done; start barrier {barrier})")]
+    Timeout {
+        round: u64,
+        waited: Duration,
+        dp_pid: u32,
+        done_workers: usize,
+        workers: usize,
+        /// The cp's start barrier (`u64::MAX` = none).
+        barrier: u64,
+    },
+}
+
+/// A trainer's connection to its node's data plane.
+#[derive(Debug)]
+pub struct Session {
+    file: NodeFile,
+    timeout: Duration,
+    /// Round + 1 of the next round to request.
+    next: u64,
+}
+
+impl Session {
+    /// Opens the node file of `node` (created by its running `netstorm-dp`).
+    pub fn connect(config: &ClusterConfig, node: &str) -> Result<Self, SessionError> {
+        config.node(node)?;
+        let file = NodeFile::open(&config.node_file_path(node), config.buffer_elems, None)?;
+        Self::from_node_file(file, Duration::from_secs_f64(config.trainer_timeout_s))
+    }
+
+    /// A session over an already mapped node file.
+    pub fn from_node_file(file: NodeFile, timeout: Duration) -> Result<Self, SessionError> {
+        // Resume after whatever was requested before (a restarted trainer).
+        let next = file.request() + 1;
+        Ok(Self {
+            file,
+            timeout,
+            next,
+        })
+    }
+
+    /// Sets how long [`Session::allreduce`] waits for the data plane.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The round the next [`Session::allreduce`] runs.
+    pub fn next_round(&self) -> u64 {
+        self.next - 1
+    }
+
+    fn wait_done(&self, target: u64, round: u64, start: Instant) -> Result<(), SessionError> {
+        let mut spins = 0u32;
+        while self.file.done_all() < target {
+            let waited = start.elapsed();
+            if waited > self.timeout {
+                return Err(SessionError::Timeout {
+                    round,
+                    waited,
+                    dp_pid: self.file.dp_pid(),
+                    done_workers: (0..self.file.workers())
+                        .filter(|&w| self.file.done(w) >= target)
+                        .count(),
+                    workers: self.file.workers(),
+                    barrier: self.file.barrier(),
+                });
+            }
+            spins += 1;
+            if spins < 1000 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// All-reduces `buf` (sum over every node of the cluster) in place; returns when the
+    /// round is done here, or an error after the timeout.
+    pub fn allreduce(&mut self, buf: &mut [f32]) -> Result<RoundStats, SessionError> {
+        let want = self.file.buffer_elems();
+        if buf.len() != want {
+            return Err(SessionError::Length {
+                got: buf.len(),
+                want,
+            });
+        }
+        let start = Instant::now();
+        let target = self.next;
+        let round = target - 1;
+        // A round requested by an earlier session may still be running: let it finish.
+        self.wait_done(target - 1, round.saturating_sub(1), start)?;
+        self.file.write_buffer(0, buf);
+        self.file.set_request(target);
+        self.wait_done(target, round, start)?;
+        self.file.read_buffer(0..want, buf);
+        self.next += 1;
+        Ok(RoundStats {
+            round,
+            elapsed: start.elapsed(),
+            epoch: self.file.active_epoch(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_out_when_no_dp_answers() {
+        let dir = std::env::temp_dir().join(format!("nssess-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.node");
+        let _dp = NodeFile::create(&path, 1, 8).unwrap();
+        let mut s =
+            Session::from_node_file(NodeFile::open(&path, 8, None).unwrap(), Duration::ZERO)
+                .unwrap();
+        let e = s.allreduce(&mut [0.0; 8]).unwrap_err();
+        assert!(matches!(e, SessionError::Timeout { round: 0, .. }), "{e}");
+        let e = s.allreduce(&mut [0.0; 7]).unwrap_err();
+        assert!(matches!(e, SessionError::Length { got: 7, want: 8 }), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn returns_the_dp_result() {
+        let dir = std::env::temp_dir().join(format!("nssess2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.node");
+        let dp = NodeFile::create(&path, 2, 8).unwrap();
+        let fake_dp = std::thread::spawn(move || {
+            for r in 1..=2u64 {
+                while dp.request() < r {
+                    std::thread::yield_now();
+                }
+                let mut b = [0.0f32; 8];
+                dp.read_buffer(0..8, &mut b);
+                for x in &mut b {
+                    *x *= 3.0;
+                }
+                dp.write_buffer(0, &b);
+                dp.set_done(0, r);
+                dp.set_done(1, r);
+            }
+        });
+        let mut s = Session::from_node_file(
+            NodeFile::open(&path, 8, None).unwrap(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        for r in 0..2u64 {
+            let mut b = [2.0f32; 8];
+            assert_eq!(s.allreduce(&mut b).unwrap().round, r);
+            assert_eq!(b, [6.0; 8]);
+        }
+        fake_dp.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

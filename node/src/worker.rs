@@ -1,0 +1,350 @@
+//! One `netstorm-dp` poll-mode worker: an [`Engine`] for one contiguous element range of the
+//! node's buffer, its own UDP socket (port + worker index), busy-polling on a pinned core.
+//!
+//! Workers share no mutable state: each owns its engine, port and buffer; the dp's main
+//! thread hands them policies over a channel (checked once per loop iteration, a couple of
+//! atomic loads when empty) and they report installs, telemetry and counters back over
+//! another. The node file ([`crate::nodefile`]) is read with one atomic load per iteration
+//! while idle. One clock read per iteration, none per packet; buffers are allocated once.
+//!
+//! A round starts only when the trainer asked for it **and** it lies below the cp's start
+//! barrier (the node agent's undecided activation round, or a committed one whose policy is
+//! not installed yet), checked with the store-then-recheck handshake of [`crate::nodefile`].
+//! No cp, no barrier: a dp whose cp is gone keeps running its committed policy.
+//!
+//! Telemetry: every worker samples its engine's path telemetry every
+//! [`Worker::sample_every`] while a round runs (not per packet) and reports, per outgoing link,
+//! the largest link-rate estimate of the interval (see [`crate::proto`] for the estimate).
+
+use crate::nodefile::NodeFile;
+use crate::proto::LinkEstimate;
+use netstorm_dataplane::engine::{Counters, Engine, EngineEvent};
+use netstorm_dataplane::policy::Policy;
+use netstorm_dataplane::port::udp::{UdpCounters, UdpPort};
+use netstorm_dataplane::port::{PacketBuf, Port};
+use netstorm_dataplane::{Nanos, NodeId};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A path's rate sample counts as "backlogged now" for this long after it was taken.
+const FRESH_NS: Nanos = 10_000_000;
+/// A link estimate covers at least this long a stretch in which the link was backlogged
+/// (longer than one RTT so a token bucket's burst does not dominate it).
+const SPAN_NS: Nanos = 20_000_000;
+
+/// What a worker tells the dp's main thread.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    Installed {
+        worker: usize,
+        epoch: u32,
+    },
+    InstallFailed {
+        worker: usize,
+        epoch: u32,
+        error: String,
+    },
+    Started {
+        worker: usize,
+        round: u32,
+        epoch: u32,
+    },
+    /// Link-rate estimates of this worker's outgoing links over the last interval.
+    Links {
+        worker: usize,
+        links: Vec<LinkEstimate>,
+    },
+    Counters {
+        worker: usize,
+        engine: Box<Counters>,
+        port: Box<UdpCounters>,
+    },
+    Fatal {
+        worker: usize,
+        error: String,
+    },
+}
+
+/// Everything one worker needs.
+#[derive(Debug)]
+pub struct Worker {
+    pub index: usize,
+    pub range: Range<usize>,
+    pub engine: Engine,
+    pub port: UdpPort,
+    pub node_file: Arc<NodeFile>,
+    pub policies: Receiver<(Arc<Policy>, u32)>,
+    pub events: Sender<WorkerEvent>,
+    pub stop: Arc<AtomicBool>,
+    pub idle_backoff: Option<Duration>,
+    /// The dp's clock origin, shared by its workers (telemetry timestamps are comparable).
+    pub clock_base: Instant,
+    /// Telemetry and counters are reported this often.
+    pub report_every: Duration,
+    /// Path telemetry is sampled this often while a round runs.
+    pub sample_every: Duration,
+    pub batch: usize,
+}
+
+/// Per outgoing link: the best estimate since the last report, and the backlogged stretch
+/// being measured.
+#[derive(Debug, Clone, Copy, Default)]
+struct LinkAcc {
+    bps: f64,
+    rtt_ns: u64,
+    /// `(start, delivered bytes at start)` of the current backlogged stretch.
+    since: Option<(Nanos, u64)>,
+}
+
+/// The worker's view of its links.
+#[derive(Debug, Default)]
+struct LinkSampler {
+    epoch: Option<u32>,
+    /// Per neighbour: the policy's rate of the link to it (infinity when it names none).
+    link_bps: Vec<f64>,
+    /// Per neighbour: this poll's cumulative delivered bytes, backlog flag and RTT.
+    poll: Vec<(u64, bool, u64)>,
+    acc: Vec<LinkAcc>,
+}
+
+impl LinkSampler {
+    /// One poll. A link is backlogged while some path leaving over it has a fresh rate
+    /// sample that is not application-limited; over every stretch of at least `SPAN_NS` in
+    /// which it stays backlogged, the bytes delivered by all paths leaving over it give the
+    /// link's rate (capped at the policy's rate: senders never pace faster). The best of a
+    /// report interval is kept.
+    fn sample(&mut self, engine: &Engine, policies: &[Arc<Policy>], me: NodeId, now: Nanos) {
+        let Some(epoch) = engine.epoch() else { return };
+        if self.epoch != Some(epoch) {
+            let Some(p) = policies.iter().find(|p| p.epoch == epoch) else {
+                return;
+            };
+            self.epoch = Some(epoch);
+            let n = p.node_count as usize;
+            self.link_bps = (0..n)
+                .map(|to| p.link_rate(me, to as NodeId).unwrap_or(f64::INFINITY))
+                .collect();
+            self.poll = vec![(0, false, 0); n];
+            self.acc = vec![LinkAcc::default(); n];
+        }
+        self.poll.iter_mut().for_each(|p| *p = (0, false, 0));
+        for t in engine.telemetry() {
+            let Some(&to) = t.hops.get(1) else { continue };
+            let Some(p) = self.poll.get_mut(to as usize) else {
+                continue;
+            };
+            p.0 += t.delivered_bytes;
+            if let Some(rs) = t.rate_sample {
+                if !rs.app_limited && rs.at + FRESH_NS >= now {
+                    p.1 = true;
+                }
+            }
+            if t.hops.len() == 2 {
+                p.2 = t.srtt_ns.unwrap_or(0);
+            }
+        }
+        for (to, (&(bytes, backlogged, rtt), a)) in self.poll.iter().zip(&mut self.acc).enumerate()
+        {
+            if !backlogged {
+                a.since = None;
+                continue;
+            }
+            match a.since {
+                Some((t0, b0)) if now >= t0 + SPAN_NS && bytes >= b0 => {
+                    let bps = (bytes - b0) as f64 * 8e9 / (now - t0) as f64;
+                    let est = bps.min(self.link_bps[to]);
+                    if est > a.bps {
+                        a.bps = est;
+                        a.rtt_ns = rtt;
+                    }
+                    a.since = Some((now, bytes));
+                }
+                Some(_) => {}
+                None => a.since = Some((now, bytes)),
+            }
+        }
+    }
+
+    fn take(&mut self, me: NodeId, at: Nanos, round: u64) -> Vec<LinkEstimate> {
+        let epoch = self.epoch.unwrap_or(0);
+        self.acc
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, a)| a.bps > 0.0)
+            .map(|(to, a)| {
+                let e = LinkEstimate {
+                    from: me,
+                    to: to as NodeId,
+                    bps: a.bps,
+                    rtt_ns: a.rtt_ns,
+                    at,
+                    epoch,
+                    round,
+                };
+                a.bps = 0.0;
+                e
+            })
+            .collect()
+    }
+}
+
+impl Worker {
+    /// Runs until `stop` is set. Errors are reported as [`WorkerEvent::Fatal`].
+    pub fn run(mut self) {
+        if let Err(error) = self.run_inner() {
+            let _ = self.events.send(WorkerEvent::Fatal {
+                worker: self.index,
+                error,
+            });
+        }
+    }
+
+    fn run_inner(&mut self) -> Result<(), String> {
+        let start = self.clock_base;
+        let clock = || start.elapsed().as_nanos() as Nanos + 1;
+        let cap = self
+            .port
+            .max_datagram_len()
+            .max(self.engine.config().max_datagram_len());
+        let mut rx = PacketBuf::batch(self.batch, cap);
+        let mut tx = PacketBuf::batch(self.batch, cap);
+        let node = self.engine.config().node;
+        let w = self.index;
+        // Round + 1 of the round running here (0 = none).
+        let mut running: u64 = 0;
+        let mut done = self.node_file.done(w);
+        let mut next_report = Instant::now() + self.report_every;
+        let mut next_sample = Instant::now();
+        let mut sampler = LinkSampler::default();
+        // Policies handed to the engine (the sampler needs the active one's routes).
+        let mut known: Vec<Arc<Policy>> = Vec::new();
+        // First round any installed policy covers (no start is announced before it).
+        let mut first_covered: Option<u32> = None;
+        let mut iterations: u64 = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            iterations += 1;
+            let now = clock();
+            // Policies from the main thread.
+            while let Ok((policy, at)) = self.policies.try_recv() {
+                let epoch = policy.epoch;
+                let ev = match self.engine.install_policy((*policy).clone(), at) {
+                    Ok(()) => {
+                        known.retain(|p| p.epoch + 4 > epoch);
+                        known.push(policy);
+                        first_covered = Some(first_covered.map_or(at, |f| f.min(at)));
+                        WorkerEvent::Installed { worker: w, epoch }
+                    }
+                    Err(e) => WorkerEvent::InstallFailed {
+                        worker: w,
+                        epoch,
+                        error: e.to_string(),
+                    },
+                };
+                let _ = self.events.send(ev);
+            }
+            // A new round asked for by the trainer and below the cp's start barrier.
+            if running == 0 {
+                let req = self.node_file.request();
+                let covered = first_covered.is_some_and(|f| u64::from(f) < req);
+                if req > done && covered && req - 1 < self.node_file.barrier() {
+                    let round = (req - 1) as u32;
+                    // The start gate: announce, then re-check the barrier (see nodefile).
+                    let before = self.node_file.started(w);
+                    self.node_file.set_started(w, req);
+                    if req > self.node_file.barrier() {
+                        self.node_file.set_started(w, before);
+                    } else {
+                        let buf = self.engine.buffer_mut();
+                        self.node_file.read_buffer(self.range.clone(), buf);
+                        match self.engine.start_round(now, round) {
+                            Ok(()) => {
+                                running = req;
+                                let epoch = self.engine.epoch().unwrap_or(0);
+                                let _ = self.events.send(WorkerEvent::Started {
+                                    worker: w,
+                                    round,
+                                    epoch,
+                                });
+                            }
+                            // No policy for this round after all: try again next iteration.
+                            Err(netstorm_dataplane::engine::EngineError::NoPolicy(_)) => {
+                                self.node_file.set_started(w, before);
+                            }
+                            Err(e) => return Err(format!("worker {w}: round {round}: {e}")),
+                        }
+                    }
+                }
+            }
+            let k = self.port.recv_batch(&mut rx).map_err(|e| e.to_string())?;
+            for b in &rx[..k] {
+                self.engine.handle_packet(now, b.bytes());
+            }
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
+            }
+            let mut m = 0;
+            while m < tx.len() {
+                let Some(t) = self.engine.poll_transmit(now, &mut tx[m].data) else {
+                    break;
+                };
+                tx[m].len = t.len;
+                tx[m].peer = t.next_hop;
+                m += 1;
+            }
+            if m > 0 {
+                // Refused datagrams are recovered by the engine's loss recovery.
+                self.port.send_batch(&tx[..m]).map_err(|e| e.to_string())?;
+            }
+            while let Some(ev) = self.engine.poll_event() {
+                if let EngineEvent::RoundComplete { round, .. } = ev {
+                    if running == u64::from(round) + 1 {
+                        sampler.sample(&self.engine, &known, node, now);
+                        self.node_file
+                            .write_buffer(self.range.start, self.engine.buffer());
+                        done = running;
+                        running = 0;
+                        self.node_file.set_done(w, done);
+                    }
+                }
+            }
+            // Samples and reports: one clock comparison every 64 iterations or when idle.
+            if iterations & 63 == 0 || (k == 0 && m == 0) {
+                let inst = Instant::now();
+                if running != 0 && inst >= next_sample {
+                    next_sample = inst + self.sample_every;
+                    sampler.sample(&self.engine, &known, node, clock());
+                }
+                if inst >= next_report {
+                    next_report = inst + self.report_every;
+                    self.report(&mut sampler, node, now, running.max(done));
+                }
+            }
+            if k == 0 && m == 0 {
+                match self.idle_backoff {
+                    Some(d) => std::thread::sleep(d),
+                    None => std::hint::spin_loop(),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends counters and the link estimates of the interval.
+    fn report(&self, sampler: &mut LinkSampler, node: NodeId, now: Nanos, round_plus_one: u64) {
+        let _ = self.events.send(WorkerEvent::Counters {
+            worker: self.index,
+            engine: Box::new(*self.engine.counters()),
+            port: Box::new(self.port.counters()),
+        });
+        let links = sampler.take(node, now, round_plus_one.saturating_sub(1));
+        if !links.is_empty() {
+            let _ = self.events.send(WorkerEvent::Links {
+                worker: self.index,
+                links,
+            });
+        }
+    }
+}

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# NetStorm testbed on one Linux host: K network namespaces joined by a full mesh of veth
+# pairs, each direction shaped with `tc qdisc tbf` (netem is not available here), one
+# netstorm-dp + netstorm-cp per namespace, R rounds of netstorm-trainer in every namespace
+# (results checked bit-for-bit against the reference sum by the trainer), a link rate changed
+# with `tc` mid-run (nothing else is told: the dps measure it, the coordinator's estimator sees
+# the change, re-plans and installs a new policy epoch), optionally a netstorm-cp killed and
+# restarted mid-run; everything torn down on exit. Needs root and iproute2.
+#
+#   scripts/testbed.sh [-k NODES] [-r ROUNDS] [-m MBPS] [-n NEW_MBPS] [-e ELEMS]
+#                      [-c COMPUTE_MS] [-t TIMEOUT_S] [--restart-cp] [--keep]
+#
+# Binaries come from $NETSTORM_BIN_DIR (default: target/release, else target/debug).
+# Prints "testbed: PASS" and exits 0 when every trainer checked every round, the coordinator
+# re-planned because the measured estimate of n1 -> n2 changed ("replan: estimate of link
+# n1->n2 changed from X to Y Mbit/s" in its log), and every dp installed at least two policy
+# epochs through its shared-memory policy ring and ran its last rounds under a newer one.
+set -euo pipefail
+
+K=3 ROUNDS=80 MBPS=50 NEW_MBPS=10 ELEMS=50000 COMPUTE_MS=20 TIMEOUT_S=90 RESTART_CP=0 KEEP=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -k) K=$2; shift 2 ;;
+        -r) ROUNDS=$2; shift 2 ;;
+        -m) MBPS=$2; shift 2 ;;
+        -n) NEW_MBPS=$2; shift 2 ;;
+        -e) ELEMS=$2; shift 2 ;;
+        -c) COMPUTE_MS=$2; shift 2 ;;
+        -t) TIMEOUT_S=$2; shift 2 ;;
+        --restart-cp) RESTART_CP=1; shift ;;
+        --keep) KEEP=1; shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "testbed: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ "$K" -ge 2 ] && [ "$K" -le 9 ] || { echo "testbed: -k must be in 2..9" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "testbed: needs root (network namespaces)" >&2; exit 2; }
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${NETSTORM_BIN_DIR:-}
+if [ -z "$BIN" ]; then
+    if [ -x "$ROOT/target/release/netstorm-dp" ]; then BIN=$ROOT/target/release; else BIN=$ROOT/target/debug; fi
+fi
+for b in netstorm-dp netstorm-cp netstorm-trainer; do
+    [ -x "$BIN/$b" ] || { echo "testbed: $BIN/$b missing (cargo build -p netstorm-node --bins)" >&2; exit 2; }
+done
+
+TAG=$(( $$ % 10000 ))
+NS=nstb$TAG
+WORK=$(mktemp -d "/tmp/netstorm-testbed-$TAG.XXXX")
+PIDS=()
+cleanup() {
+    set +e
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    sleep 0.2
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    for i in $(seq 1 "$K"); do ip netns del "$NS-$i" 2>/dev/null; done
+    if [ "$KEEP" = 1 ]; then echo "testbed: kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "testbed: $K namespaces ($NS-*), full mesh of veth pairs shaped with tbf at $MBPS Mbit/s, $ROUNDS rounds of $ELEMS elements, work dir $WORK"
+for i in $(seq 1 "$K"); do
+    ip netns add "$NS-$i"
+    ip -n "$NS-$i" link set lo up
+    ip -n "$NS-$i" addr add "10.88.0.$i/32" dev lo
+done
+# veth "v<i>-<j>" lives in namespace i and reaches namespace j; tbf on it shapes i -> j.
+tbf() { # ns dev mbps add|change  (burst: 2 ms at the rate, at least 15 kB)
+    local burst=$(( $3 * 250 > 15000 ? $3 * 250 : 15000 ))
+    ip netns exec "$1" tc qdisc "$4" dev "$2" root tbf rate "${3}mbit" burst "$burst" latency 100ms
+}
+for i in $(seq 1 "$K"); do
+    for j in $(seq $((i + 1)) "$K"); do
+        a="v$TAG-$i-$j" b="v$TAG-$j-$i"
+        ip link add "$a" type veth peer name "$b"
+        ip link set "$a" netns "$NS-$i"
+        ip link set "$b" netns "$NS-$j"
+        ip -n "$NS-$i" link set "$a" up
+        ip -n "$NS-$j" link set "$b" up
+        ip -n "$NS-$i" route add "10.88.0.$j/32" dev "$a" src "10.88.0.$i"
+        ip -n "$NS-$j" route add "10.88.0.$i/32" dev "$b" src "10.88.0.$j"
+        tbf "$NS-$i" "$a" "$MBPS" add
+        tbf "$NS-$j" "$b" "$MBPS" add
+    done
+done
+
+CFG=$WORK/cluster.toml
+mkdir -p "$WORK/shm"
+{
+    echo "job = $(( TAG + 1 ))"
+    echo "buffer_elems = $ELEMS"
+    echo "shm_dir = \"$WORK/shm\""
+    echo "idle_backoff_us = 100"
+    echo "trainer_timeout_s = 30"
+    echo "replan_threshold = 0.4"
+    echo "replan_interval_ms = 1000"
+    echo "replan_settle_ms = 300"
+    echo "telemetry_window_ms = 600"
+    echo
+    echo "[coordinator]"
+    echo "node = \"n1\""
+    echo "port = 7700"
+    for i in $(seq 1 "$K"); do
+        printf '\n[[node]]\nname = "n%d"\naddress = "10.88.0.%d:9000"\ncores = [%d]\n' "$i" "$i" $(( (i - 1) % $(nproc) ))
+    done
+    for i in $(seq 1 "$K"); do
+        for j in $(seq $((i + 1)) "$K"); do
+            printf '\n[[link]]\nfrom = "n%d"\nto = "n%d"\nmbps = %s\nbidirectional = true\n' "$i" "$j" "$MBPS"
+        done
+    done
+} > "$CFG"
+
+start_cp() { # i
+    ip netns exec "$NS-$1" "$BIN/netstorm-cp" --config "$CFG" --node "n$1" >> "$WORK/cp-n$1.log" 2>&1 &
+    PIDS+=($!)
+    CP_PID[$1]=$!
+}
+declare -a CP_PID
+for i in $(seq 1 "$K"); do
+    ip netns exec "$NS-$i" "$BIN/netstorm-dp" --config "$CFG" --node "n$i" --stats-interval-ms 100 > "$WORK/dp-n$i.log" 2>&1 &
+    PIDS+=($!)
+    start_cp "$i"
+done
+
+declare -a TR_PID
+for i in $(seq 1 "$K"); do
+    ip netns exec "$NS-$i" timeout "$TIMEOUT_S" "$BIN/netstorm-trainer" --config "$CFG" --node "n$i" \
+        --rounds "$ROUNDS" --compute-ms "$COMPUTE_MS" > "$WORK/trainer-n$i.log" 2>&1 &
+    TR_PID[$i]=$!
+    PIDS+=($!)
+done
+
+rounds_done() { # i -> rounds completed at node i (from its dp counters file)
+    sed -n 's/.*"rounds_completed":\([0-9]*\).*/\1/p' "$WORK/shm/netstorm-$(( TAG + 1 ))-n$1.dp-stats.json" 2>/dev/null || echo 0
+}
+wait_rounds() { # n
+    local deadline=$(( SECONDS + TIMEOUT_S ))
+    while [ "$(rounds_done 1)" -lt "$1" ] 2>/dev/null || [ -z "$(rounds_done 1)" ]; do
+        [ $SECONDS -lt $deadline ] || { echo "testbed: timeout waiting for round $1" >&2; return 1; }
+        sleep 0.05
+    done
+}
+
+wait_rounds $(( ROUNDS / 4 ))
+echo "testbed: round $(rounds_done 1) done at n1; changing n1 -> n2 to $NEW_MBPS Mbit/s with tc"
+tbf "$NS-1" "v$TAG-1-2" "$NEW_MBPS" change
+if [ "$RESTART_CP" = 1 ] && [ "$K" -ge 2 ]; then
+    echo "testbed: killing netstorm-cp of n2 (pid ${CP_PID[2]}) and restarting it"
+    kill -9 "${CP_PID[2]}"
+    wait "${CP_PID[2]}" 2>/dev/null || true
+    start_cp 2
+fi
+
+FAIL=0
+for i in $(seq 1 "$K"); do
+    if wait "${TR_PID[$i]}" && grep -q "trainer: OK" "$WORK/trainer-n$i.log"; then
+        echo "testbed: n$i $(tail -n 1 "$WORK/trainer-n$i.log")"
+    else
+        echo "testbed: n$i trainer FAILED:" >&2
+        tail -n 5 "$WORK/trainer-n$i.log" >&2
+        FAIL=1
+    fi
+done
+sleep 0.7 # one more counters interval
+for i in $(seq 1 "$K"); do
+    STATS=$(cat "$WORK/shm/netstorm-$(( TAG + 1 ))-n$i.dp-stats.json" 2>/dev/null || echo '{}')
+    EPOCHS=$(echo "$STATS" | sed -n 's/.*"installed_epochs":\[\([0-9,]*\)\].*/\1/p')
+    echo "testbed: n$i installed_epochs [$EPOCHS] counters $STATS"
+    case "$EPOCHS" in
+        *,*) ;;
+        *) echo "testbed: n$i installed no second policy epoch" >&2; FAIL=1 ;;
+    esac
+    ACTIVE=$(echo "$STATS" | sed -n 's/.*"active_epoch":\([0-9]*\).*/\1/p')
+    [ "${ACTIVE:-0}" -ge 2 ] || { echo "testbed: n$i never ran a round under the new epoch (active epoch ${ACTIVE:-none})" >&2; FAIL=1; }
+done
+COORD=$(cat "$WORK/shm/netstorm-$(( TAG + 1 )).coordinator.json" 2>/dev/null || echo '{}')
+echo "testbed: coordinator $COORD"
+grep -h "coordinator: replan\|coordinator: epoch\|coordinator: proposing" "$WORK/cp-n1.log" | sed 's/^/testbed: /' || true
+if ! grep -q "coordinator: replan: estimate of link n1->n2 changed" "$WORK/cp-n1.log"; then
+    echo "testbed: the coordinator never re-planned for the measured change of n1 -> n2" >&2
+    FAIL=1
+fi
+echo "testbed: qdisc n1 -> n2 now: $(ip netns exec "$NS-1" tc qdisc show dev "v$TAG-1-2")"
+if [ "$FAIL" = 0 ]; then
+    echo "testbed: PASS"
+else
+    for f in "$WORK"/dp-*.log "$WORK"/cp-*.log; do echo "--- $f" >&2; tail -n 8 "$f" >&2; done
+    echo "testbed: FAIL" >&2
+    exit 1
+fi
