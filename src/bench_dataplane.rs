@@ -106,6 +106,10 @@ pub struct DataplaneBenchArgs {
     /// cores (0 = always busy-poll). The aggregator always busy-polls.
     #[arg(long, default_value_t = 1)]
     pub peer_idle_sleep_us: u64,
+    /// Engine mode: send packets without the SipHash MAC (`Auth::Disabled`), to see the
+    /// engine's cost without authentication. Default: the engine's default (MAC on).
+    #[arg(long)]
+    pub no_mac: bool,
     /// Datagrams per rx/tx batch of the poll loops.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -282,6 +286,9 @@ pub fn validate(a: &DataplaneBenchArgs) -> Result<()> {
             a.backend
         );
     }
+    if a.no_mac && a.mode == Mode::Raw {
+        bail!("--no-mac applies to the engine mode (raw mode has no engine and no MAC)");
+    }
     if a.backend == Backend::Dpdk && !cfg!(feature = "dpdk") {
         bail!("--backend dpdk: this netstorm was built without DPDK support; rebuild with `cargo build --release --features dpdk` (needs libdpdk-dev, see scripts/install-deps.sh)");
     }
@@ -451,6 +458,9 @@ fn bench_engines(a: &DataplaneBenchArgs, topo: &Topology, real_time: bool) -> Re
             let elems = a.segment_bytes / 4;
             let mut cfg = EngineConfig::new(v as NodeId, n as u16, elems * a.segments_per_round);
             cfg.segment_elems = elems;
+            if a.no_mac {
+                cfg.auth = netstorm_dataplane::auth::Auth::Disabled;
+            }
             if real_time {
                 // Loopback/ring RTTs are microseconds: do not wait 200 ms for a first RTO.
                 cfg.initial_rto_ns = 20_000_000;
@@ -664,9 +674,15 @@ fn run_emu(a: &DataplaneBenchArgs) -> Result<DataplaneReport> {
             events_per_wall_second: events as f64 / wall.max(1e-12),
         }),
         dpdk: None,
-        notes: vec![
-            "emu: rates are per virtual second (the emulated links bound them); wall figures are the simulator's speed".into(),
-        ],
+        notes: {
+            let mut n = vec![
+                "emu: rates are per virtual second (the emulated links bound them); wall figures are the simulator's speed".into(),
+            ];
+            if a.no_mac {
+                n.push("--no-mac: packets carry no SipHash MAC (engine default: MAC on)".into());
+            }
+            n
+        },
     })
 }
 
@@ -807,6 +823,9 @@ fn run_engine_backend<P: Port + Send>(
         / warm as f64;
     let left = a.max_rounds.saturating_sub(warm as u64);
     let mut notes = Vec::new();
+    if a.no_mac {
+        notes.push("--no-mac: packets carry no SipHash MAC (engine default: MAC on)".into());
+    }
     let outcomes = if left == 0 {
         notes.push("--max-rounds reached during calibration: figures are from those rounds".into());
         cal

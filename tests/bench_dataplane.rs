@@ -119,6 +119,13 @@ fn emu_backend_reports_emulated_and_wall_figures() {
         f(emu, "emulated_child_payload_gbps"),
         f(&v, "child_payload_gbps")
     );
+    // Without packet MACs the sums are just as exact.
+    let v = bench(
+        "emu-no-mac",
+        &["--backend", "emu", "--max-rounds", "5", "--no-mac"],
+    );
+    check_sane(&v, "emu", 2, 5);
+    assert!(v["notes"].to_string().contains("--no-mac"), "{v}");
 }
 
 #[test]
@@ -178,6 +185,10 @@ fn bad_arguments_give_clear_errors() {
         "--mode raw needs --backend dpdk",
     );
     fails_with(&["--segment-bytes", "1024"], "--backend");
+    fails_with(
+        &["--backend", "dpdk", "--mode", "raw", "--no-mac"],
+        "--no-mac applies to the engine mode",
+    );
 }
 
 #[cfg(not(feature = "dpdk"))]

@@ -480,12 +480,14 @@ fn run_raw(
         let agg_h = std::thread::Builder::new()
             .name("aggregator".into())
             .spawn_scoped(s, || {
-                aggregate(a, agg_port, &child_queues, &shared, plan.aggregator_core())
+                let r = aggregate(a, agg_port, &child_queues, &shared, plan.aggregator_core());
+                shared.agg_done.store(true, Ordering::Release);
+                r
             })?;
         let gen_h = std::thread::Builder::new()
             .name("generator".into())
             .spawn_scoped(s, || {
-                generate(
+                let r = generate(
                     a,
                     children,
                     root_port,
@@ -494,7 +496,11 @@ fn run_raw(
                     &shared,
                     plan.other_core(0),
                     base,
-                )
+                );
+                // However it ended, the aggregator must not wait for it any longer.
+                shared.senders_done.store(true, Ordering::Release);
+                shared.agg_done.store(true, Ordering::Release);
+                r
             })?;
         // Measurement window: [warm-up end, warm-up end + --seconds], or up to the moment the
         // senders stopped (--max-rounds) if that comes first.
@@ -519,8 +525,8 @@ fn run_raw(
             {
                 // The senders reached --max-rounds by themselves: measure the whole run.
                 first = Some((base, 0, 0, 0));
-            } else if first.is_none() && now - base >= warmup {
-                first = Some(snap(now));
+            } else if first.is_none() && (now - base >= warmup || done) {
+                first = Some(if done { (base, 0, 0, 0) } else { snap(now) });
             }
             if done || first.is_some_and(|f: (Instant, u64, u64, u64)| now - f.0 >= measure) {
                 // When the senders stopped by themselves, wait for the aggregator to drain.
