@@ -8,7 +8,12 @@
 # restarted mid-run; everything torn down on exit. Needs root and iproute2.
 #
 #   scripts/testbed.sh [-k NODES] [-r ROUNDS] [-m MBPS] [-n NEW_MBPS] [-e ELEMS]
-#                      [-c COMPUTE_MS] [-t TIMEOUT_S] [--restart-cp] [--keep]
+#                      [-c COMPUTE_MS] [-t TIMEOUT_S] [-s SCENARIO.toml] [--restart-cp] [--keep]
+#
+# -s takes the nodes, links and rates from a scenario file (at most 9 nodes; link latency and
+# loss are not emulated: tbf shapes rate only); the first link of the file is the one changed.
+# Without -s: K nodes, a full mesh at MBPS. Pairs without a scenario link still get an
+# unshaped veth, used only by the control plane's TCP (policies never route data over it).
 #
 # Binaries come from $NETSTORM_BIN_DIR (default: target/release, else target/debug).
 # Prints "testbed: PASS" and exits 0 when every trainer checked every round, the coordinator
@@ -18,6 +23,7 @@
 set -euo pipefail
 
 K=3 ROUNDS=80 MBPS=50 NEW_MBPS=10 ELEMS=50000 COMPUTE_MS=20 TIMEOUT_S=90 RESTART_CP=0 KEEP=0
+SCENARIO=
 while [ $# -gt 0 ]; do
     case "$1" in
         -k) K=$2; shift 2 ;;
@@ -27,13 +33,44 @@ while [ $# -gt 0 ]; do
         -e) ELEMS=$2; shift 2 ;;
         -c) COMPUTE_MS=$2; shift 2 ;;
         -t) TIMEOUT_S=$2; shift 2 ;;
+        -s) SCENARIO=$2; shift 2 ;;
         --restart-cp) RESTART_CP=1; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "testbed: unknown argument $1" >&2; exit 2 ;;
     esac
 done
-[ "$K" -ge 2 ] && [ "$K" -le 9 ] || { echo "testbed: -k must be in 2..9" >&2; exit 2; }
+# Directed link rates in kbit/s, RATE[i,j] for n<i> -> n<j> (1-based); empty = no link.
+declare -A RATE
+CHANGE_FROM=1 CHANGE_TO=2
+if [ -n "$SCENARIO" ]; then
+    LINES=$(python3 - "$SCENARIO" <<'PY'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    s = tomllib.load(f)
+names = [n["name"] for n in s.get("node", [])]
+print("K", len(names))
+for l in s.get("link", []):
+    a, b = names.index(l["from"]) + 1, names.index(l["to"]) + 1
+    kbit = max(1, round(float(l["mbps"]) * 1000))
+    print("L", a, b, kbit)
+    if l.get("bidirectional", False):
+        print("L", b, a, kbit)
+PY
+    ) || { echo "testbed: cannot read scenario $SCENARIO" >&2; exit 2; }
+    K=$(echo "$LINES" | awk '$1 == "K" { print $2 }')
+    FIRST=1
+    while read -r tag a b kbit; do
+        [ "$tag" = L ] || continue
+        RATE[$a,$b]=$kbit
+        if [ "$FIRST" = 1 ]; then CHANGE_FROM=$a CHANGE_TO=$b FIRST=0; fi
+    done <<< "$LINES"
+else
+    for i in $(seq 1 "$K"); do for j in $(seq 1 "$K"); do
+        [ "$i" = "$j" ] || RATE[$i,$j]=$(( MBPS * 1000 ))
+    done; done
+fi
+[ "$K" -ge 2 ] && [ "$K" -le 9 ] || { echo "testbed: -k must be in 2..9 (scenario: at most 9 nodes)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "testbed: needs root (network namespaces)" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -60,16 +97,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "testbed: $K namespaces ($NS-*), full mesh of veth pairs shaped with tbf at $MBPS Mbit/s, $ROUNDS rounds of $ELEMS elements, work dir $WORK"
+echo "testbed: $K namespaces ($NS-*), veth pairs shaped with tbf (${SCENARIO:-full mesh at $MBPS Mbit/s}), $ROUNDS rounds of $ELEMS elements, work dir $WORK"
 for i in $(seq 1 "$K"); do
     ip netns add "$NS-$i"
     ip -n "$NS-$i" link set lo up
     ip -n "$NS-$i" addr add "10.88.0.$i/32" dev lo
 done
 # veth "v<i>-<j>" lives in namespace i and reaches namespace j; tbf on it shapes i -> j.
-tbf() { # ns dev mbps add|change  (burst: 2 ms at the rate, at least 15 kB)
-    local burst=$(( $3 * 250 > 15000 ? $3 * 250 : 15000 ))
-    ip netns exec "$1" tc qdisc "$4" dev "$2" root tbf rate "${3}mbit" burst "$burst" latency 100ms
+tbf() { # ns dev kbit add|change  (burst: 2 ms at the rate, at least 15 kB)
+    local burst=$(( $3 / 4 > 15000 ? $3 / 4 : 15000 ))
+    ip netns exec "$1" tc qdisc "$4" dev "$2" root tbf rate "${3}kbit" burst "$burst" latency 100ms
 }
 for i in $(seq 1 "$K"); do
     for j in $(seq $((i + 1)) "$K"); do
@@ -81,8 +118,8 @@ for i in $(seq 1 "$K"); do
         ip -n "$NS-$j" link set "$b" up
         ip -n "$NS-$i" route add "10.88.0.$j/32" dev "$a" src "10.88.0.$i"
         ip -n "$NS-$j" route add "10.88.0.$i/32" dev "$b" src "10.88.0.$j"
-        tbf "$NS-$i" "$a" "$MBPS" add
-        tbf "$NS-$j" "$b" "$MBPS" add
+        [ -z "${RATE[$i,$j]:-}" ] || tbf "$NS-$i" "$a" "${RATE[$i,$j]}" add
+        [ -z "${RATE[$j,$i]:-}" ] || tbf "$NS-$j" "$b" "${RATE[$j,$i]}" add
     done
 done
 
@@ -106,8 +143,10 @@ mkdir -p "$WORK/shm"
         printf '\n[[node]]\nname = "n%d"\naddress = "10.88.0.%d:9000"\ncores = [%d]\n' "$i" "$i" $(( (i - 1) % $(nproc) ))
     done
     for i in $(seq 1 "$K"); do
-        for j in $(seq $((i + 1)) "$K"); do
-            printf '\n[[link]]\nfrom = "n%d"\nto = "n%d"\nmbps = %s\nbidirectional = true\n' "$i" "$j" "$MBPS"
+        for j in $(seq 1 "$K"); do
+            [ -n "${RATE[$i,$j]:-}" ] || continue
+            printf '\n[[link]]\nfrom = "n%d"\nto = "n%d"\nmbps = %s\n' "$i" "$j" \
+                "$(awk -v k="${RATE[$i,$j]}" 'BEGIN { printf "%g", k / 1000 }')"
         done
     done
 } > "$CFG"
@@ -144,8 +183,8 @@ wait_rounds() { # n
 }
 
 wait_rounds $(( ROUNDS / 4 ))
-echo "testbed: round $(rounds_done 1) done at n1; changing n1 -> n2 to $NEW_MBPS Mbit/s with tc"
-tbf "$NS-1" "v$TAG-1-2" "$NEW_MBPS" change
+echo "testbed: round $(rounds_done 1) done at n1; changing n$CHANGE_FROM -> n$CHANGE_TO to $NEW_MBPS Mbit/s with tc"
+tbf "$NS-$CHANGE_FROM" "v$TAG-$CHANGE_FROM-$CHANGE_TO" $(( NEW_MBPS * 1000 )) change
 if [ "$RESTART_CP" = 1 ] && [ "$K" -ge 2 ]; then
     echo "testbed: killing netstorm-cp of n2 (pid ${CP_PID[2]}) and restarting it"
     kill -9 "${CP_PID[2]}"
@@ -178,11 +217,11 @@ done
 COORD=$(cat "$WORK/shm/netstorm-$(( TAG + 1 )).coordinator.json" 2>/dev/null || echo '{}')
 echo "testbed: coordinator $COORD"
 grep -h "coordinator: replan\|coordinator: epoch\|coordinator: proposing" "$WORK/cp-n1.log" | sed 's/^/testbed: /' || true
-if ! grep -q "coordinator: replan: estimate of link n1->n2 changed" "$WORK/cp-n1.log"; then
-    echo "testbed: the coordinator never re-planned for the measured change of n1 -> n2" >&2
+if ! grep -q "coordinator: replan: estimate of link n$CHANGE_FROM->n$CHANGE_TO changed" "$WORK/cp-n1.log"; then
+    echo "testbed: the coordinator never re-planned for the measured change of n$CHANGE_FROM -> n$CHANGE_TO" >&2
     FAIL=1
 fi
-echo "testbed: qdisc n1 -> n2 now: $(ip netns exec "$NS-1" tc qdisc show dev "v$TAG-1-2")"
+echo "testbed: qdisc n$CHANGE_FROM -> n$CHANGE_TO now: $(ip netns exec "$NS-$CHANGE_FROM" tc qdisc show dev "v$TAG-$CHANGE_FROM-$CHANGE_TO")"
 if [ "$FAIL" = 0 ]; then
     echo "testbed: PASS"
 else
