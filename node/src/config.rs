@@ -13,6 +13,8 @@
 //! idle_backoff_us = 50           # sleep after an idle poll; absent = pure busy-poll
 //! trainer_timeout_s = 30         # Session::allreduce gives up after this, default 30
 //! rates_file = "rates.toml"      # optional: operator link-rate overrides the coordinator watches
+//! mac_key = "00112233445566778899aabbccddeeff"  # per-job secret packet MAC key (32 hex digits);
+//!                                # default: a key derived from the job id; `mac = false` turns it off
 //!
 //! [coordinator]
 //! node = "a"                     # the node whose netstorm-cp coordinates
@@ -35,6 +37,7 @@
 //! Errors name the file, the line and the key: `cluster.toml:12:1: unknown key 'adress' ...`,
 //! `cluster.toml:9: invalid 'address': ...`.
 
+use netstorm_dataplane::auth::{Auth, MacKey};
 use netstorm_dataplane::scenario::BPS_PER_MBPS;
 use netstorm_dataplane::topology::{Link, Node, Topology};
 use netstorm_dataplane::NodeId;
@@ -139,6 +142,9 @@ pub struct ClusterConfig {
     pub idle_backoff_us: Option<u64>,
     pub trainer_timeout_s: f64,
     pub rates_file: Option<PathBuf>,
+    /// Packet authentication: `mac_key = "<32 hex digits>"` (a secret per job), the default
+    /// job-derived key, or off with `mac = false` (explicitly only).
+    pub auth: Auth,
     pub coordinator: NodeId,
     pub coordinator_port: u16,
     pub nodes: Vec<NodeConfig>,
@@ -295,6 +301,8 @@ struct RawCluster {
     idle_backoff_us: Option<u64>,
     trainer_timeout_s: Option<Spanned<f64>>,
     rates_file: Option<String>,
+    mac_key: Option<Spanned<String>>,
+    mac: Option<Spanned<bool>>,
     coordinator: Spanned<RawCoordinator>,
     #[serde(default)]
     node: Vec<Spanned<RawNode>>,
@@ -678,6 +686,21 @@ impl Source<'_> {
                 message: "the links do not connect every node to every other".into(),
             });
         }
+        let auth = match (&raw.mac, &raw.mac_key) {
+            (Some(m), Some(_)) if !*m.get_ref() => {
+                return Err(self.invalid(
+                    m.span(),
+                    "mac",
+                    "mac = false turns authentication off; remove mac_key or the mac line".into(),
+                ))
+            }
+            (Some(m), None) if !*m.get_ref() => Auth::Disabled,
+            (_, Some(k)) => Auth::Key(
+                MacKey::from_hex(k.get_ref())
+                    .map_err(|e| self.invalid(k.span(), "mac_key", e.to_string()))?,
+            ),
+            _ => Auth::JobDerived,
+        };
         Ok(ClusterConfig {
             origin: self.origin.to_string(),
             job: *raw.job.get_ref(),
@@ -689,6 +712,7 @@ impl Source<'_> {
             idle_backoff_us: raw.idle_backoff_us,
             trainer_timeout_s,
             rates_file: raw.rates_file.map(PathBuf::from),
+            auth,
             coordinator,
             coordinator_port,
             nodes,
@@ -745,6 +769,32 @@ bidirectional = true
         assert_eq!(c.worker_range(1, 2), 500..1000);
         assert_eq!(c.nodes[0].worker_addr(1).port(), 9001);
         assert_eq!(c.planner, "packing");
+    }
+
+    #[test]
+    fn mac_key_settings() {
+        let c = ClusterConfig::parse_str(GOOD, "c.toml").unwrap();
+        assert_eq!(c.auth, Auth::JobDerived);
+        let keyed = GOOD.replace(
+            "shm_dir = \"/tmp\"",
+            "shm_dir = \"/tmp\"\nmac_key = \"00112233445566778899aabbccddeeff\"",
+        );
+        let c = ClusterConfig::parse_str(&keyed, "c.toml").unwrap();
+        assert_eq!(
+            c.auth,
+            Auth::Key(MacKey::from_hex("00112233445566778899aabbccddeeff").unwrap())
+        );
+        let off = GOOD.replace("shm_dir = \"/tmp\"", "shm_dir = \"/tmp\"\nmac = false");
+        assert_eq!(
+            ClusterConfig::parse_str(&off, "c.toml").unwrap().auth,
+            Auth::Disabled
+        );
+        let e = err(&GOOD.replace(
+            "shm_dir = \"/tmp\"",
+            "shm_dir = \"/tmp\"\nmac_key = \"0011zz\"",
+        ));
+        assert!(e.starts_with("c.toml:5: invalid 'mac_key'"), "{e}");
+        assert!(!e.contains("0011zz"), "the key is not echoed whole: {e}");
     }
 
     fn err(text: &str) -> String {

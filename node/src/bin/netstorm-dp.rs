@@ -129,6 +129,7 @@ fn run() -> anyhow::Result<()> {
         let mut ec = EngineConfig::new(me.id, n as u16, range.len());
         ec.job = cfg.job;
         ec.segment_elems = cfg.segment_elems;
+        ec.auth = cfg.auth;
         let engine = Engine::new(ec, &cfg.topology)
             .with_context(|| format!("worker {w}: engine for {} elements", range.len()))?;
         let mut uc = UdpConfig::new(me.worker_addr(w));
