@@ -12,8 +12,8 @@
 use crate::awareness::{AwarenessConfig, LinkSample, NetworkEstimator};
 use crate::coordinator::{ControlMsg, Coordinator, CoordinatorConfig, NodeAgent};
 use crate::experiment::{
-    build_simulation, install_everywhere, plan_policy, ExperimentConfig, ExperimentError,
-    RoundResult, StrategyResult,
+    build_simulation, check_finished_round, install_everywhere, plan_policy, ExperimentConfig,
+    ExperimentError, RoundResult, StrategyResult,
 };
 use crate::network::NetworkModel;
 use crate::planner::{Plan, Planner};
@@ -371,16 +371,7 @@ pub(crate) fn run_learned(
         while let Some(s) = sim.summary(results.len() as u32) {
             let r = results.len() as u32;
             last_progress = t;
-            let epoch = s.epoch.ok_or(ExperimentError::MixedEpochs { round: r })?;
-            if r + 1 == cfg.rounds {
-                let mut ch = checker.lock().expect("checker lock");
-                for v in 0..n {
-                    ch.check(v, r, sim.engine(v as NodeId).buffer());
-                }
-            }
-            if let Some(err) = checker.lock().expect("checker lock").error.take() {
-                return Err(err);
-            }
+            let epoch = check_finished_round(&sim, &checker, &s, cfg.rounds)?;
             let net = round_start_net
                 .remove(&r)
                 .unwrap_or_else(|| sim_network(&sim, topo));

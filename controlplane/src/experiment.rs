@@ -267,16 +267,7 @@ pub fn run_strategy(
         }
         sim.run_round(r, cfg.max_round_virtual_ns)?;
         let s = sim.summary(r).expect("round completed");
-        let epoch_r = s.epoch.ok_or(ExperimentError::MixedEpochs { round: r })?;
-        if r + 1 == cfg.rounds {
-            let mut c = checker.lock().expect("checker lock");
-            for v in 0..n {
-                c.check(v, r, sim.engine(v as NodeId).buffer());
-            }
-        }
-        if let Some(err) = checker.lock().expect("checker lock").error.take() {
-            return Err(err);
-        }
+        let epoch_r = check_finished_round(&sim, &checker, &s, cfg.rounds)?;
         let (topology, modeled_s) = round_nets[r as usize].clone();
         let rr = RoundResult {
             round: r,
@@ -304,6 +295,28 @@ pub fn run_strategy(
         events: sim.events_processed(),
         learning: None,
     })
+}
+
+/// A finished round's epoch, after the checks: one epoch on every node, and (for the last
+/// round, which no later start hook sees) every node's result against the reference.
+pub(crate) fn check_finished_round(
+    sim: &Simulation,
+    checker: &Mutex<Checker>,
+    s: &netstorm_dataplane::emu::RoundSummary,
+    rounds: u32,
+) -> Result<u32, ExperimentError> {
+    let r = s.round;
+    let epoch = s.epoch.ok_or(ExperimentError::MixedEpochs { round: r })?;
+    let mut c = checker.lock().expect("checker lock");
+    if r + 1 == rounds {
+        for v in 0..sim.engines().len() {
+            c.check(v, r, sim.engine(v as NodeId).buffer());
+        }
+    }
+    match c.error.take() {
+        Some(err) => Err(err),
+        None => Ok(epoch),
+    }
 }
 
 /// Checks each node's result of a round when it is about to be overwritten: every element

@@ -1,30 +1,11 @@
 //! Replays the committed fuzz corpus of the cluster-config / cp-framing target
-//! (fuzz/corpus/cluster_config) through the same checks as `fuzz/fuzz_targets/cluster_config.rs`,
+//! (fuzz/corpus/cluster_config) through the checks the fuzz target uses (`fuzz/checks_cluster.rs`),
 //! plus bounded deterministic mutations of every seed: no panic, config errors name the file,
 //! framed messages re-frame stably.
 
-use netstorm_node::config::ClusterConfig;
-use netstorm_node::proto::{read_msg, write_msg};
-
-fn check(data: &[u8]) {
-    if let Ok(text) = std::str::from_utf8(data) {
-        if let Err(e) = ClusterConfig::parse_str(text, "fuzz-cluster.toml") {
-            let msg = e.to_string();
-            assert!(
-                msg.contains("fuzz-cluster.toml"),
-                "error does not name the file: {msg}"
-            );
-        }
-    }
-    if let Ok(msg) = read_msg(&mut &data[..]) {
-        let mut framed = Vec::new();
-        write_msg(&mut framed, &msg).expect("write to a Vec");
-        let again = read_msg(&mut &framed[..]).expect("re-framed message reads back");
-        let mut framed2 = Vec::new();
-        write_msg(&mut framed2, &again).expect("write to a Vec");
-        assert_eq!(framed, framed2, "cp message does not re-frame stably");
-    }
-}
+#[path = "../../fuzz/checks_cluster.rs"]
+mod checks;
+use checks::check_cluster_input as check;
 
 #[test]
 fn cluster_config_corpus_and_mutations() {
