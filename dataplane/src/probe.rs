@@ -71,6 +71,8 @@ pub struct ProbeSender {
     cfg: ProbeConfig,
     /// `(neighbour, next train due at)` for every outgoing link.
     links: Vec<(NodeId, Nanos)>,
+    /// The earliest of those (kept so the per-packet check is one comparison).
+    next_due: Nanos,
     train_seq: u16,
     /// Train in progress: (neighbour, next index).
     active: Option<(NodeId, u8)>,
@@ -83,14 +85,16 @@ impl ProbeSender {
     /// Probes the links to `neighbours`; the first trains are staggered over one interval.
     pub fn new(cfg: ProbeConfig, neighbours: &[NodeId]) -> Self {
         let k = neighbours.len().max(1) as u64;
-        let links = neighbours
+        let links: Vec<(NodeId, Nanos)> = neighbours
             .iter()
             .enumerate()
             .map(|(i, &v)| (v, cfg.interval_ns * i as u64 / k))
             .collect();
+        let next_due = links.iter().map(|l| l.1).min().unwrap_or(Nanos::MAX);
         Self {
             cfg,
             links,
+            next_due,
             train_seq: 0,
             active: None,
             sent_bytes: 0,
@@ -118,7 +122,7 @@ impl ProbeSender {
             return None;
         }
         if self.active.is_none() {
-            if !self.credit_ok(other_bytes, frame_bytes) {
+            if now < self.next_due || !self.credit_ok(other_bytes, frame_bytes) {
                 return None;
             }
             let (i, _) = self
@@ -128,6 +132,7 @@ impl ProbeSender {
                 .filter(|(_, (_, due))| *due <= now)
                 .min_by_key(|(_, (_, due))| *due)?;
             self.links[i].1 = now + self.cfg.interval_ns;
+            self.next_due = self.links.iter().map(|l| l.1).min().unwrap_or(Nanos::MAX);
             self.train_seq = self.train_seq.wrapping_add(1);
             self.trains += 1;
             self.active = Some((self.links[i].0, 0));
@@ -152,10 +157,10 @@ impl ProbeSender {
         if self.active.is_some() {
             return Some(0);
         }
-        if !self.credit_ok(other_bytes, frame_bytes) {
+        if self.next_due == Nanos::MAX || !self.credit_ok(other_bytes, frame_bytes) {
             return None;
         }
-        self.links.iter().map(|&(_, due)| due).min()
+        Some(self.next_due)
     }
 }
 
