@@ -66,6 +66,10 @@ pub struct EngineConfig {
     pub early_packets: usize,
     /// Datagrams a relay may hold while its outgoing link is busy.
     pub relay_packets: usize,
+    /// Loss fraction a path tolerates before it treats losses as congestion (WAN links
+    /// drop packets at random; queueing delay stays the main congestion signal). Default
+    /// 0.02, BBRv2's loss threshold.
+    pub loss_tolerance: f64,
     /// Packet authentication (see [`crate::auth`]). Default [`Auth::JobDerived`]: every
     /// packet tagged and checked; [`Auth::Key`] for a secret key; off only if set to
     /// [`Auth::Disabled`].
@@ -94,6 +98,7 @@ impl EngineConfig {
             relay_packets: 4096,
             auth: Auth::default(),
             probe: ProbeConfig::default(),
+            loss_tolerance: 0.02,
         }
     }
 
@@ -138,6 +143,12 @@ impl EngineConfig {
             return bad(
                 "default_rate_bps",
                 format!("{} is not a positive rate", self.default_rate_bps),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.loss_tolerance) {
+            return bad(
+                "loss_tolerance",
+                format!("{} is not a fraction in 0..=1", self.loss_tolerance),
             );
         }
         if let Err(why) = self.probe.validate() {
@@ -330,6 +341,9 @@ struct SendPath {
     rate_bps: f64,
     next_send_ns: Nanos,
     last_decrease_ns: Nanos,
+    /// Recent fraction of packets lost (per-packet EWMA over about 1024 packets: long
+    /// enough to tell 1 % random loss from a congestion burst).
+    loss_ewma: f64,
     last_increase_ns: Nanos,
     /// Telemetry: packets acknowledged and declared lost since the path was created, and
     /// the current delivery-rate sampling window (BBR-style: bytes acknowledged over at
@@ -369,6 +383,7 @@ impl SendPath {
             rate_bps,
             next_send_ns: 0,
             last_decrease_ns: 0,
+            loss_ewma: 0.0,
             last_increase_ns: 0,
             delivered_pkts: 0,
             lost_pkts: 0,
@@ -1392,6 +1407,7 @@ impl Engine {
         sp.loss_scan = sp.loss_scan.max(sp.snd_una);
         let limit = sp.acked_top.saturating_sub(DUP_THRESHOLD);
         let mut lost = false;
+        let mut lost_now = 0u64;
         while sp.loss_scan < limit {
             let s = sp.loss_scan;
             let e = &mut sp.ring[(s & sp.mask) as usize];
@@ -1401,6 +1417,7 @@ impl Engine {
                 sp.lost_pkts += 1;
                 self.counters.loss_detected += 1;
                 lost = true;
+                lost_now += 1;
             }
             sp.loss_scan += 1;
         }
@@ -1429,7 +1446,14 @@ impl Engine {
             // Delay signal (Vegas-like): a queue is building somewhere on the route.
             queueing = sample > sp.min_rtt_ns + QUEUEING_THRESHOLD_NS.max(sp.min_rtt_ns / 4);
         }
-        if lost || queueing {
+        let events = newly + lost_now;
+        if events > 0 {
+            let a = (events as f64 / 1024.0).min(1.0);
+            sp.loss_ewma = (1.0 - a) * sp.loss_ewma + a * (lost_now as f64 / events as f64);
+        }
+        // Random WAN loss is not congestion: losses back off only once they exceed the
+        // tolerance (BBRv2's 2 %); queueing delay stays the main signal.
+        if queueing || (lost && sp.loss_ewma > cfg.loss_tolerance) {
             sp.on_congestion(now);
         } else if newly > 0 {
             sp.on_progress(now, (cfg.frame_bytes() * 8) as f64);

@@ -167,3 +167,54 @@ fn probes_see_a_link_faster_than_the_policy_assumes_within_budget() {
     let s = sim.engine(1).probe_samples().next().unwrap();
     assert!((s.bps / 20e6 - 1.0).abs() < 0.01, "{}", s.bps);
 }
+
+/// One 10 MB round between two nodes, 100 Mbit/s and 20 ms each way, with `loss` random
+/// loss on every frame; the senders' loss tolerance is `tolerance`.
+fn lossy_round_s(loss: f64, tolerance: f64) -> f64 {
+    let topo = pair(100.0, 20);
+    let mut b = PolicyBuilder::new();
+    b.tree(
+        1,
+        1.0,
+        &[Some(1), None],
+        &[Some(1), None],
+        ForwardMode::Pipelined,
+    )
+    .link_rates_from(&topo);
+    let policy = b.build(1, 2);
+    let engines = (0..2)
+        .map(|v| {
+            let mut cfg = EngineConfig::new(v, 2, 2_500_000);
+            cfg.loss_tolerance = tolerance;
+            let mut e = Engine::new(cfg, &topo).unwrap();
+            e.install_policy(policy.clone(), 0).unwrap();
+            e
+        })
+        .collect();
+    let mut sim = Simulation::new(
+        &topo,
+        engines,
+        EmuConfig {
+            extra_loss: loss,
+            ..EmuConfig::default()
+        },
+    )
+    .unwrap();
+    let s = sim.run_round_all(0, 600_000_000_000).unwrap();
+    s.sync_ns() as f64 / 1e9
+}
+
+#[test]
+fn random_loss_below_the_tolerance_is_not_taken_as_congestion() {
+    let clean = lossy_round_s(0.0, 0.02);
+    let tolerant = lossy_round_s(0.01, 0.02);
+    let every_loss_backs_off = lossy_round_s(0.01, 0.0);
+    assert!(
+        tolerant < 1.6 * clean,
+        "1 % loss: {tolerant:.2} s vs {clean:.2} s lossless"
+    );
+    assert!(
+        every_loss_backs_off > 3.0 * clean,
+        "backing off on every loss: {every_loss_backs_off:.2} s vs {clean:.2} s"
+    );
+}
