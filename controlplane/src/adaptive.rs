@@ -220,10 +220,7 @@ pub(crate) fn run_learned(
                 .fewest_hop_route(c, v)
                 .map(|r| {
                     r.windows(2)
-                        .map(|w| {
-                            topo.link_index(w[0], w[1])
-                                .map_or(0, |i| topo.links[i].latency_ns)
-                        })
+                        .map(|w| topo.link(w[0], w[1]).map_or(0, |l| l.latency_ns))
                         .sum()
                 })
                 .unwrap_or(0);

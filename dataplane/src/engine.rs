@@ -702,6 +702,8 @@ impl Engine {
             mac: cfg.auth.key_for(cfg.job).map(PacketMac::new),
             prober: ProbeSender::new(
                 cfg.probe,
+                // Every configured out-link, cut ones included (`out_neighbors` skips
+                // rate 0), so a link that comes back is measured.
                 &topo
                     .links
                     .iter()
@@ -1626,11 +1628,7 @@ impl Engine {
 
     fn on_probe(&mut self, now: Nanos, pkt: &Packet<&[u8]>, len: usize) {
         let from = pkt.src();
-        let is_neighbour = self
-            .topo
-            .links
-            .iter()
-            .any(|l| l.from == from && l.to == self.cfg.node);
+        let is_neighbour = self.topo.link(from, self.cfg.node).is_some();
         match ProbeRepr::parse(pkt.payload()) {
             Ok(p) if is_neighbour => {
                 self.counters.rx_probes += 1;

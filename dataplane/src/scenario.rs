@@ -616,6 +616,24 @@ const STRUCT_NAMES: &[(&str, &str)] = &[
     ("struct RawEvent", "an [[event]] table"),
 ];
 
+/// 1-based line and column (in characters) of byte `offset` in `text`, for error messages
+/// about TOML files (scenarios here, cluster configs in the node crate). Never panics.
+pub fn text_position(text: &str, offset: usize) -> (usize, usize) {
+    let bytes = text.as_bytes();
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = before[line_start..]
+        .iter()
+        .filter(|&&b| (b & 0xC0) != 0x80)
+        .count()
+        + 1;
+    (line, column)
+}
+
 /// The text being parsed and its name, for turning byte spans into messages.
 struct Source<'a> {
     text: &'a str,
@@ -623,21 +641,8 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    /// 1-based line and column (in characters) of a byte offset. Never panics.
     fn position(&self, offset: usize) -> (usize, usize) {
-        let bytes = self.text.as_bytes();
-        let before = &bytes[..offset.min(bytes.len())];
-        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |p| p + 1);
-        let column = before[line_start..]
-            .iter()
-            .filter(|&&b| (b & 0xC0) != 0x80)
-            .count()
-            + 1;
-        (line, column)
+        text_position(self.text, offset)
     }
 
     fn line(&self, span: Range<usize>) -> usize {

@@ -345,10 +345,7 @@ struct Source<'a> {
 impl Source<'_> {
     /// 1-based (line, column) of a byte offset.
     fn position(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-        (line, column)
+        netstorm_dataplane::scenario::text_position(self.text, offset)
     }
 
     fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
