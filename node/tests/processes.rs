@@ -74,11 +74,24 @@ bidirectional = true
             .arg(&self.config)
             .args(["--node", node])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(self.log_file(bin, node))
             .spawn()
             .unwrap();
         self.children.push(c);
         self.children.len() - 1
+    }
+
+    /// stderr of the `len()`-th child, kept for the failure report.
+    fn log_file(&self, bin: &str, node: &str) -> std::fs::File {
+        let name = Path::new(bin)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let path = self
+            .dir
+            .join(format!("{}-{name}-{node}.log", self.children.len()));
+        std::fs::File::create(path).unwrap()
     }
 
     fn cfg(&self) -> ClusterConfig {
@@ -91,6 +104,24 @@ impl Drop for Cluster {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            // A failed test shows what its processes said and keeps their files.
+            let mut logs: Vec<_> = std::fs::read_dir(&self.dir)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            logs.retain(|p| p.extension().is_some_and(|x| x == "log"));
+            logs.sort();
+            for p in logs {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                eprintln!("--- {} (last lines)", p.display());
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+            eprintln!("kept {}", self.dir.display());
+            return;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
