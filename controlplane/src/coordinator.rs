@@ -375,6 +375,7 @@ impl Coordinator {
         t.last_send = now;
         let epoch = t.epoch;
         let retry = t.retry + 1;
+        let aborted_at = t.activate_at_round;
         let mut policy = t.policy.clone();
         self.counters.aborted += 1;
         for v in 0..self.n {
@@ -392,7 +393,14 @@ impl Coordinator {
         self.counters.retries += 1;
         self.newest_epoch += 1;
         policy.epoch = self.newest_epoch;
-        let at = self.safe_activation_round();
+        // Past every round heard of. With none heard, the aborted proposal's own round is
+        // still safe (a node already past it refuses with PrepareNack), and it must be kept:
+        // moved to `lead_rounds`, a first policy would leave rounds 0.. uncovered, and no
+        // node could ever start (found as a start-up hang on a loaded host).
+        let at = match self.newest_round() {
+            Some(_) => self.safe_activation_round(),
+            None => aborted_at,
+        };
         self.start_prepare(now, policy, at, retry);
     }
 
@@ -790,6 +798,35 @@ mod tests {
         );
         assert!(agents.iter_mut().all(|a| a.take_install().is_none()));
         assert_eq!(c.committed(), None);
+    }
+
+    #[test]
+    fn a_timed_out_first_policy_is_retried_from_the_same_round() {
+        // The first policy activates at round 0; node 1's acks are late (a stalled process).
+        // The retry must still cover round 0, or no node could ever start a round.
+        let cfg = CoordinatorConfig::default();
+        let mut c = Coordinator::new(2, 1, cfg.clone());
+        let mut agents: Vec<NodeAgent> = (0..2).map(|v| NodeAgent::new(v, 1)).collect();
+        c.propose(0, policy(2, 2), 0).unwrap();
+        let mut late = |m: &ControlMsg| matches!(m, ControlMsg::PrepareAck { node: 1, .. });
+        pump(&mut c, &mut agents, 0, &mut late);
+        let mut now = 0;
+        while c.counters.retries == 0 {
+            now += cfg.retransmit_ns;
+            c.handle_timeout(now);
+            pump(&mut c, &mut agents, now, &mut late);
+        }
+        // Node 1 is back: everything from now on is delivered.
+        for _ in 0..10 {
+            now += cfg.retransmit_ns;
+            c.handle_timeout(now);
+            pump(&mut c, &mut agents, now, &mut |_| false);
+        }
+        assert_eq!(c.committed(), Some((3, 0)), "the retry keeps round 0");
+        for a in &mut agents {
+            assert!(a.may_start(0));
+            assert_eq!(a.take_install().map(|(p, at)| (p.epoch, at)), Some((3, 0)));
+        }
     }
 
     #[test]

@@ -1119,6 +1119,14 @@ mod region {
                 if try_flock(&file, libc::LOCK_SH).map_err(io_err(path, "flock"))? {
                     return match check_file(&file, path, &config) {
                         Ok(generation) => Self::map(file, path, config, generation),
+                        // Still empty: an attacher held the lock for a moment while checking
+                        // the fresh file (and found it not ready). Try again to initialise it.
+                        Err(ShmError::Truncated { len: 0, .. }) => {
+                            std::thread::sleep(Duration::from_millis(
+                                LOCK_WAIT.as_millis() as u64 / 100,
+                            ));
+                            continue;
+                        }
                         Err(ShmError::Mismatch {
                             path,
                             field,

@@ -74,6 +74,10 @@ pub enum NodeFileError {
     },
     #[error("node file {path}: not a NetStorm node file (bad magic); is netstorm-dp running for this node?")]
     BadMagic { path: String },
+    /// Shorter than its header: a dp is between creating and sizing it (or it is not a
+    /// node file). A waiting reader retries this like [`NodeFileError::BadMagic`].
+    #[error("node file {path}: {len} bytes, shorter than its {NODE_HEADER_SIZE}-byte header (is netstorm-dp still creating it?)")]
+    Incomplete { path: String, len: u64 },
     #[error("node file {path}: {field} {found}, expected {expected}")]
     Mismatch {
         path: String,
@@ -183,12 +187,9 @@ impl NodeFile {
             })?
             .len();
         if len < NODE_HEADER_SIZE as u64 {
-            return Err(NodeFileError::Mismatch {
-                path: p,
-                field: "file length",
-                found: len,
-                expected: Self::total_len(buffer_elems),
-            });
+            // `create` opens (creating an empty file), then sizes it: a reader can see it
+            // empty for a moment. Not a mismatch: callers waiting for the dp retry it.
+            return Err(NodeFileError::Incomplete { path: p, len });
         }
         let map = memmap2::MmapRaw::map_raw(&file).map_err(|source| NodeFileError::Io {
             path: p.clone(),
@@ -400,6 +401,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a NetStorm node file"), "{e}");
+        std::fs::write(dir.join("empty.node"), b"").unwrap();
+        let e = NodeFile::open(&dir.join("empty.node"), 100, None).unwrap_err();
+        assert!(matches!(e, NodeFileError::Incomplete { len: 0, .. }), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

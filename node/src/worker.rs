@@ -223,6 +223,8 @@ impl Worker {
         let mut known: Vec<Arc<Policy>> = Vec::new();
         // First round any installed policy covers (no start is announced before it).
         let mut first_covered: Option<u32> = None;
+        // The request last reported as covered by no policy (said once, not per poll).
+        let mut told_uncovered: u64 = 0;
         let mut iterations: u64 = 0;
         while !self.stop.load(Ordering::Relaxed) {
             iterations += 1;
@@ -249,6 +251,13 @@ impl Worker {
             if running == 0 {
                 let req = self.node_file.request();
                 let covered = first_covered.is_some_and(|f| u64::from(f) < req);
+                if let Some(f) = first_covered.filter(|_| req > done && !covered) {
+                    if told_uncovered != req {
+                        // Waits for a policy that covers it; said so that a hang is explained.
+                        told_uncovered = req;
+                        eprintln!("netstorm-dp: worker {w}: round {} requested, but the earliest installed policy activates at round {f}; waiting for one that covers it", req - 1);
+                    }
+                }
                 if req > done && covered && req - 1 < self.node_file.barrier() {
                     let round = (req - 1) as u32;
                     // The start gate: announce, then re-check the barrier (see nodefile).

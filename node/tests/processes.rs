@@ -322,6 +322,13 @@ fn killing_and_restarting_a_cp_does_not_disturb_its_dp() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(stats.contains("\"rounds_completed\":18,"), "{stats}");
-    assert!(stats.contains("\"installed_epochs\":[1]"), "{stats}");
+    // One epoch: the initial plan (its number is 1 unless a loaded host timed out its first
+    // prepare and the coordinator proposed it again from round 0).
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(
+        v["installed_epochs"].as_array().map(Vec::len),
+        Some(1),
+        "{stats}"
+    );
     assert!(stats.contains("\"policy_errors\":0"), "{stats}");
 }

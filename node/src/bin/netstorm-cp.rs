@@ -95,8 +95,14 @@ fn run() -> anyhow::Result<()> {
         "attaching to the dp's rings",
         || ShmRegion::attach(cfg.ring_path(&me.name), RingConfig::default()),
         |e| {
+            // An empty file: the dp created it and has not locked it for initialising yet.
             matches!(e, ShmError::Io { source, .. } if not_found(source))
-                || matches!(e, ShmError::Busy { .. } | ShmError::NotReady { .. })
+                || matches!(
+                    e,
+                    ShmError::Busy { .. }
+                        | ShmError::NotReady { .. }
+                        | ShmError::Truncated { len: 0, .. }
+                )
         },
     )?;
     let node_file = wait_for(
@@ -110,8 +116,13 @@ fn run() -> anyhow::Result<()> {
             )
         },
         |e| {
+            // Incomplete: the dp created the file and has not sized it yet (was fatal: a cp
+            // started alongside its dp could die here, leaving the cluster without a policy).
             matches!(e, NodeFileError::Io { source, .. } if not_found(source))
-                || matches!(e, NodeFileError::BadMagic { .. })
+                || matches!(
+                    e,
+                    NodeFileError::BadMagic { .. } | NodeFileError::Incomplete { .. }
+                )
         },
     )?;
     // A killed predecessor's claim is taken over; a live one's is refused (retry briefly: it
@@ -161,7 +172,8 @@ fn run() -> anyhow::Result<()> {
         ..Gate::default()
     };
     let mut conn: Option<TcpStream> = None;
-    let (in_tx, in_rx) = mpsc::channel::<(u64, Wire)>();
+    // `(connection, None)`: that connection's reader ended (EOF or error).
+    let (in_tx, in_rx) = mpsc::channel::<(u64, Option<Wire>)>();
     let mut conn_gen = 0u64;
     let mut last_started: Option<u32> = None;
     let mut last_hb_at = Instant::now();
@@ -186,10 +198,11 @@ fn run() -> anyhow::Result<()> {
                 let gen = conn_gen;
                 std::thread::spawn(move || {
                     while let Ok(m) = read_msg(&mut r) {
-                        if tx.send((gen, m)).is_err() {
-                            break;
+                        if tx.send((gen, Some(m))).is_err() {
+                            return;
                         }
                     }
+                    let _ = tx.send((gen, None));
                 });
                 let mut w = s;
                 let hello = Wire::Hello {
@@ -217,10 +230,19 @@ fn run() -> anyhow::Result<()> {
         };
         sync_started(&mut agent, &mut out);
         while let Ok((gen, m)) = in_rx.try_recv() {
-            let Wire::Control(msg) = m else { continue };
             if gen != conn_gen {
                 continue;
             }
+            // A connection that can no longer deliver the coordinator's messages is replaced
+            // at once (a fresh Hello; the coordinator resends what is unacknowledged). Before
+            // the first round a cp writes nothing, so a failed write would never notice it.
+            let Some(m) = m else {
+                if conn.take().is_some() {
+                    eprintln!("netstorm-cp: the coordinator closed the connection; reconnecting");
+                }
+                continue;
+            };
+            let Wire::Control(msg) = m else { continue };
             match msg {
                 ControlMsg::Prepare {
                     epoch,
@@ -596,11 +618,11 @@ impl CoordTask {
             }
         }
         let first = coord.committed().is_none();
-        let idle = !coord.deciding() && coord.may_propose();
         let at = match coord.newest_round() {
             None => 0,
             Some(_) => coord.safe_activation_round(),
         };
+        let idle = !coord.deciding() && coord.may_propose();
         if first {
             // The first policy (again, if a proposal was given up after its retries).
             let due = match self.last_initial_try {
