@@ -56,33 +56,40 @@ if [ -z "$testpmd_pps" ] || [ "$testpmd_pps" -eq 0 ]; then
 fi
 testpmd_mpps=$(awk -v p="$testpmd_pps" 'BEGIN { printf "%.3f", p / 1e6 }')
 
-run_netstorm() { # mode -> JSON file
+run_netstorm() { # mode [--no-mac] -> $work/<mode>[-no-mac].json
+  local name="$1${2:+-no-mac}"
   timeout "$((seconds * 4 + 60))" ./target/release/netstorm bench dataplane --backend dpdk \
-    --mode "$1" --segment-bytes "$seg" --children "$children" --seconds "$seconds" \
-    --json "$work/$1.json" >"$work/$1.txt"
-  cat "$work/$1.txt"
+    --mode "$1" ${2:+"$2"} --segment-bytes "$seg" --children "$children" --seconds "$seconds" \
+    --json "$work/$name.json" >"$work/$name.txt"
+  cat "$work/$name.txt"
 }
 run_netstorm raw
 run_netstorm engine
+run_netstorm engine --no-mac
 
 echo
 echo "one core, net_ring, ${seg}-byte segments (${frame}-byte frames), ${children} children:"
-printf '%-44s %10s %14s %8s\n' "" "Mpps" "Gbit/s (seg)" "ratio"
-printf '%-44s %10.3f %14.2f %8s\n' "dpdk-testpmd macswap (1 fwd core, net_ring)" "$testpmd_mpps" \
-  "$(awk -v m="$testpmd_mpps" -v s="$seg" 'BEGIN { print m * 1e6 * s * 8 / 1e9 }')" "1.000"
-for mode in raw engine; do
+printf '%-44s %10s %14s %8s %18s\n' "" "Mpps" "Gbit/s (seg)" "ratio" "capacity Gbit/s"
+printf '%-44s %10.3f %14.2f %8s %18s\n' "dpdk-testpmd macswap (1 fwd core, net_ring)" "$testpmd_mpps" \
+  "$(awk -v m="$testpmd_mpps" -v s="$seg" 'BEGIN { print m * 1e6 * s * 8 / 1e9 }')" "1.000" "-"
+for mode in raw engine engine-no-mac; do
   mpps=$(jq -r .child_mpps "$work/$mode.json")
   gbps=$(jq -r .child_payload_gbps "$work/$mode.json")
-  printf '%-44s %10.3f %14.2f %8.4f\n' "netstorm aggregator ($mode mode)" "$mpps" "$gbps" \
-    "$(awk -v a="$mpps" -v b="$testpmd_mpps" 'BEGIN { print a / b }')"
+  cap=$(jq -r '.aggregator_capacity_gbps // "n/a" | if type == "number" then (. * 100 | round / 100) else . end' "$work/$mode.json")
+  printf '%-44s %10.3f %14.2f %8.4f %18s\n' "netstorm aggregator ($mode mode)" "$mpps" "$gbps" \
+    "$(awk -v a="$mpps" -v b="$testpmd_mpps" 'BEGIN { print a / b }')" "$cap"
 done
+echo "(capacity: child payload per second of the aggregator's busy time, i.e. what its core"
+echo " takes when the senders keep up; on a 2-core machine the 2 children and the root share"
+echo " the other core, so the end-to-end rate is the senders' limit, not the aggregator's)"
 echo "(testpmd macswap only swaps MAC addresses; the aggregator parses every frame, sums C"
 echo " payloads with the f32 kernel and builds one new frame per C segments)"
 if [ -n "$json" ]; then
   jq -n --argjson testpmd_mpps "$testpmd_mpps" --slurpfile raw "$work/raw.json" \
-    --slurpfile engine "$work/engine.json" --arg frame "$frame" \
+    --slurpfile engine "$work/engine.json" --slurpfile engine_no_mac "$work/engine-no-mac.json" \
+    --arg frame "$frame" \
     '{testpmd_macswap_mpps: $testpmd_mpps, frame_bytes: ($frame | tonumber),
-      raw: $raw[0], engine: $engine[0],
+      raw: $raw[0], engine: $engine[0], engine_no_mac: $engine_no_mac[0],
       ratio_raw: ($raw[0].child_mpps / $testpmd_mpps),
       ratio_engine: ($engine[0].child_mpps / $testpmd_mpps)}' >"$json"
   echo "wrote $json"

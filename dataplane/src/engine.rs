@@ -58,6 +58,11 @@ pub struct EngineConfig {
     pub max_inflight: usize,
     /// Pacing rate for links the policy gives no rate for, bits/s.
     pub default_rate_bps: f64,
+    /// How far ahead of its pacing schedule a frame may leave. One poll of a fast link then
+    /// moves a batch of frames instead of one (at 100 Gbit/s a 1 KiB frame is 90 ns, far
+    /// less than a poll loop); below about 600 Mbit/s the default is less than one frame,
+    /// so WAN-rate pacing is unchanged. The long-run rate is unaffected. Default 20 us.
+    pub pacing_burst_ns: Nanos,
     /// Retransmission timeout bounds and initial value.
     pub min_rto_ns: Nanos,
     pub max_rto_ns: Nanos,
@@ -91,6 +96,7 @@ impl EngineConfig {
             ack_delay_ns: 500_000,
             max_inflight: 1 << 16,
             default_rate_bps: 1e9,
+            pacing_burst_ns: 20_000,
             min_rto_ns: 5_000_000,
             max_rto_ns: 2 * NANOS_PER_SEC,
             initial_rto_ns: 200_000_000,
@@ -143,6 +149,15 @@ impl EngineConfig {
             return bad(
                 "default_rate_bps",
                 format!("{} is not a positive rate", self.default_rate_bps),
+            );
+        }
+        if self.pacing_burst_ns > NANOS_PER_SEC / 10 {
+            return bad(
+                "pacing_burst_ns",
+                format!(
+                    "{} ns is more than 100 ms: pacing would no longer pace",
+                    self.pacing_burst_ns
+                ),
             );
         }
         if !(0.0..=1.0).contains(&self.loss_tolerance) {
@@ -1473,6 +1488,7 @@ impl Engine {
         if let Some(Some(sp)) = self.send.get(id) {
             if sp.has_work() {
                 let ready = sp.next_send_ns.max(self.link_next_ns[sp.next_hop as usize]);
+                let ready = ready.saturating_sub(self.cfg.pacing_burst_ns);
                 self.next_data_ns = self.next_data_ns.min(ready);
             }
         }
@@ -1541,12 +1557,13 @@ impl Engine {
             .next_ack_ns
             .min(self.next_rto_ns)
             .min(self.next_data_ns);
+        let burst = self.cfg.pacing_burst_ns;
         if let Some(&(next, _)) = self.relay.front() {
-            t = t.min(self.link_next_ns[next as usize]);
+            t = t.min(self.link_next_ns[next as usize].saturating_sub(burst));
         }
         if let Some(&p) = self.ack_queue.front() {
             if let Some(rp) = &self.recv[p as usize] {
-                t = t.min(self.link_next_ns[rp.ack_next_hop as usize]);
+                t = t.min(self.link_next_ns[rp.ack_next_hop as usize].saturating_sub(burst));
             }
         }
         if let Some(p) = self
@@ -1653,7 +1670,7 @@ impl Engine {
         }
         // 1. Relayed datagrams.
         if let Some(&(next, slot)) = self.relay.front() {
-            if self.link_next_ns[next as usize] <= now {
+            if self.link_next_ns[next as usize] <= now + self.cfg.pacing_burst_ns {
                 self.relay.pop_front();
                 let len = self.relay_slots[slot].len();
                 out[..len].copy_from_slice(&self.relay_slots[slot]);
@@ -1671,7 +1688,7 @@ impl Engine {
         if let Some(&p) = self.ack_queue.front() {
             let rp = self.recv[p as usize].as_ref().expect("queued path exists");
             let next = rp.ack_next_hop;
-            if self.link_next_ns[next as usize] <= now {
+            if self.link_next_ns[next as usize] <= now + self.cfg.pacing_burst_ns {
                 self.ack_queue.pop_front();
                 let rp = self.recv[p as usize].as_mut().expect("queued path exists");
                 rp.ack_queued = false;
@@ -1718,6 +1735,7 @@ impl Engine {
                 continue;
             }
             let ready = sp.next_send_ns.max(self.link_next_ns[sp.next_hop as usize]);
+            let ready = ready.saturating_sub(self.cfg.pacing_burst_ns);
             if ready > now {
                 next_ready = next_ready.min(ready);
                 continue;

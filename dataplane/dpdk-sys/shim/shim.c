@@ -162,6 +162,11 @@ int ns_pktmbuf_alloc_bulk_append(struct rte_mempool *mp, struct rte_mbuf **mbufs
     }
     return 0;
 }
+/* Sets the length of a single-segment mbuf (data_len = pkt_len = len; len <= what was appended). */
+void ns_pktmbuf_set_len(struct rte_mbuf *m, uint16_t len) {
+    m->data_len = len;
+    m->pkt_len = len;
+}
 /* rte_thread_register: gives a non-EAL thread an lcore id (so mempool caches work). */
 int ns_thread_register(void) { return rte_thread_register() == 0 ? 0 : -rte_errno; }
 /* rte_thread_unregister: releases the calling thread's lcore id (before it exits). */

@@ -262,6 +262,10 @@ shim_functions! {
     /// # Safety
     /// `mp` valid; `mbufs` and `data` have room for `n` entries, `len` holds `n`.
     pub fn ns_pktmbuf_alloc_bulk_append(mp: *mut RteMempool, mbufs: *mut *mut RteMbuf, n: c_uint, len: *const u16, data: *mut *mut u8) -> c_int;
+    /// Sets data_len = pkt_len = `len` of a single-segment mbuf.
+    /// # Safety
+    /// `m` valid and owned, one segment, `len` at most the bytes appended to it.
+    pub fn ns_pktmbuf_set_len(m: *mut RteMbuf, len: u16);
     /// `rte_thread_register`: 0, or a negative errno (no free lcore id).
     /// # Safety
     /// EAL initialized.

@@ -28,7 +28,7 @@
 //! [`DpdkError::NotLinked`].
 #![allow(unsafe_code)]
 
-use super::{PacketBuf, Port, PortError};
+use super::{PacketBuf, Port, PortError, TxFill};
 use crate::NodeId;
 use netstorm_dpdk_sys as sys;
 use serde::Deserialize;
@@ -969,7 +969,25 @@ pub struct DpdkPort {
     tx_queue_of: Box<[u16]>,
     /// Frame headers per neighbour (indexed by node, built at open).
     tx_templates: Box<[Option<HeaderTemplate>]>,
+    /// mbufs allocated ahead for in-place sends ([`Port::send_each`]), each with a full-size
+    /// frame appended: a LIFO of `tx_stash_n` (mbuf, data) pairs, freed on drop.
+    tx_stash: [*mut sys::RteMbuf; MAX_BURST],
+    tx_stash_data: [*mut u8; MAX_BURST],
+    tx_stash_n: usize,
     pub stats: DpdkPortStats,
+}
+
+impl Drop for DpdkPort {
+    fn drop(&mut self) {
+        if self.tx_stash_n > 0 {
+            // SAFETY: the stash's mbufs are ours and unused; the pool is alive (`dev` is
+            // dropped after this).
+            unsafe {
+                sys::ns_pktmbuf_free_bulk(self.tx_stash.as_mut_ptr(), self.tx_stash_n as u32)
+            };
+            self.tx_stash_n = 0;
+        }
+    }
 }
 
 /// "No tx queue leads to this node" in [`DpdkPort::tx_queue_of`].
@@ -1199,6 +1217,9 @@ impl DpdkPort {
                 ip_id: q.wrapping_mul(0x1000),
                 rx_queues: vec![q].into_boxed_slice(),
                 rx_next: 0,
+                tx_stash: [std::ptr::null_mut(); MAX_BURST],
+                tx_stash_data: [std::ptr::null_mut(); MAX_BURST],
+                tx_stash_n: 0,
                 tx_queue_of: Box::default(),
                 tx_templates: by_node
                     .iter()
@@ -1407,6 +1428,62 @@ impl DpdkPort {
         })
     }
 
+    /// Tops the tx stash up to [`MAX_BURST`] mbufs; false if it stays empty (pool empty).
+    fn refill_tx_stash(&mut self) -> Result<bool, PortError> {
+        let n = self.tx_stash_n;
+        let want = MAX_BURST - n;
+        if want > 0 {
+            let lens = [(FRAME_HEADER_LEN + self.max_datagram) as u16; MAX_BURST];
+            // SAFETY: valid pool; stash[n..] and stash_data[n..] have room for `want` entries.
+            let ret = unsafe {
+                sys::ns_pktmbuf_alloc_bulk_append(
+                    self.dev.pool,
+                    self.tx_stash[n..].as_mut_ptr(),
+                    want as u32,
+                    lens.as_ptr(),
+                    self.tx_stash_data[n..].as_mut_ptr(),
+                )
+            };
+            if ret == -(libc::ENOSPC) {
+                return Err(PortError::Other(format!(
+                    "mbuf too small for a {}-byte frame (config key mbuf_data_room)",
+                    lens[0]
+                )));
+            }
+            if ret == 0 {
+                self.tx_stash_n = MAX_BURST;
+            } else {
+                self.stats.tx_pool_empty += 1;
+            }
+        }
+        Ok(self.tx_stash_n > 0)
+    }
+
+    /// Hands `run[..n]` (filled, framed mbufs for `queue`) to the device; frees and counts
+    /// what it refuses. Returns how many it took.
+    fn flush_tx_run(
+        &mut self,
+        queue: u16,
+        run: &mut [*mut sys::RteMbuf; MAX_BURST],
+        n: usize,
+    ) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: started device, our queue; run[..n] are valid, owned, filled mbufs; the
+        // first `sent` now belong to the driver.
+        let sent =
+            unsafe { sys::ns_eth_tx_burst(self.dev.port_id, queue, run.as_mut_ptr(), n as u16) }
+                as usize;
+        if sent < n {
+            // SAFETY: run[sent..n] were not taken by the driver and are still ours.
+            unsafe { sys::ns_pktmbuf_free_bulk(run[sent..].as_mut_ptr(), (n - sent) as u32) };
+            self.stats.tx_refused += (n - sent) as u64;
+        }
+        self.stats.tx_frames += sent as u64;
+        sent
+    }
+
     fn too_long(&self, len: usize) -> PortError {
         PortError::Other(format!(
             "datagram of {len} bytes exceeds the DPDK port's {} (mtu - 28)",
@@ -1515,6 +1592,93 @@ impl Port for DpdkPort {
         self.stats.rx_too_long += too_long;
         self.stats.rx_datagrams -= too_long;
         Ok(k)
+    }
+
+    fn recv_each(
+        &mut self,
+        scratch: &mut [PacketBuf],
+        f: &mut dyn FnMut(NodeId, &[u8]),
+    ) -> Result<usize, PortError> {
+        // Straight from the mbufs: no copy into `scratch`, whose length only bounds the batch.
+        let mut k = 0;
+        let queues = self.rx_queues.len();
+        for i in 0..queues {
+            let index = (self.rx_next + i) % queues;
+            while k < scratch.len() {
+                let want = (scratch.len() - k).min(MAX_BURST);
+                let mut taken_here = 0;
+                let taken = self.recv_queue_with(index, want, |from, d| {
+                    taken_here += 1;
+                    f(from, d)
+                });
+                k += taken_here;
+                if taken < want {
+                    break;
+                }
+            }
+        }
+        self.rx_next = (self.rx_next + 1) % queues.max(1);
+        Ok(k)
+    }
+
+    fn send_each(
+        &mut self,
+        scratch: &mut [PacketBuf],
+        fill: &mut TxFill<'_>,
+    ) -> Result<(usize, usize), PortError> {
+        // Written straight into mbufs from the stash: no copy through `scratch`, whose length
+        // only bounds the batch. Consecutive datagrams for one tx queue leave in one burst.
+        let want = scratch.len().min(MAX_BURST);
+        if want == 0 || (self.tx_stash_n < want && !self.refill_tx_stash()?) {
+            return Ok((0, 0));
+        }
+        let mut run = [std::ptr::null_mut::<sys::RteMbuf>(); MAX_BURST];
+        let (mut run_n, mut run_queue) = (0usize, 0u16);
+        let (mut written, mut sent) = (0usize, 0usize);
+        let frame_cap = FRAME_HEADER_LEN + self.max_datagram;
+        while written < want && self.tx_stash_n > 0 {
+            let top = self.tx_stash_n - 1;
+            let (m, data) = (self.tx_stash[top], self.tx_stash_data[top]);
+            // SAFETY: a stash mbuf has `frame_cap` appended bytes at `data`, exclusively ours
+            // until it is sent or freed.
+            let frame = unsafe { std::slice::from_raw_parts_mut(data, frame_cap) };
+            let Some((peer, len)) = fill(&mut frame[FRAME_HEADER_LEN..]) else {
+                break;
+            };
+            let template = self.tx_templates.get(peer as usize).copied().flatten();
+            let (Some(queue), Some(t), true) =
+                (self.tx_queue(peer), template, len <= self.max_datagram)
+            else {
+                // The mbuf stays in the stash; what was written so far still leaves.
+                self.flush_tx_run(run_queue, &mut run, run_n);
+                return Err(if len > self.max_datagram {
+                    self.too_long(len)
+                } else {
+                    PortError::UnknownPeer(peer)
+                });
+            };
+            self.tx_stash_n = top;
+            self.ip_id = self.ip_id.wrapping_add(1);
+            t.write(self.ip_id, len, frame);
+            if self.udp_checksum {
+                let udp = &mut frame[ETH_HEADER_LEN + IPV4_HEADER_LEN..FRAME_HEADER_LEN + len];
+                let c = udp_checksum(self.me.ip, t.dst_ip(), udp);
+                udp[6..8].copy_from_slice(&c.to_be_bytes());
+            }
+            // SAFETY: `m` is ours, one segment, and FRAME_HEADER_LEN + len <= frame_cap bytes
+            // were appended to it.
+            unsafe { sys::ns_pktmbuf_set_len(m, (FRAME_HEADER_LEN + len) as u16) };
+            if run_n > 0 && queue != run_queue {
+                sent += self.flush_tx_run(run_queue, &mut run, run_n);
+                run_n = 0;
+            }
+            run[run_n] = m;
+            run_n += 1;
+            run_queue = queue;
+            written += 1;
+        }
+        sent += self.flush_tx_run(run_queue, &mut run, run_n);
+        Ok((written, sent))
     }
 
     fn send_batch(&mut self, bufs: &[PacketBuf]) -> Result<usize, PortError> {

@@ -42,6 +42,10 @@ pub struct DriverReport {
     /// Datagrams the port refused (back-pressure); the engine's loss recovery resends them.
     pub tx_refused: u64,
     pub elapsed: Duration,
+    /// Time spent in loop iterations that moved something (received or sent a datagram, or
+    /// saw an engine event), up to the last round: the loop's work without its idle polls.
+    /// `elapsed / busy` is how much faster this node could go if it were never starved.
+    pub busy: Duration,
     /// Per completed round: time from its start to the result being ready here.
     pub round_result_ns: Vec<Nanos>,
 }
@@ -59,10 +63,15 @@ pub fn run_engine<P: Port + ?Sized>(
     mut done: impl FnMut(u32, &[f32]),
 ) -> Result<DriverReport, PortError> {
     let start = Instant::now();
-    let clock = || start.elapsed().as_nanos() as Nanos + 1;
-    let cap = port
-        .max_datagram_len()
-        .max(engine.config().max_datagram_len());
+    let nanos_since_start = |t: Instant| t.duration_since(start).as_nanos() as Nanos + 1;
+    // Datagrams are written in place into buffers of the port's size (send_each).
+    let cap = port.max_datagram_len();
+    if cap < engine.config().max_datagram_len() {
+        return Err(PortError::Other(format!(
+            "the port carries datagrams of at most {cap} bytes but the engine sends up to {} (segment_elems too large for the port's MTU)",
+            engine.config().max_datagram_len()
+        )));
+    }
     let mut rx = PacketBuf::batch(cfg.batch, cap);
     let mut tx = PacketBuf::batch(cfg.batch, cap);
     let mut report = DriverReport::default();
@@ -71,36 +80,37 @@ pub fn run_engine<P: Port + ?Sized>(
     }
     let mut round = first_round;
     let mut finished_at: Option<Instant> = None;
-    let mut round_start = clock();
+    let mut round_start = nanos_since_start(Instant::now());
+    // Busy accounting: the time from one iteration's clock read to the next counts as busy
+    // when that iteration did work, so it costs no extra clock read.
+    let (mut last_tick, mut last_was_busy) = (start, false);
     fill(round, engine.buffer_mut());
     engine
         .start_round(round_start, round)
         .map_err(|e| PortError::Other(e.to_string()))?;
     loop {
-        let now = clock();
-        let k = port.recv_batch(&mut rx)?;
-        for b in &rx[..k] {
-            engine.handle_packet(now, b.bytes());
+        // The one clock read of the iteration.
+        let tick = Instant::now();
+        if last_was_busy && finished_at.is_none() {
+            report.busy += tick.duration_since(last_tick);
         }
+        last_tick = tick;
+        let now = nanos_since_start(tick);
+        let k = port.recv_each(&mut rx, &mut |_, datagram| {
+            engine.handle_packet(now, datagram)
+        })?;
         report.rx_datagrams += k as u64;
         if engine.poll_timeout().is_some_and(|t| t <= now) {
             engine.handle_timeout(now);
         }
-        let mut m = 0;
-        while m < tx.len() {
-            let Some(t) = engine.poll_transmit(now, &mut tx[m].data) else {
-                break;
-            };
-            tx[m].len = t.len;
-            tx[m].peer = t.next_hop;
-            m += 1;
-        }
-        if m > 0 {
-            let sent = port.send_batch(&tx[..m])?;
-            report.tx_datagrams += sent as u64;
-            report.tx_refused += (m - sent) as u64;
-        }
+        let (m, sent) = port.send_each(&mut tx, &mut |out| {
+            engine.poll_transmit(now, out).map(|t| (t.next_hop, t.len))
+        })?;
+        report.tx_datagrams += sent as u64;
+        report.tx_refused += (m - sent) as u64;
+        let mut events = false;
         while let Some(ev) = engine.poll_event() {
+            events = true;
             match ev {
                 EngineEvent::ResultReady { round: r, at } if r == round => {
                     report.round_result_ns.push(at.saturating_sub(round_start));
@@ -109,12 +119,16 @@ pub fn run_engine<P: Port + ?Sized>(
                     done(round, engine.buffer());
                     report.rounds_completed += 1;
                     if report.rounds_completed == rounds {
-                        report.elapsed = start.elapsed();
-                        finished_at = Some(Instant::now());
+                        // Counted up to the end of this iteration's work.
+                        let end = Instant::now();
+                        report.elapsed = end.duration_since(start);
+                        report.busy += end.duration_since(last_tick);
+                        finished_at = Some(end);
                         continue;
                     }
                     round += 1;
-                    round_start = clock();
+                    // The new round starts at this iteration's tick: no extra clock read.
+                    round_start = now;
                     fill(round, engine.buffer_mut());
                     engine
                         .start_round(round_start, round)
@@ -123,15 +137,16 @@ pub fn run_engine<P: Port + ?Sized>(
                 _ => {}
             }
         }
-        if finished_at.is_some_and(|f| f.elapsed() >= cfg.linger) {
+        if finished_at.is_some_and(|f| tick.saturating_duration_since(f) >= cfg.linger) {
             return Ok(report);
         }
-        if finished_at.is_none() && start.elapsed() > cfg.max_duration {
+        if finished_at.is_none() && tick.duration_since(start) > cfg.max_duration {
             return Err(PortError::Other(format!(
                 "round {round} not finished after {:?} (completed {} of {rounds})",
                 cfg.max_duration, report.rounds_completed
             )));
         }
+        last_was_busy = k > 0 || m > 0 || events;
         if k == 0 && m == 0 {
             match cfg.idle_backoff {
                 Some(d) => std::thread::sleep(d),

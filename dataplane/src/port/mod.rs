@@ -46,6 +46,10 @@ impl PacketBuf {
     }
 }
 
+/// What [`Port::send_each`] calls to write the next datagram in place: returns its
+/// destination and length, or `None` when there is nothing more to send.
+pub type TxFill<'a> = dyn FnMut(&mut [u8]) -> Option<(NodeId, usize)> + 'a;
+
 /// Errors of a port.
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
@@ -70,4 +74,46 @@ pub trait Port {
     /// Sends `bufs` (each to its `peer`); returns how many were taken. The rest may be
     /// offered again later (back-pressure). Never blocks.
     fn send_batch(&mut self, bufs: &[PacketBuf]) -> Result<usize, PortError>;
+
+    /// Hands each waiting datagram (up to `scratch.len()`) to `f(peer, datagram)` and returns
+    /// how many there were. Ports that can lend their receive buffers (DPDK's mbufs) override
+    /// this to skip the copy into `scratch`; the default goes through [`Port::recv_batch`].
+    fn recv_each(
+        &mut self,
+        scratch: &mut [PacketBuf],
+        f: &mut dyn FnMut(NodeId, &[u8]),
+    ) -> Result<usize, PortError> {
+        let k = self.recv_batch(scratch)?;
+        for b in &scratch[..k] {
+            f(b.peer, b.bytes());
+        }
+        Ok(k)
+    }
+
+    /// Sends up to `scratch.len()` datagrams that `fill(out)` writes in place, each returning
+    /// its destination and length (`None`: nothing more to send). `out` is at least
+    /// [`Port::max_datagram_len`] bytes. Returns (datagrams written, datagrams the port took);
+    /// the difference was refused (back-pressure) and is gone. Ports that can lend their
+    /// transmit buffers (DPDK's mbufs) override this to skip the copy out of `scratch`; the
+    /// default goes through [`Port::send_batch`].
+    fn send_each(
+        &mut self,
+        scratch: &mut [PacketBuf],
+        fill: &mut TxFill<'_>,
+    ) -> Result<(usize, usize), PortError> {
+        let mut m = 0;
+        while m < scratch.len() {
+            let Some((peer, len)) = fill(&mut scratch[m].data) else {
+                break;
+            };
+            scratch[m].len = len;
+            scratch[m].peer = peer;
+            m += 1;
+        }
+        if m == 0 {
+            return Ok((0, 0));
+        }
+        let sent = self.send_batch(&scratch[..m])?;
+        Ok((m, sent))
+    }
 }
