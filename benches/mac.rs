@@ -2,17 +2,21 @@
 //!
 //! All on one 1456-byte ReduceData datagram (48-byte header + 352 f32, the engine's default
 //! segment) plus its 16-byte tag:
-//! * `mac/tag_sip24_128`  — `PacketMac::tag` (SipHash-2-4-128 over header + payload): the
-//!   sender's cost per packet;
+//! * `mac/tag`            — `PacketMac::tag` (the AES-128-GCM-SIV tag of payload ‖ header,
+//!   see `dataplane/src/auth.rs`): the sender's cost per packet;
 //! * `mac/verify`         — `Packet::new_checked` + `PacketMac::verify`: the receiver's cost;
+//! * `mac/siphash24_128_reference` — for the record, the previous MAC: SipHash-2-4-128
+//!   (crate `siphasher`) over header (TTL zeroed) + payload;
 //! * `mac/kernel_add`     — `kernel::add_assign_le_bytes` of the 1408-byte payload (the
 //!   aggregation every receiving inner node does anyway);
 //! * `mac/memcpy`         — copying the datagram (the floor of any per-packet work).
 //!
 //! Throughput is in bytes, so criterion prints GB/s (GiB/s) directly.
 //!
-//! Run: `cargo bench --bench mac`.
+//! Run: `cargo bench --bench mac`. The MAC's fast path needs PCLMULQDQ at compile time
+//! (`.cargo/config.toml`); `RUSTFLAGS="-C target-cpu=native"` replaces those flags.
 
+use std::hash::Hasher as _;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -22,6 +26,7 @@ use netstorm_dataplane::kernel;
 use netstorm_dataplane::wire::{
     emit_packet, flags, HeaderRepr, Packet, PacketKind, AUTH_TAG_LEN, HEADER_LEN,
 };
+use siphasher::sip128::{Hasher128 as _, SipHasher24};
 
 const PAYLOAD_LEN: usize = 1408;
 const BODY_LEN: usize = HEADER_LEN + PAYLOAD_LEN;
@@ -57,13 +62,25 @@ fn bench_mac(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(3));
     group.warm_up_time(Duration::from_millis(500));
     group.throughput(Throughput::Bytes(BODY_LEN as u64));
-    group.bench_function("tag_sip24_128", |b| {
+    group.bench_function("tag", |b| {
         b.iter(|| mac.tag(black_box(&datagram[..BODY_LEN])))
     });
     group.bench_function("verify", |b| {
         b.iter(|| {
             let p = Packet::new_checked(black_box(&datagram[..])).expect("valid");
             mac.verify(&p)
+        })
+    });
+    let sip_key = *b"0123456789abcdef";
+    group.bench_function("siphash24_128_reference", |b| {
+        b.iter(|| {
+            let body = black_box(&datagram[..BODY_LEN]);
+            let mut header: [u8; HEADER_LEN] = body[..HEADER_LEN].try_into().expect("header");
+            header[5] = 0;
+            let mut h = SipHasher24::new_with_key(&sip_key);
+            h.write(&header);
+            h.write(&body[HEADER_LEN..]);
+            h.finish128().as_bytes()
         })
     });
     let mut acc = vec![0f32; PAYLOAD_LEN / 4];

@@ -108,7 +108,7 @@ pub struct DataplaneBenchArgs {
     /// cores (0 = always busy-poll). The aggregator always busy-polls.
     #[arg(long, default_value_t = 1)]
     pub peer_idle_sleep_us: u64,
-    /// Engine mode: send packets without the SipHash MAC (`Auth::Disabled`), to see the
+    /// Engine mode: send packets without the packet MAC (`Auth::Disabled`), to see the
     /// engine's cost without authentication. Default: the engine's default (MAC on).
     #[arg(long)]
     pub no_mac: bool,
@@ -682,7 +682,7 @@ fn run_emu(a: &DataplaneBenchArgs) -> Result<DataplaneReport> {
                 "emu: rates are per virtual second (the emulated links bound them); wall figures are the simulator's speed".into(),
             ];
             if a.no_mac {
-                n.push("--no-mac: packets carry no SipHash MAC (engine default: MAC on)".into());
+                n.push("--no-mac: packets carry no MAC (engine default: MAC on)".into());
             }
             n
         },
@@ -827,7 +827,7 @@ fn run_engine_backend<P: Port + Send>(
     let left = a.max_rounds.saturating_sub(warm as u64);
     let mut notes = Vec::new();
     if a.no_mac {
-        notes.push("--no-mac: packets carry no SipHash MAC (engine default: MAC on)".into());
+        notes.push("--no-mac: packets carry no MAC (engine default: MAC on)".into());
     }
     let outcomes = if left == 0 {
         notes.push("--max-rounds reached during calibration: figures are from those rounds".into());

@@ -1,7 +1,7 @@
 //! NetStorm data plane.
 //!
 //! * [`wire`] — the versioned packet format (checked parse/emit).
-//! * [`auth`] — the per-job packet MAC (SipHash-2-4-128) carried in the wire tag.
+//! * [`auth`] — the per-job packet MAC (AES-128-GCM-SIV tag: POLYVAL + AES) carried in the wire tag.
 //! * [`policy`] — what the control plane installs: trees, shares, routes, pacing rates.
 //! * [`engine`] — the sans-IO synchronization engine (one per node).
 //! * [`kernel`] — the f32 aggregation kernels used on the hot path.
