@@ -122,7 +122,15 @@ fn emu_backend_reports_emulated_and_wall_figures() {
     // Without packet MACs the sums are just as exact.
     let v = bench(
         "emu-no-mac",
-        &["--backend", "emu", "--max-rounds", "5", "--no-mac"],
+        &[
+            "--backend",
+            "emu",
+            "--max-rounds",
+            "5",
+            "--no-mac",
+            "--segments-per-round",
+            "64",
+        ],
     );
     check_sane(&v, "emu", 2, 5);
     assert!(v["notes"].to_string().contains("--no-mac"), "{v}");
@@ -211,6 +219,8 @@ fn dpdk_backend_raw_and_engine_modes() {
             "60",
             "--max-rounds",
             "200",
+            "--segments-per-round",
+            "64",
         ],
     );
     check_sane(&raw, "dpdk", 2, 200);
@@ -235,6 +245,13 @@ fn dpdk_backend_raw_and_engine_modes() {
     );
     check_sane(&eng, "dpdk", 2, 20);
     assert_eq!(eng["mode"], "engine");
+    // The driver's busy time: a fraction of the run, and a capacity at least the achieved rate.
+    let busy = f(&eng, "aggregator_busy_fraction");
+    assert!(busy > 0.0 && busy <= 1.0, "{eng}");
+    assert!(
+        f(&eng, "aggregator_capacity_gbps") >= f(&eng, "child_payload_gbps") * 0.999,
+        "{eng}"
+    );
     assert!(eng["dpdk"]["eal_args"]
         .as_array()
         .unwrap()
