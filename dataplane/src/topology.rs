@@ -37,6 +37,29 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// Two nodes, `n0` and `n1`, joined both ways by lossless links of `rate_bps` and
+    /// `latency_ns` (the smallest network; tests and examples).
+    pub fn pair(rate_bps: f64, latency_ns: u64) -> Self {
+        let nodes = (0..2)
+            .map(|i| Node {
+                name: format!("n{i}"),
+                egress_bps: None,
+                ingress_bps: None,
+            })
+            .collect();
+        let links = [(0, 1), (1, 0)]
+            .into_iter()
+            .map(|(from, to)| Link {
+                from,
+                to,
+                rate_bps,
+                latency_ns,
+                loss: 0.0,
+            })
+            .collect();
+        Topology { nodes, links }
+    }
+
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }

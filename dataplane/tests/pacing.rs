@@ -5,34 +5,13 @@
 use netstorm_dataplane::engine::{Engine, EngineConfig};
 use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder};
 use netstorm_dataplane::probe::ProbeConfig;
-use netstorm_dataplane::topology::{Link, Node, Topology};
+use netstorm_dataplane::topology::Topology;
 use netstorm_dataplane::wire::{Packet, PacketKind};
 use netstorm_dataplane::Nanos;
 
-fn pair(bps: f64) -> Topology {
-    let nodes = (0..2)
-        .map(|i| Node {
-            name: format!("n{i}"),
-            egress_bps: None,
-            ingress_bps: None,
-        })
-        .collect();
-    let links = [(0, 1), (1, 0)]
-        .iter()
-        .map(|&(from, to)| Link {
-            from,
-            to,
-            rate_bps: bps,
-            latency_ns: 1_000,
-            loss: 0.0,
-        })
-        .collect();
-    Topology { nodes, links }
-}
-
 /// Node 0 (a child of root 1) with a round of 4096 segments to send and no probes.
 fn sender(bps: f64, burst_ns: Nanos) -> Engine {
-    let topo = pair(bps);
+    let topo = Topology::pair(bps, 1_000);
     let mut b = PolicyBuilder::new();
     b.tree(
         1,

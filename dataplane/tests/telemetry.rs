@@ -3,27 +3,10 @@
 use netstorm_dataplane::emu::{EmuConfig, Simulation};
 use netstorm_dataplane::engine::{Engine, EngineConfig};
 use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder};
-use netstorm_dataplane::topology::{Link, Node, Topology};
+use netstorm_dataplane::topology::Topology;
 
 fn pair(mbps: f64, latency_ms: u64) -> Topology {
-    let nodes = (0..2)
-        .map(|i| Node {
-            name: format!("n{i}"),
-            egress_bps: None,
-            ingress_bps: None,
-        })
-        .collect();
-    let links = [(0, 1), (1, 0)]
-        .iter()
-        .map(|&(a, b)| Link {
-            from: a,
-            to: b,
-            rate_bps: mbps * 1e6,
-            latency_ns: latency_ms * 1_000_000,
-            loss: 0.0,
-        })
-        .collect();
-    Topology { nodes, links }
+    Topology::pair(mbps * 1e6, latency_ms * 1_000_000)
 }
 
 fn run(topo: &Topology, extra_loss: f64) -> Simulation {
