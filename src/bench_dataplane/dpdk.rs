@@ -598,6 +598,7 @@ fn run_raw(
             .cpu_seconds
             .map(|x| x / agg_out.wall_seconds.max(1e-9)),
         aggregator_busy_fraction: Some((busy2 - busy1) as f64 / 1e9 / secs),
+        aggregator_batch: None,
         aggregator_capacity_gbps: (busy2 > busy1).then(|| {
             segs as f64 * a.segment_bytes as f64 * 8.0 / ((busy2 - busy1) as f64 / 1e9) / 1e9
         }),

@@ -46,6 +46,9 @@ pub struct DriverReport {
     /// saw an engine event), up to the last round: the loop's work without its idle polls.
     /// `elapsed / busy` is how much faster this node could go if it were never starved.
     pub busy: Duration,
+    /// Iterations counted in `busy`: `(rx + tx) / busy_iterations` is the mean batch, which
+    /// says how far per-iteration costs were amortized.
+    pub busy_iterations: u64,
     /// Per completed round: time from its start to the result being ready here.
     pub round_result_ns: Vec<Nanos>,
 }
@@ -93,6 +96,7 @@ pub fn run_engine<P: Port + ?Sized>(
         let tick = Instant::now();
         if last_was_busy && finished_at.is_none() {
             report.busy += tick.duration_since(last_tick);
+            report.busy_iterations += 1;
         }
         last_tick = tick;
         let now = nanos_since_start(tick);
@@ -123,6 +127,7 @@ pub fn run_engine<P: Port + ?Sized>(
                         let end = Instant::now();
                         report.elapsed = end.duration_since(start);
                         report.busy += end.duration_since(last_tick);
+                        report.busy_iterations += 1;
                         finished_at = Some(end);
                         continue;
                     }
