@@ -37,18 +37,19 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Two nodes, `n0` and `n1`, joined both ways by lossless links of `rate_bps` and
-    /// `latency_ns` (the smallest network; tests and examples).
-    pub fn pair(rate_bps: f64, latency_ns: u64) -> Self {
-        let nodes = (0..2)
+    /// `n` nodes `n0..`, every ordered pair joined by a lossless link of `rate_bps` and
+    /// `latency_ns` (tests, examples, benchmarks).
+    pub fn full_mesh(n: usize, rate_bps: f64, latency_ns: u64) -> Self {
+        let nodes = (0..n)
             .map(|i| Node {
                 name: format!("n{i}"),
                 egress_bps: None,
                 ingress_bps: None,
             })
             .collect();
-        let links = [(0, 1), (1, 0)]
-            .into_iter()
+        let links = (0..n as NodeId)
+            .flat_map(|from| (0..n as NodeId).map(move |to| (from, to)))
+            .filter(|(from, to)| from != to)
             .map(|(from, to)| Link {
                 from,
                 to,
@@ -58,6 +59,11 @@ impl Topology {
             })
             .collect();
         Topology { nodes, links }
+    }
+
+    /// Two nodes, `n0` and `n1`, joined both ways (the smallest network).
+    pub fn pair(rate_bps: f64, latency_ns: u64) -> Self {
+        Self::full_mesh(2, rate_bps, latency_ns)
     }
 
     pub fn node_count(&self) -> usize {

@@ -11,7 +11,7 @@ use netstorm_dataplane::port::dpdk::{
     eal_init, DpdkError, DpdkPort, DpdkPortConfig, EalConfig, MacAddr, NeighbourConfig, RingFabric,
 };
 use netstorm_dataplane::port::{run_engine, DriverConfig, PacketBuf, Port, PortError};
-use netstorm_dataplane::topology::{Link, Node, Topology};
+use netstorm_dataplane::topology::Topology;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -89,37 +89,12 @@ fn input(v: usize, r: u32, i: usize) -> f32 {
     ((v * 31 + i * 3 + r as usize * 7) % 1000) as f32
 }
 
-fn mesh_topology(n: usize) -> Topology {
-    let nodes = (0..n)
-        .map(|i| Node {
-            name: format!("n{i}"),
-            egress_bps: None,
-            ingress_bps: None,
-        })
-        .collect();
-    let mut links = Vec::new();
-    for a in 0..n as u16 {
-        for b in 0..n as u16 {
-            if a != b {
-                links.push(Link {
-                    from: a,
-                    to: b,
-                    rate_bps: 5e9,
-                    latency_ns: 0,
-                    loss: 0.0,
-                });
-            }
-        }
-    }
-    Topology { nodes, links }
-}
-
 /// Three engines over DPDK ports; every node's result is checked element by element.
 fn three_node_sync(prefix: &str, drop_every: Option<u64>, elems: usize, rounds: u32) -> RingFabric {
     let n = 3usize;
     let fabric = RingFabric::new(prefix, n, 4096, drop_every).expect("ring fabric");
     let devices = fabric.devices.clone();
-    let topo = mesh_topology(n);
+    let topo = Topology::full_mesh(n, 5e9, 0);
     let mut b = PolicyBuilder::new();
     b.tree(
         0,

@@ -4,7 +4,7 @@
 use netstorm_dataplane::engine::{Engine, EngineConfig};
 use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder};
 use netstorm_dataplane::port::{channel, run_engine, DriverConfig};
-use netstorm_dataplane::topology::{Link, Node, Topology};
+use netstorm_dataplane::topology::Topology;
 use std::time::Duration;
 
 fn input(v: usize, r: u32, i: usize) -> f32 {
@@ -15,28 +15,7 @@ fn input(v: usize, r: u32, i: usize) -> f32 {
 fn three_nodes_over_threads_several_rounds_exact() {
     let n = 3usize;
     let elems = 200_000;
-    let nodes = (0..n)
-        .map(|i| Node {
-            name: format!("n{i}"),
-            egress_bps: None,
-            ingress_bps: None,
-        })
-        .collect();
-    let mut links = Vec::new();
-    for a in 0..n as u16 {
-        for b in 0..n as u16 {
-            if a != b {
-                links.push(Link {
-                    from: a,
-                    to: b,
-                    rate_bps: 20e9,
-                    latency_ns: 0,
-                    loss: 0.0,
-                });
-            }
-        }
-    }
-    let topo = Topology { nodes, links };
+    let topo = Topology::full_mesh(n, 20e9, 0);
     let mut b = PolicyBuilder::new();
     b.tree(
         0,

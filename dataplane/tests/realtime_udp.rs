@@ -6,7 +6,7 @@ use netstorm_dataplane::engine::{Counters, Engine, EngineConfig};
 use netstorm_dataplane::policy::{ForwardMode, Policy, PolicyBuilder};
 use netstorm_dataplane::port::udp::{UdpConfig, UdpCounters, UdpPort};
 use netstorm_dataplane::port::{run_engine, DriverConfig, DriverReport, PacketBuf, Port};
-use netstorm_dataplane::topology::{Link, Node, Topology};
+use netstorm_dataplane::topology::Topology;
 use netstorm_dataplane::NodeId;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -20,28 +20,7 @@ fn input(v: usize, r: u32, i: usize) -> f32 {
 }
 
 fn topology_and_policy() -> (Topology, Policy) {
-    let nodes = (0..N)
-        .map(|i| Node {
-            name: format!("n{i}"),
-            egress_bps: None,
-            ingress_bps: None,
-        })
-        .collect();
-    let mut links = Vec::new();
-    for a in 0..N as u16 {
-        for b in 0..N as u16 {
-            if a != b {
-                links.push(Link {
-                    from: a,
-                    to: b,
-                    rate_bps: 5e9,
-                    latency_ns: 0,
-                    loss: 0.0,
-                });
-            }
-        }
-    }
-    let topo = Topology { nodes, links };
+    let topo = Topology::full_mesh(N, 5e9, 0);
     let mut b = PolicyBuilder::new();
     b.tree(
         0,
