@@ -9,6 +9,7 @@ use netstorm_dataplane::engine::{Engine, EngineConfig};
 use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder};
 use netstorm_dataplane::port::dpdk::{
     eal_init, DpdkError, DpdkPort, DpdkPortConfig, EalConfig, MacAddr, NeighbourConfig, RingFabric,
+    RingLinks,
 };
 use netstorm_dataplane::port::{run_engine, DriverConfig, PacketBuf, Port, PortError};
 use netstorm_dataplane::topology::Topology;
@@ -465,4 +466,57 @@ fn vdev_loopback_throughput() {
         fabric.dropped
     );
     assert_eq!(port.stats.rx_datagrams, got);
+}
+
+#[test]
+fn interleaved_destinations_leave_in_one_burst_per_link() {
+    let Some(_serial) = dpdk_or_skip("interleaved_destinations_leave_in_one_burst_per_link") else {
+        return;
+    };
+    // Node 0 with a link to and from each of nodes 1 and 2: one tx queue per destination.
+    let links =
+        RingLinks::new("burst", 3, &[(0, 1), (0, 2), (1, 0), (2, 0)], 256).expect("ring links");
+    let open = |v: usize| {
+        let mut c = port_cfg(&links.devices[v], v, 3);
+        c.mempool_mbufs = 1023;
+        c.rx_desc = 256;
+        c.tx_desc = 256;
+        links.open_port(&eal(), &c).expect("open ring-links port")
+    };
+    let (mut p0, mut p1, mut p2) = (open(0), open(1), open(2));
+    // The engine interleaves destinations (1, 2, 1, 2, ...): 20 datagrams, 10 per link.
+    let mut scratch = PacketBuf::batch(32, p0.max_datagram_len());
+    let mut k = 0u8;
+    let (written, sent) = p0
+        .send_each(&mut scratch, &mut |out| {
+            if k == 20 {
+                return None;
+            }
+            let to = 1 + (k % 2) as u16;
+            out[..3].copy_from_slice(&[k, k ^ 0x5a, 7]);
+            k += 1;
+            Some((to, 3))
+        })
+        .expect("send_each");
+    assert_eq!((written, sent), (20, 20));
+    assert_eq!(p0.stats.tx_frames, 20);
+    assert_eq!(
+        p0.stats.tx_bursts, 2,
+        "one burst per tx queue, not one per switch"
+    );
+    // Each destination gets its ten, in the order they were written.
+    for (port, first) in [(&mut p1, 0u8), (&mut p2, 1u8)] {
+        let mut rx = PacketBuf::batch(32, 2048);
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got < 10 && Instant::now() < deadline {
+            got += port.recv_batch(&mut rx[got..]).unwrap();
+        }
+        assert_eq!(got, 10);
+        for (i, b) in rx[..10].iter().enumerate() {
+            let k = first + 2 * i as u8;
+            assert_eq!(b.peer, 0);
+            assert_eq!(b.bytes(), &[k, k ^ 0x5a, 7]);
+        }
+    }
 }

@@ -159,6 +159,7 @@ fn port_drops(p: &DpdkPort) -> serde_json::Value {
             + s.rx_not_for_us + s.rx_unknown_neighbour + s.rx_too_long,
         "tx_frames": s.tx_frames,
         "tx_refused": s.tx_refused,
+        "tx_bursts": s.tx_bursts,
         "tx_pool_empty": s.tx_pool_empty,
     })
 }

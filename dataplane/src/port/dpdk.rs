@@ -541,6 +541,9 @@ pub struct DpdkPortStats {
     pub tx_frames: u64,
     /// Frames the tx queue refused (back-pressure; offered again by the caller).
     pub tx_refused: u64,
+    /// `tx_burst` calls that handed over at least one frame (`tx_frames / tx_bursts` is the
+    /// mean burst: each burst touches the queue's shared ring indices once).
+    pub tx_bursts: u64,
     /// Batches refused because the mbuf pool was empty.
     pub tx_pool_empty: u64,
 }
@@ -974,7 +977,54 @@ pub struct DpdkPort {
     tx_stash: [*mut sys::RteMbuf; MAX_BURST],
     tx_stash_data: [*mut u8; MAX_BURST],
     tx_stash_n: usize,
+    /// Per tx queue, the datagrams [`Port::send_each`] framed and not yet handed over: a
+    /// call leaves with one burst per queue, however the engine interleaves destinations.
+    tx_pending: Box<[TxPending]>,
     pub stats: DpdkPortStats,
+}
+
+/// Framed mbufs waiting for one tx queue's burst.
+#[derive(Debug)]
+struct TxPending {
+    mbufs: [*mut sys::RteMbuf; MAX_BURST],
+    n: usize,
+}
+
+impl TxPending {
+    fn new() -> Self {
+        Self {
+            mbufs: [std::ptr::null_mut(); MAX_BURST],
+            n: 0,
+        }
+    }
+}
+
+/// Hands `mbufs` (filled, framed, owned; at most [`MAX_BURST`]) to tx queue `queue` of a
+/// started device in one burst; frees and counts what it refuses. Returns how many it took.
+fn tx_burst_or_free(
+    port_id: u16,
+    queue: u16,
+    mbufs: &mut [*mut sys::RteMbuf],
+    stats: &mut DpdkPortStats,
+) -> usize {
+    let n = mbufs.len();
+    if n == 0 {
+        return 0;
+    }
+    // SAFETY: the caller's port owns `queue` of the started device `port_id`; mbufs[..n] are
+    // valid, owned, filled mbufs; the first `sent` now belong to the driver.
+    let sent =
+        unsafe { sys::ns_eth_tx_burst(port_id, queue, mbufs.as_mut_ptr(), n as u16) } as usize;
+    if sent < n {
+        // SAFETY: mbufs[sent..n] were not taken by the driver and are still ours.
+        unsafe { sys::ns_pktmbuf_free_bulk(mbufs[sent..].as_mut_ptr(), (n - sent) as u32) };
+        stats.tx_refused += (n - sent) as u64;
+    }
+    if sent > 0 {
+        stats.tx_bursts += 1;
+    }
+    stats.tx_frames += sent as u64;
+    sent
 }
 
 impl Drop for DpdkPort {
@@ -1220,6 +1270,7 @@ impl DpdkPort {
                 tx_stash: [std::ptr::null_mut(); MAX_BURST],
                 tx_stash_data: [std::ptr::null_mut(); MAX_BURST],
                 tx_stash_n: 0,
+                tx_pending: (0..cfg.workers).map(|_| TxPending::new()).collect(),
                 tx_queue_of: Box::default(),
                 tx_templates: by_node
                     .iter()
@@ -1459,29 +1510,20 @@ impl DpdkPort {
         Ok(self.tx_stash_n > 0)
     }
 
-    /// Hands `run[..n]` (filled, framed mbufs for `queue`) to the device; frees and counts
-    /// what it refuses. Returns how many it took.
-    fn flush_tx_run(
-        &mut self,
-        queue: u16,
-        run: &mut [*mut sys::RteMbuf; MAX_BURST],
-        n: usize,
-    ) -> usize {
-        if n == 0 {
-            return 0;
+    /// Hands every queue's pending frames to the device, one burst per queue; frees and
+    /// counts what the device refuses. Returns how many it took.
+    fn flush_tx_pending(&mut self) -> usize {
+        let port_id = self.dev.port_id;
+        let mut sent_total = 0;
+        for (queue, p) in self.tx_pending.iter_mut().enumerate() {
+            if p.n == 0 {
+                continue;
+            }
+            sent_total +=
+                tx_burst_or_free(port_id, queue as u16, &mut p.mbufs[..p.n], &mut self.stats);
+            p.n = 0;
         }
-        // SAFETY: started device, our queue; run[..n] are valid, owned, filled mbufs; the
-        // first `sent` now belong to the driver.
-        let sent =
-            unsafe { sys::ns_eth_tx_burst(self.dev.port_id, queue, run.as_mut_ptr(), n as u16) }
-                as usize;
-        if sent < n {
-            // SAFETY: run[sent..n] were not taken by the driver and are still ours.
-            unsafe { sys::ns_pktmbuf_free_bulk(run[sent..].as_mut_ptr(), (n - sent) as u32) };
-            self.stats.tx_refused += (n - sent) as u64;
-        }
-        self.stats.tx_frames += sent as u64;
-        sent
+        sent_total
     }
 
     fn too_long(&self, len: usize) -> PortError {
@@ -1543,17 +1585,7 @@ impl DpdkPort {
                 udp[6..8].copy_from_slice(&c.to_be_bytes());
             }
         }
-        // SAFETY: started device, our queue; mbufs[..n] are valid, owned, filled mbufs; the
-        // first `sent` now belong to the driver.
-        let sent =
-            unsafe { sys::ns_eth_tx_burst(self.dev.port_id, queue, mbufs.as_mut_ptr(), n as u16) }
-                as usize;
-        if sent < n {
-            // SAFETY: mbufs[sent..n] were not taken by the driver and are still ours.
-            unsafe { sys::ns_pktmbuf_free_bulk(mbufs[sent..].as_mut_ptr(), (n - sent) as u32) };
-            self.stats.tx_refused += (n - sent) as u64;
-        }
-        self.stats.tx_frames += sent as u64;
+        let sent = tx_burst_or_free(self.dev.port_id, queue, &mut mbufs[..n], &mut self.stats);
         Ok(sent)
     }
 }
@@ -1627,14 +1659,15 @@ impl Port for DpdkPort {
         fill: &mut TxFill<'_>,
     ) -> Result<(usize, usize), PortError> {
         // Written straight into mbufs from the stash: no copy through `scratch`, whose length
-        // only bounds the batch. Consecutive datagrams for one tx queue leave in one burst.
+        // only bounds the batch. Frames wait per tx queue and leave in one burst per queue:
+        // the engine interleaves destinations, and a burst per switch would touch a queue's
+        // shared ring indices once per datagram.
         let want = scratch.len().min(MAX_BURST);
         if want == 0 || (self.tx_stash_n < want && !self.refill_tx_stash()?) {
             return Ok((0, 0));
         }
-        let mut run = [std::ptr::null_mut::<sys::RteMbuf>(); MAX_BURST];
-        let (mut run_n, mut run_queue) = (0usize, 0u16);
-        let (mut written, mut sent) = (0usize, 0usize);
+        let mut written = 0usize;
+        let mut failed = None;
         let frame_cap = FRAME_HEADER_LEN + self.max_datagram;
         while written < want && self.tx_stash_n > 0 {
             let top = self.tx_stash_n - 1;
@@ -1646,16 +1679,17 @@ impl Port for DpdkPort {
                 break;
             };
             let template = self.tx_templates.get(peer as usize).copied().flatten();
-            let (Some(queue), Some(t), true) =
-                (self.tx_queue(peer), template, len <= self.max_datagram)
-            else {
+            let queue = self
+                .tx_queue(peer)
+                .filter(|&q| (q as usize) < self.tx_pending.len());
+            let (Some(queue), Some(t), true) = (queue, template, len <= self.max_datagram) else {
                 // The mbuf stays in the stash; what was written so far still leaves.
-                self.flush_tx_run(run_queue, &mut run, run_n);
-                return Err(if len > self.max_datagram {
+                failed = Some(if len > self.max_datagram {
                     self.too_long(len)
                 } else {
                     PortError::UnknownPeer(peer)
                 });
+                break;
             };
             self.tx_stash_n = top;
             self.ip_id = self.ip_id.wrapping_add(1);
@@ -1668,17 +1702,17 @@ impl Port for DpdkPort {
             // SAFETY: `m` is ours, one segment, and FRAME_HEADER_LEN + len <= frame_cap bytes
             // were appended to it.
             unsafe { sys::ns_pktmbuf_set_len(m, (FRAME_HEADER_LEN + len) as u16) };
-            if run_n > 0 && queue != run_queue {
-                sent += self.flush_tx_run(run_queue, &mut run, run_n);
-                run_n = 0;
-            }
-            run[run_n] = m;
-            run_n += 1;
-            run_queue = queue;
+            // At most `want` <= MAX_BURST frames per call, so a queue's batch never overflows.
+            let p = &mut self.tx_pending[queue as usize];
+            p.mbufs[p.n] = m;
+            p.n += 1;
             written += 1;
         }
-        sent += self.flush_tx_run(run_queue, &mut run, run_n);
-        Ok((written, sent))
+        let sent = self.flush_tx_pending();
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((written, sent)),
+        }
     }
 
     fn send_batch(&mut self, bufs: &[PacketBuf]) -> Result<usize, PortError> {
@@ -2045,6 +2079,7 @@ impl RingLinks {
             tx_of[to as usize] = q as u16;
         }
         port.tx_queue_of = tx_of.into_boxed_slice();
+        port.tx_pending = (0..nb_tx).map(|_| TxPending::new()).collect();
         Ok(port)
     }
 }
