@@ -275,6 +275,9 @@ pub struct Counters {
     pub tx_bytes: u64,
     pub loss_detected: u64,
     pub rto_fired: u64,
+    /// Tail-loss timer firings: a path with nothing left to send heard no acknowledgement
+    /// within 2 RTT + ack delay and resent what was in flight.
+    pub tail_timer_fired: u64,
     pub rounds_completed: u64,
     /// Capacity probes: frames and bytes sent, frames received.
     pub tx_probes: u64,
@@ -390,6 +393,10 @@ struct SendPath {
     rto_backoff: u32,
     /// When the retransmission timer last fired; the next firing is at least one RTO later.
     rto_fired_ns: Nanos,
+    /// When this path last sent a datagram, and whether the tail-loss timer may fire (once
+    /// per tail: re-armed by an acknowledgement that acknowledges something new).
+    last_sent_ns: Nanos,
+    tail_timer_armed: bool,
     /// Fair-share rate of the route per the policy (where pacing starts and returns to after
     /// a policy change), the route's bottleneck link rate (how far additive increase may go
     /// when other routes leave capacity unused), and the current pacing rate.
@@ -435,6 +442,8 @@ impl SendPath {
             rto_ns: cfg.initial_rto_ns,
             rto_backoff: 1,
             rto_fired_ns: 0,
+            last_sent_ns: 0,
+            tail_timer_armed: true,
             nominal_bps: rate_bps,
             ceiling_bps: rate_bps,
             rate_bps,
@@ -465,6 +474,28 @@ impl SendPath {
             let e = &self.ring[(self.snd_una & self.mask) as usize];
             e.sent_ns.max(self.rto_fired_ns) + self.rto_ns.saturating_mul(self.rto_backoff as u64)
         })
+    }
+
+    /// The tail-loss timer (RFC 8985's probe timeout, acting like RACK's timer): when the path
+    /// has nothing left to send and no acknowledgement came within two smoothed RTTs plus the
+    /// peer's ack delay of its last datagram, what is still in flight is presumed lost. On a
+    /// microsecond link this recovers a lost tail in tens of microseconds instead of one RTO
+    /// (srtt + 4 x max(rttvar, 1 ms)); on a WAN the RTO usually comes first.
+    fn tail_deadline(&self, ack_delay_ns: Nanos) -> Option<Nanos> {
+        let srtt = self.srtt_ns?;
+        (self.tail_timer_armed
+            && self.snd_una < self.snd_nxt
+            && self.queue.is_empty()
+            && self.rtx.is_empty())
+        .then(|| self.last_sent_ns + 2 * srtt + ack_delay_ns)
+    }
+
+    /// The earlier of the retransmission and tail-loss timers.
+    fn timer_deadline(&self, ack_delay_ns: Nanos) -> Option<Nanos> {
+        match (self.rto_deadline(), self.tail_deadline(ack_delay_ns)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn rtt_sample(&mut self, sample: Nanos, cfg: &EngineConfig) {
@@ -1510,8 +1541,11 @@ impl Engine {
         } else if newly > 0 {
             sp.on_progress(now, (cfg.frame_bytes() * 8) as f64);
         }
+        if newly > 0 {
+            sp.tail_timer_armed = true;
+        }
         // The window may have opened, losses were queued, the RTO may have shrunk.
-        if let Some(d) = sp.rto_deadline() {
+        if let Some(d) = sp.timer_deadline(cfg.ack_delay_ns) {
             self.next_rto_ns = self.next_rto_ns.min(d);
         }
         self.note_work(path);
@@ -1551,33 +1585,53 @@ impl Engine {
             return;
         }
         let mut next_rto = Nanos::MAX;
+        let ack_delay = self.cfg.ack_delay_ns;
         for sp in self.send.iter_mut().flatten() {
-            let Some(deadline) = sp.rto_deadline() else {
-                continue;
-            };
-            if deadline > now {
-                next_rto = next_rto.min(deadline);
-                continue;
-            }
-            // Everything sent more than one RTO ago is presumed lost (tail loss).
-            self.counters.rto_fired += 1;
-            let rto = sp.rto_ns.saturating_mul(sp.rto_backoff as u64);
-            for s in sp.snd_una..sp.snd_nxt {
-                let e = &mut sp.ring[(s & sp.mask) as usize];
-                if e.state == ENTRY_INFLIGHT && e.sent_ns + rto <= now {
-                    e.state = ENTRY_LOST;
-                    sp.rtx.push_back(s);
-                    sp.lost_pkts += 1;
+            let rto_due = sp.rto_deadline().is_some_and(|d| d <= now);
+            let tail_due = !rto_due && sp.tail_deadline(ack_delay).is_some_and(|d| d <= now);
+            if tail_due {
+                // The tail went unanswered for 2 RTT + ack delay: everything in flight is
+                // presumed lost, without the RTO's backoff (RTT estimates stay trusted).
+                self.counters.tail_timer_fired += 1;
+                sp.tail_timer_armed = false;
+                let mut lost_now = 0u64;
+                for s in sp.snd_una..sp.snd_nxt {
+                    let e = &mut sp.ring[(s & sp.mask) as usize];
+                    if e.state == ENTRY_INFLIGHT {
+                        e.state = ENTRY_LOST;
+                        sp.rtx.push_back(s);
+                        lost_now += 1;
+                    }
                 }
+                sp.lost_pkts += lost_now;
+                self.counters.loss_detected += lost_now;
+                let a = (lost_now as f64 / 1024.0).min(1.0);
+                sp.loss_ewma = (1.0 - a) * sp.loss_ewma + a;
+                if sp.loss_ewma > self.cfg.loss_tolerance {
+                    sp.on_congestion(now);
+                }
+            } else if rto_due {
+                // Everything sent more than one RTO ago is presumed lost (tail loss).
+                self.counters.rto_fired += 1;
+                let rto = sp.rto_ns.saturating_mul(sp.rto_backoff as u64);
+                for s in sp.snd_una..sp.snd_nxt {
+                    let e = &mut sp.ring[(s & sp.mask) as usize];
+                    if e.state == ENTRY_INFLIGHT && e.sent_ns + rto <= now {
+                        e.state = ENTRY_LOST;
+                        sp.rtx.push_back(s);
+                        sp.lost_pkts += 1;
+                    }
+                }
+                // Exponential backoff, but the effective timeout stays within max_rto_ns:
+                // after an outage the path is retried at least that often (faults suite:
+                // link down 10 s).
+                if sp.rto_ns.saturating_mul(sp.rto_backoff as u64 * 2) <= self.cfg.max_rto_ns {
+                    sp.rto_backoff = (sp.rto_backoff * 2).min(64);
+                }
+                sp.rto_fired_ns = now;
+                sp.on_congestion(now);
             }
-            // Exponential backoff, but the effective timeout stays within max_rto_ns: after an
-            // outage the path is retried at least that often (faults suite: link down 10 s).
-            if sp.rto_ns.saturating_mul(sp.rto_backoff as u64 * 2) <= self.cfg.max_rto_ns {
-                sp.rto_backoff = (sp.rto_backoff * 2).min(64);
-            }
-            sp.rto_fired_ns = now;
-            sp.on_congestion(now);
-            if let Some(d) = sp.rto_deadline() {
+            if let Some(d) = sp.timer_deadline(ack_delay) {
                 next_rto = next_rto.min(d);
             }
         }
@@ -1842,7 +1896,8 @@ impl Engine {
         let path_ns = self.frame_ns(len, path_rate);
         let sp = self.send[id].as_mut().expect("caller checked");
         sp.next_send_ns = sp.next_send_ns.max(now) + path_ns;
-        if let Some(d) = sp.rto_deadline() {
+        sp.last_sent_ns = now;
+        if let Some(d) = sp.timer_deadline(self.cfg.ack_delay_ns) {
             self.next_rto_ns = self.next_rto_ns.min(d);
         }
         self.pace_link(now, next, len);
