@@ -173,6 +173,21 @@ pub enum PolicyError {
 }
 
 impl Policy {
+    /// Epoch `epoch` of the two-node job on `topo` (e.g. [`Topology::pair`]): node 0 reduces
+    /// into root 1 and gets the result back over the direct links, paced at `topo`'s rates.
+    pub fn pair(topo: &Topology, epoch: u32) -> Policy {
+        let mut b = PolicyBuilder::new();
+        b.tree(
+            1,
+            1.0,
+            &[Some(1), None],
+            &[Some(1), None],
+            ForwardMode::Pipelined,
+        )
+        .link_rates_from(topo);
+        b.build(epoch, 2)
+    }
+
     /// Checks every invariant listed in the module documentation against `topo`.
     pub fn validate(&self, topo: &Topology) -> Result<(), PolicyError> {
         let n = topo.node_count();

@@ -3,7 +3,7 @@
 //! stays the link's rate either way.
 
 use netstorm_dataplane::engine::{Engine, EngineConfig};
-use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder};
+use netstorm_dataplane::policy::Policy;
 use netstorm_dataplane::probe::ProbeConfig;
 use netstorm_dataplane::topology::Topology;
 use netstorm_dataplane::wire::{Packet, PacketKind};
@@ -12,15 +12,6 @@ use netstorm_dataplane::Nanos;
 /// Node 0 (a child of root 1) with a round of 4096 segments to send and no probes.
 fn sender(bps: f64, burst_ns: Nanos) -> Engine {
     let topo = Topology::pair(bps, 1_000);
-    let mut b = PolicyBuilder::new();
-    b.tree(
-        1,
-        1.0,
-        &[Some(1), None],
-        &[Some(1), None],
-        ForwardMode::Pipelined,
-    )
-    .link_rates_from(&topo);
     let mut cfg = EngineConfig::new(0, 2, 352 * 4096);
     cfg.pacing_burst_ns = burst_ns;
     cfg.probe = ProbeConfig {
@@ -28,7 +19,7 @@ fn sender(bps: f64, burst_ns: Nanos) -> Engine {
         ..ProbeConfig::default()
     };
     let mut e = Engine::new(cfg, &topo).unwrap();
-    e.install_policy(b.build(1, 2), 0).unwrap();
+    e.install_policy(Policy::pair(&topo, 1), 0).unwrap();
     e.start_round(1, 0).unwrap();
     e
 }

@@ -5,7 +5,7 @@
 //! wire drops chosen data datagrams of round 1. Times are virtual: nothing reads a clock.
 
 use netstorm_dataplane::engine::{Engine, EngineConfig, EngineEvent};
-use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder};
+use netstorm_dataplane::policy::Policy;
 use netstorm_dataplane::probe::ProbeConfig;
 use netstorm_dataplane::topology::Topology;
 use netstorm_dataplane::wire::{Packet, PacketKind};
@@ -18,16 +18,7 @@ const ELEMS: usize = 256;
 
 fn engines() -> Vec<Engine> {
     let topo = Topology::pair(10e9, LATENCY_NS);
-    let mut b = PolicyBuilder::new();
-    b.tree(
-        1,
-        1.0,
-        &[Some(1), None],
-        &[Some(1), None],
-        ForwardMode::Pipelined,
-    )
-    .link_rates_from(&topo);
-    let policy = b.build(1, 2);
+    let policy = Policy::pair(&topo, 1);
     (0..2)
         .map(|v| {
             let mut cfg = EngineConfig::new(v, 2, ELEMS * SEGMENTS);

@@ -2,7 +2,7 @@
 
 use netstorm_dataplane::emu::{EmuConfig, Simulation};
 use netstorm_dataplane::engine::{Engine, EngineConfig};
-use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder};
+use netstorm_dataplane::policy::Policy;
 use netstorm_dataplane::topology::Topology;
 
 fn pair(mbps: f64, latency_ms: u64) -> Topology {
@@ -10,16 +10,7 @@ fn pair(mbps: f64, latency_ms: u64) -> Topology {
 }
 
 fn run(topo: &Topology, extra_loss: f64) -> Simulation {
-    let mut b = PolicyBuilder::new();
-    b.tree(
-        1,
-        1.0,
-        &[Some(1), None],
-        &[Some(1), None],
-        ForwardMode::Pipelined,
-    )
-    .link_rates_from(topo);
-    let policy = b.build(1, 2);
+    let policy = Policy::pair(topo, 1);
     let engines = (0..2)
         .map(|v| {
             let mut e = Engine::new(EngineConfig::new(v, 2, 2_000_000), topo).unwrap();
@@ -84,16 +75,7 @@ fn run_believing(topo: &Topology, believed_mbps: f64) -> Simulation {
     for l in &mut believed.links {
         l.rate_bps = believed_mbps * 1e6;
     }
-    let mut b = PolicyBuilder::new();
-    b.tree(
-        1,
-        1.0,
-        &[Some(1), None],
-        &[Some(1), None],
-        ForwardMode::Pipelined,
-    )
-    .link_rates_from(&believed);
-    let policy = b.build(1, 2);
+    let policy = Policy::pair(&believed, 1);
     let engines = (0..2)
         .map(|v| {
             let mut e = Engine::new(EngineConfig::new(v, 2, 2_000_000), topo).unwrap();
@@ -155,16 +137,7 @@ fn probes_see_a_link_faster_than_the_policy_assumes_within_budget() {
 /// loss on every frame; the senders' loss tolerance is `tolerance`.
 fn lossy_round_s(loss: f64, tolerance: f64) -> f64 {
     let topo = pair(100.0, 20);
-    let mut b = PolicyBuilder::new();
-    b.tree(
-        1,
-        1.0,
-        &[Some(1), None],
-        &[Some(1), None],
-        ForwardMode::Pipelined,
-    )
-    .link_rates_from(&topo);
-    let policy = b.build(1, 2);
+    let policy = Policy::pair(&topo, 1);
     let engines = (0..2)
         .map(|v| {
             let mut cfg = EngineConfig::new(v, 2, 2_500_000);

@@ -999,37 +999,26 @@ impl TxPending {
     }
 }
 
-/// Hints the CPU to fetch `len` bytes at `p` for writing (no effect on other targets).
+/// Hints the CPU to fetch the `len` bytes at `p` into its cache, for writing or for reading
+/// (no effect on other targets).
 #[inline(always)]
-fn prefetch_for_write(p: *const u8, len: usize) {
+fn prefetch_lines(p: *const u8, len: usize, for_write: bool) {
     #[cfg(target_arch = "x86_64")]
     for off in (0..len).step_by(64) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
+        let line = p.wrapping_add(off) as *const i8;
         // SAFETY: a prefetch is a hint: it never faults and changes no state visible to the
         // program, whatever the address; `wrapping_add` keeps the pointer arithmetic defined.
         unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(
-                p.wrapping_add(off) as *const i8,
-            )
+            if for_write {
+                _mm_prefetch::<_MM_HINT_ET0>(line)
+            } else {
+                _mm_prefetch::<_MM_HINT_T0>(line)
+            }
         };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, len);
-}
-
-/// Hints the CPU to fetch `len` bytes at `p` for reading (no effect on other targets).
-#[inline(always)]
-fn prefetch_for_read(p: *const u8, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for off in (0..len).step_by(64) {
-        // SAFETY: as in `prefetch_for_write`: a hint that never faults.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                p.wrapping_add(off) as *const i8,
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, len);
+    let _ = (p, len, for_write);
 }
 
 /// Hands `mbufs` (filled, framed, owned; at most [`MAX_BURST`]) to tx queue `queue` of a
@@ -1439,13 +1428,13 @@ impl DpdkPort {
         }
         self.stats.rx_frames += n as u64;
         if !data[0].is_null() {
-            prefetch_for_read(data[0], lens[0] as usize);
+            prefetch_lines(data[0], lens[0] as usize, false);
         }
         for i in 0..n {
             if i + 1 < n && !data[i + 1].is_null() {
                 // The next frame was written by another core: start pulling it in while this
                 // one is processed.
-                prefetch_for_read(data[i + 1], lens[i + 1] as usize);
+                prefetch_lines(data[i + 1], lens[i + 1] as usize, false);
             }
             if data[i].is_null() {
                 self.stats.rx_malformed += 1;
@@ -1717,7 +1706,7 @@ impl Port for DpdkPort {
                 // The next frame's lines are likely in another core's cache (the mbuf came
                 // back through the pool from the receiver): ask for them now, so their
                 // ownership transfers overlap this frame's work.
-                prefetch_for_write(self.tx_stash_data[top - 1], frame_cap);
+                prefetch_lines(self.tx_stash_data[top - 1], frame_cap, true);
             }
             // SAFETY: a stash mbuf has `frame_cap` appended bytes at `data`, exclusively ours
             // until it is sent or freed.
