@@ -425,11 +425,7 @@ pub(crate) fn run_learned(
         stats.probe_bytes += c.tx_probe_bytes;
         stats.other_bytes += c.tx_bytes - c.tx_probe_bytes;
     }
-    let retransmits = sim
-        .engines()
-        .iter()
-        .map(|e| e.counters().tx_retransmits)
-        .sum();
+    let retransmits = sim.retransmits();
     Ok(StrategyResult {
         strategy: planner.name().to_string(),
         rounds: results,

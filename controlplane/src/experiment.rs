@@ -281,11 +281,7 @@ pub fn run_strategy(
         on_round(&rr);
         results.push(rr);
     }
-    let retransmits = sim
-        .engines()
-        .iter()
-        .map(|e| e.counters().tx_retransmits)
-        .sum();
+    let retransmits = sim.retransmits();
     Ok(StrategyResult {
         strategy: planner.name().to_string(),
         rounds: results,

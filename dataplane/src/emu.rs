@@ -424,6 +424,14 @@ impl Simulation {
         self.links.iter().map(|l| l.stats.wire_bytes).sum()
     }
 
+    /// Data retransmissions over all engines so far.
+    pub fn retransmits(&self) -> u64 {
+        self.engines()
+            .iter()
+            .map(|e| e.counters().tx_retransmits)
+            .sum()
+    }
+
     /// A hash of every event processed so far (time, kind, node): equal traces, equal hashes.
     pub fn trace_hash(&self) -> u64 {
         self.trace.0

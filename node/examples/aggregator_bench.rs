@@ -14,7 +14,7 @@ use netstorm_dataplane::engine::{Engine, EngineConfig};
 use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder};
 use netstorm_dataplane::port::udp::{UdpConfig, UdpPort};
 use netstorm_dataplane::port::{run_engine, DriverConfig};
-use netstorm_dataplane::topology::{Link, Node, Topology};
+use netstorm_dataplane::topology::Topology;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -39,25 +39,8 @@ fn input(v: usize, r: u32, i: usize) -> f32 {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let n = 3usize;
-    let topo = Topology {
-        nodes: (0..n)
-            .map(|i| Node {
-                name: format!("n{i}"),
-                egress_bps: None,
-                ingress_bps: None,
-            })
-            .collect(),
-        links: [(0, 1), (1, 0), (0, 2), (2, 0)]
-            .iter()
-            .map(|&(from, to)| Link {
-                from,
-                to,
-                rate_bps: 100e9,
-                latency_ns: 0,
-                loss: 0.0,
-            })
-            .collect(),
-    };
+    // The star 0 <- {1, 2} runs over a full mesh; the policy uses only the star's links.
+    let topo = Topology::full_mesh(n, 100e9, 0);
     let mut b = PolicyBuilder::new();
     b.tree(
         0,
