@@ -61,6 +61,7 @@ fn bench_wire(c: &mut Criterion) {
         top: 123_457,
         bits: 0xFFFF_FFFF_FFFF_FFF7,
         echo_ts_ns: repr.timestamp_ns,
+        owd_ns: 40_000,
     }
     .emit(&mut ack_payload)
     .expect("emit ack");

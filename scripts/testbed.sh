@@ -174,10 +174,16 @@ done
 rounds_done() { # i -> rounds completed at node i (from its dp counters file)
     sed -n 's/.*"rounds_completed":\([0-9]*\).*/\1/p' "$WORK/shm/netstorm-$(( TAG + 1 ))-n$1.dp-stats.json" 2>/dev/null || echo 0
 }
+dump_logs() {
+    for f in "$WORK"/trainer-*.log "$WORK"/dp-*.log "$WORK"/cp-*.log "$WORK"/shm/*.json; do
+        [ -e "$f" ] || continue
+        echo "--- $f" >&2; tail -n 12 "$f" >&2
+    done
+}
 wait_rounds() { # n
     local deadline=$(( SECONDS + TIMEOUT_S ))
     while [ "$(rounds_done 1)" -lt "$1" ] 2>/dev/null || [ -z "$(rounds_done 1)" ]; do
-        [ $SECONDS -lt $deadline ] || { echo "testbed: timeout waiting for round $1" >&2; return 1; }
+        [ $SECONDS -lt $deadline ] || { echo "testbed: timeout waiting for round $1" >&2; dump_logs; return 1; }
         sleep 0.05
     done
 }
@@ -225,7 +231,7 @@ echo "testbed: qdisc n$CHANGE_FROM -> n$CHANGE_TO now: $(ip netns exec "$NS-$CHA
 if [ "$FAIL" = 0 ]; then
     echo "testbed: PASS"
 else
-    for f in "$WORK"/dp-*.log "$WORK"/cp-*.log; do echo "--- $f" >&2; tail -n 8 "$f" >&2; done
+    dump_logs
     echo "testbed: FAIL" >&2
     exit 1
 fi

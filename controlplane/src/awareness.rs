@@ -5,7 +5,9 @@
 //! window filters out samples depressed by queueing or by a sender with little to send),
 //! an EWMA of RTT and of the loss fraction, the time of its last sample and a confidence
 //! in `[0, 1]` that grows with samples and decays with age. Application-limited samples
-//! only ever raise an estimate (the link is at least that fast).
+//! only ever raise an estimate (the link is at least that fast), and a lower estimate needs
+//! `min_samples_to_lower` capacity samples in the window, so one outlier (a receiver
+//! descheduled for a few milliseconds on a shared core looks like a queue) cannot set it.
 //!
 //! Change detection with hysteresis: [`NetworkEstimator::should_replan`] fires when some
 //! confident link estimate differs from the rate the current plan assumed by more than
@@ -37,6 +39,9 @@ pub struct AwarenessConfig {
     pub samples_for_confidence: usize,
     /// Confidence a link needs before its estimate may trigger a re-plan. Default 0.5.
     pub min_confidence: f64,
+    /// Samples that are not application-limited a window needs before its max may lower
+    /// the estimate. Default 1 (the emulator's probe trains are exact).
+    pub min_samples_to_lower: usize,
 }
 
 impl Default for AwarenessConfig {
@@ -49,6 +54,7 @@ impl Default for AwarenessConfig {
             half_life_ns: 30_000_000_000,
             samples_for_confidence: 3,
             min_confidence: 0.5,
+            min_samples_to_lower: 1,
         }
     }
 }
@@ -90,8 +96,8 @@ pub struct LinkEstimate {
     pub rtt_ns: Option<f64>,
     pub loss: f64,
     pub updated_at: Option<Nanos>,
-    /// `(at, bps)` of the samples inside the window, oldest first.
-    window: VecDeque<(Nanos, f64)>,
+    /// `(at, bps, application-limited)` of the samples inside the window, oldest first.
+    window: VecDeque<(Nanos, f64, bool)>,
 }
 
 /// Counters of what the estimator did with telemetry.
@@ -198,19 +204,22 @@ impl NetworkEstimator {
             l.loss = (1.0 - a) * l.loss + a * (s.lost as f64 / s.sent as f64);
         }
         if let Some(bps) = s.rate_bps {
-            if s.app_limited {
-                // Only says "at least this fast".
-                if bps > l.rate_bps {
-                    l.window.push_back((s.at, bps));
-                }
-            } else {
-                l.window.push_back((s.at, bps));
+            // An application-limited sample only says "at least this fast".
+            if !s.app_limited || bps > l.rate_bps {
+                l.window.push_back((s.at, bps, s.app_limited));
             }
-            while l.window.front().is_some_and(|&(t, _)| t + window_ns < s.at) {
+            while l
+                .window
+                .front()
+                .is_some_and(|&(t, _, _)| t + window_ns < s.at)
+            {
                 l.window.pop_front();
             }
-            if let Some(max) = l.window.iter().map(|&(_, b)| b).reduce(f64::max) {
-                l.rate_bps = max;
+            let capacity_samples = l.window.iter().filter(|w| !w.2).count();
+            if let Some(max) = l.window.iter().map(|w| w.1).reduce(f64::max) {
+                if max > l.rate_bps || capacity_samples >= self.cfg.min_samples_to_lower {
+                    l.rate_bps = max;
+                }
             }
         }
         l.updated_at = Some(l.updated_at.map_or(s.at, |u| u.max(s.at)));
@@ -375,6 +384,24 @@ mod tests {
         s.rate_bps = Some(150e6);
         e.ingest(S, &s).unwrap();
         assert_eq!(e.estimate(0, 1).unwrap().rate_bps, 150e6);
+    }
+
+    #[test]
+    fn a_lower_estimate_waits_for_enough_capacity_samples() {
+        let cfg = AwarenessConfig {
+            min_samples_to_lower: 3,
+            ..AwarenessConfig::default()
+        };
+        let mut e = NetworkEstimator::new(pair(100.0), cfg);
+        // One or two low outliers do not lower it; the third sample in the window does.
+        e.ingest(S, &sample(S, 2.0)).unwrap();
+        e.ingest(S + 1, &sample(S + 1, 30.0)).unwrap();
+        assert_eq!(e.estimate(0, 1).unwrap().rate_bps, 100e6);
+        e.ingest(S + 2, &sample(S + 2, 20.0)).unwrap();
+        assert_eq!(e.estimate(0, 1).unwrap().rate_bps, 30e6);
+        // A higher one raises it at once.
+        e.ingest(S + 3, &sample(S + 3, 60.0)).unwrap();
+        assert_eq!(e.estimate(0, 1).unwrap().rate_bps, 60e6);
     }
 
     #[test]

@@ -215,6 +215,10 @@ pub struct RateSample {
     pub bps: f64,
     /// The sender ran out of data during the window: the path is at least this fast.
     pub app_limited: bool,
+    /// A queue stood on the forward route during the window (one-way delay above the
+    /// path's minimum): the route was saturated, so `bps` is its bottleneck rate rather than
+    /// only the sender's pace.
+    pub saturated: bool,
     /// When the window closed.
     pub at: Nanos,
 }
@@ -418,7 +422,11 @@ struct SendPath {
     window_start_ns: Nanos,
     window_start_pkts: u64,
     window_app_limited: bool,
-    rate_sample: Option<(f64, bool, Nanos)>,
+    window_saturated: bool,
+    rate_sample: Option<RateSample>,
+    /// Smallest one-way delay echoed by an acknowledgement (in the peer's clock minus ours,
+    /// so only differences mean anything): the forward route's empty-queue baseline.
+    min_owd_ns: Option<u64>,
     /// Newest timestamp echoed by an acknowledgement (replayed acks echo older ones).
     max_echo_ns: Nanos,
 }
@@ -456,7 +464,9 @@ impl SendPath {
             window_start_ns: 0,
             window_start_pkts: 0,
             window_app_limited: false,
+            window_saturated: false,
             rate_sample: None,
+            min_owd_ns: None,
             max_echo_ns: 0,
         }
     }
@@ -477,8 +487,9 @@ impl SendPath {
     }
 
     /// The tail-loss timer (RFC 8985's probe timeout, acting like RACK's timer): when the path
-    /// has nothing left to send and no acknowledgement came within two smoothed RTTs plus the
-    /// peer's ack delay of its last datagram, what is still in flight is presumed lost. On a
+    /// has nothing left to send and no acknowledgement came within two smoothed RTTs (or
+    /// srtt + 4 rttvar when RTTs vary that much, as under a growing queue) plus the peer's
+    /// ack delay of its last datagram, what is still in flight is presumed lost. On a
     /// microsecond link this recovers a lost tail in tens of microseconds instead of one RTO
     /// (srtt + 4 x max(rttvar, 1 ms)); on a WAN the RTO usually comes first.
     fn tail_deadline(&self, ack_delay_ns: Nanos) -> Option<Nanos> {
@@ -487,7 +498,7 @@ impl SendPath {
             && self.snd_una < self.snd_nxt
             && self.queue.is_empty()
             && self.rtx.is_empty())
-        .then(|| self.last_sent_ns + 2 * srtt + ack_delay_ns)
+        .then(|| self.last_sent_ns + (2 * srtt).max(srtt + 4 * self.rttvar_ns) + ack_delay_ns)
     }
 
     /// The earlier of the retransmission and tail-loss timers.
@@ -555,6 +566,8 @@ struct RecvPath {
     ack_deadline: Option<Nanos>,
     ack_queued: bool,
     echo_ts: Nanos,
+    /// Arrival time minus `echo_ts` (two clocks: only its changes mean anything).
+    echo_owd: u64,
 }
 
 impl RecvPath {
@@ -570,6 +583,7 @@ impl RecvPath {
             ack_deadline: None,
             ack_queued: false,
             echo_ts: 0,
+            echo_owd: 0,
         }
     }
 
@@ -603,6 +617,7 @@ impl RecvPath {
             top: self.top as u32,
             bits,
             echo_ts_ns: self.echo_ts,
+            owd_ns: self.echo_owd,
         }
     }
 }
@@ -860,11 +875,7 @@ impl Engine {
                 lost_packets: p.lost_pkts,
                 srtt_ns: p.srtt_ns,
                 min_rtt_ns: (p.min_rtt_ns != Nanos::MAX).then_some(p.min_rtt_ns),
-                rate_sample: p.rate_sample.map(|(bps, app_limited, at)| RateSample {
-                    bps,
-                    app_limited,
-                    at,
-                }),
+                rate_sample: p.rate_sample,
                 pacing_bps: p.rate_bps,
             })
         })
@@ -1183,6 +1194,7 @@ impl Engine {
         if rp.received(seq) {
             self.counters.rx_duplicate += 1;
             rp.echo_ts = pkt.timestamp_ns();
+            rp.echo_owd = now.wrapping_sub(rp.echo_ts);
             self.queue_ack(path);
             return;
         }
@@ -1200,6 +1212,7 @@ impl Engine {
             rp.rcv_nxt += 1;
         }
         rp.echo_ts = pkt.timestamp_ns();
+        rp.echo_owd = now.wrapping_sub(rp.echo_ts);
         rp.unacked += 1;
         if !in_order || rp.unacked >= self.cfg.ack_every {
             self.queue_ack(path);
@@ -1504,30 +1517,45 @@ impl Engine {
             }
             sp.loss_scan += 1;
         }
+        let mut queueing = false;
+        if ack.echo_ts_ns > 0 && ack.echo_ts_ns <= now {
+            let sample = now - ack.echo_ts_ns;
+            sp.rtt_sample(sample, cfg);
+            sp.min_rtt_ns = sp.min_rtt_ns.min(sample);
+            // Delay signal (Vegas-like): a queue is building on the forward route. The
+            // one-way delay, not the RTT: a queue on the way back delays only the acks, and
+            // backing off for it would throttle a link that is not full.
+            let base = *sp.min_owd_ns.get_or_insert(ack.owd_ns);
+            let above = ack.owd_ns.wrapping_sub(base) as i64;
+            if above < 0 {
+                sp.min_owd_ns = Some(ack.owd_ns);
+            } else {
+                queueing = above as u64 > QUEUEING_THRESHOLD_NS.max(sp.min_rtt_ns / 4);
+            }
+        }
         // Delivery-rate sample once the window spans a round trip.
         sp.delivered_pkts += newly;
         if sp.queue.is_empty() && sp.rtx.is_empty() {
             sp.window_app_limited = true;
         }
+        sp.window_saturated |= queueing;
         let span = now.saturating_sub(sp.window_start_ns);
         if span >= sp.srtt_ns.unwrap_or(sp.rto_ns).max(1_000_000) {
             if sp.window_start_ns > 0 {
                 let frame_bits = (cfg.frame_bytes() * 8) as f64;
                 let rate = (sp.delivered_pkts - sp.window_start_pkts) as f64 * frame_bits * 1e9
                     / span as f64;
-                sp.rate_sample = Some((rate, sp.window_app_limited, now));
+                sp.rate_sample = Some(RateSample {
+                    bps: rate,
+                    app_limited: sp.window_app_limited,
+                    saturated: sp.window_saturated,
+                    at: now,
+                });
             }
             sp.window_start_ns = now;
             sp.window_start_pkts = sp.delivered_pkts;
             sp.window_app_limited = false;
-        }
-        let mut queueing = false;
-        if ack.echo_ts_ns > 0 && ack.echo_ts_ns <= now {
-            let sample = now - ack.echo_ts_ns;
-            sp.rtt_sample(sample, cfg);
-            sp.min_rtt_ns = sp.min_rtt_ns.min(sample);
-            // Delay signal (Vegas-like): a queue is building somewhere on the route.
-            queueing = sample > sp.min_rtt_ns + QUEUEING_THRESHOLD_NS.max(sp.min_rtt_ns / 4);
+            sp.window_saturated = false;
         }
         let events = newly + lost_now;
         if events > 0 {

@@ -28,7 +28,7 @@ pub const AUTH_TAG_LEN: usize = 16;
 /// Ethernet 14 + IPv4 20 + UDP 8: bytes a frame carries on the wire besides our datagram.
 pub const FRAME_OVERHEAD_BYTES: usize = 42;
 /// Length of an [`AckRepr`] payload in bytes.
-pub const ACK_PAYLOAD_LEN: usize = 24;
+pub const ACK_PAYLOAD_LEN: usize = 32;
 /// Minimum length of a Probe / ProbeReply payload ([`ProbeRepr`] plus any padding).
 pub const PROBE_MIN_LEN: usize = 12;
 /// Largest UDP payload over IPv4 (65535 - 20 - 8).
@@ -617,12 +617,13 @@ struct RawAck {
     top: U32,
     bits: U64,
     echo_ts_ns: U64,
+    owd_ns: U64,
 }
 
 const _: () = assert!(core::mem::size_of::<RawAck>() == ACK_PAYLOAD_LEN);
 
 /// Ack payload ([`ACK_PAYLOAD_LEN`] bytes, big-endian):
-/// `cum_ack u32 | top u32 | bits u64 | echo_ts_ns u64`.
+/// `cum_ack u32 | top u32 | bits u64 | echo_ts_ns u64 | owd_ns u64`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct AckRepr {
     /// Every seq `< cum_ack` has been received.
@@ -633,6 +634,11 @@ pub struct AckRepr {
     pub bits: u64,
     /// `timestamp_ns` of the data packet that triggered this ack.
     pub echo_ts_ns: u64,
+    /// The receiver's clock when that data packet arrived minus its `timestamp_ns`
+    /// (wrapping): the forward one-way delay plus the constant offset between the two
+    /// clocks. Its growth over the path's minimum is queueing on the forward route only; a
+    /// queue delaying the acks on the way back does not touch it.
+    pub owd_ns: u64,
 }
 
 impl AckRepr {
@@ -648,6 +654,7 @@ impl AckRepr {
             top: raw.top.get(),
             bits: raw.bits.get(),
             echo_ts_ns: raw.echo_ts_ns.get(),
+            owd_ns: raw.owd_ns.get(),
         })
     }
 
@@ -659,6 +666,7 @@ impl AckRepr {
             top: U32::new(self.top),
             bits: U64::new(self.bits),
             echo_ts_ns: U64::new(self.echo_ts_ns),
+            owd_ns: U64::new(self.owd_ns),
         }
         .write_to_prefix(buf)
         .map_err(|_| WireError::BufferTooSmall {
@@ -985,7 +993,7 @@ mod tests {
         for (kind, len) in [
             (PacketKind::ReduceData, 0u16),
             (PacketKind::BroadcastData, 1456),
-            (PacketKind::Ack, 24),
+            (PacketKind::Ack, 32),
             (PacketKind::Probe, 12),
             (PacketKind::ProbeReply, 1000),
             (PacketKind::Control, 3),
@@ -1019,8 +1027,8 @@ mod tests {
             }
         );
         assert_eq!(
-            AckRepr::default().emit(&mut [0u8; 23]).unwrap_err(),
-            WireError::BufferTooSmall { need: 24, got: 23 }
+            AckRepr::default().emit(&mut [0u8; 31]).unwrap_err(),
+            WireError::BufferTooSmall { need: 32, got: 31 }
         );
         assert_eq!(
             ProbeRepr::default().emit(&mut [0u8; 11]).unwrap_err(),
@@ -1107,6 +1115,7 @@ mod tests {
             top: 9,
             bits: 0b1011,
             echo_ts_ns: 123,
+            owd_ns: 456,
         };
         let len = {
             let mut p = prepare_packet(&repr, &mut buf).unwrap();
@@ -1126,6 +1135,7 @@ mod tests {
             top: 0x1000_0001,
             bits: 0x8000_0000_0000_0001,
             echo_ts_ns: u64::MAX - 1,
+            owd_ns: 0x0102_0304_0506_0708,
         };
         let mut buf = [0u8; ACK_PAYLOAD_LEN];
         ack.emit(&mut buf).unwrap();
@@ -1133,10 +1143,11 @@ mod tests {
         assert_eq!(&buf[4..8], &0x1000_0001u32.to_be_bytes());
         assert_eq!(&buf[8..16], &0x8000_0000_0000_0001u64.to_be_bytes());
         assert_eq!(&buf[16..24], &(u64::MAX - 1).to_be_bytes());
+        assert_eq!(&buf[24..32], &0x0102_0304_0506_0708u64.to_be_bytes());
         assert_eq!(AckRepr::parse(&buf).unwrap(), ack);
         assert_eq!(
-            AckRepr::parse(&buf[..23]).unwrap_err(),
-            WireError::Truncated { need: 24, got: 23 }
+            AckRepr::parse(&buf[..31]).unwrap_err(),
+            WireError::Truncated { need: 32, got: 31 }
         );
     }
 
@@ -1148,6 +1159,7 @@ mod tests {
             top: 13,
             bits: 0b011, // bit0 = seq 12, bit1 = seq 11, bit2 = seq 10
             echo_ts_ns: 0,
+            owd_ns: 0,
         };
         assert_eq!(ack.is_received(9), Some(true));
         assert_eq!(ack.is_received(10), Some(false));
@@ -1159,6 +1171,7 @@ mod tests {
             top: 100,
             bits: u64::MAX,
             echo_ts_ns: 0,
+            owd_ns: 0,
         };
         assert_eq!(far.is_received(36), Some(true));
         assert_eq!(far.is_received(35), None);

@@ -301,8 +301,8 @@ proptest! {
     }
 
     #[test]
-    fn ack_round_trips(cum_ack in any::<u32>(), top in any::<u32>(), bits in any::<u64>(), echo_ts_ns in any::<u64>()) {
-        let ack = AckRepr { cum_ack, top, bits, echo_ts_ns };
+    fn ack_round_trips(cum_ack in any::<u32>(), top in any::<u32>(), bits in any::<u64>(), echo_ts_ns in any::<u64>(), owd_ns in any::<u64>()) {
+        let ack = AckRepr { cum_ack, top, bits, echo_ts_ns, owd_ns };
         let mut buf = [0u8; ACK_PAYLOAD_LEN];
         ack.emit(&mut buf).unwrap();
         prop_assert_eq!(AckRepr::parse(&buf).unwrap(), ack);
@@ -378,6 +378,7 @@ fn seed_inputs() -> Vec<(&'static str, Vec<u8>)> {
         top: 17,
         bits: 0b101_1011,
         echo_ts_ns: 1_000_000,
+        owd_ns: 40_000,
     }
     .emit(&mut ack_payload)
     .unwrap();

@@ -18,7 +18,11 @@
 //! per outgoing link, the fresh samples of every path leaving over it: the link's throughput
 //! while those paths were backlogged. The best sum of a report interval is the estimate,
 //! capped at the rate the policy assumed (senders never pace faster, so a faster link cannot
-//! be seen without probes, and a token bucket's burst would overshoot).
+//! be seen without probes, and a token bucket's burst would overshoot). It is the link's
+//! capacity only if a queue stood on the link meanwhile (a direct path's one-way delay rose);
+//! otherwise the senders' pace set it (a back-off, a relay fed by a slower link, acks
+//! delayed by a queue on the way back) and it is sent as a lower bound, which the
+//! coordinator's estimator lets raise an estimate but never lower it.
 //! The engine's packet-train probes are not used as a rate source here: over kernel UDP the
 //! driver reads the clock once per receive batch, so a train that arrives within one batch
 //! has no measurable dispersion, and a tbf/policer's burst lets a whole idle-time train
@@ -88,10 +92,17 @@ pub struct LinkEstimate {
     /// Epoch and round the estimate was taken under.
     pub epoch: u32,
     pub round: u64,
+    /// No queue was seen on the link while it was measured: it is at least this fast
+    /// (the senders' pace), not necessarily no faster.
+    pub lower_bound: bool,
 }
 
+/// In a link record's `losses` field: the estimate is a [`LinkEstimate::lower_bound`].
+pub const LINK_LOWER_BOUND: u32 = 1;
+
 /// Encodes a link estimate as a telemetry record: `node = from`, `path = LINK_RECORD | to`,
-/// `delivered_bytes` = bytes per second over `interval_ns` = 1 s, `timestamp_ns = at`.
+/// `delivered_bytes` = bytes per second over `interval_ns` = 1 s, `timestamp_ns = at`,
+/// `losses` = flags ([`LINK_LOWER_BOUND`]).
 pub fn link_record(e: &LinkEstimate) -> TelemetryRecord {
     TelemetryRecord {
         node: e.from,
@@ -101,7 +112,7 @@ pub fn link_record(e: &LinkEstimate) -> TelemetryRecord {
         delivered_bytes: (e.bps / 8.0).round().max(0.0) as u64,
         interval_ns: 1_000_000_000,
         rtt_ns: e.rtt_ns,
-        losses: 0,
+        losses: if e.lower_bound { LINK_LOWER_BOUND } else { 0 },
         timestamp_ns: e.at,
     }
 }
@@ -119,6 +130,7 @@ pub fn parse_link_record(r: &TelemetryRecord) -> Option<LinkEstimate> {
         at: r.timestamp_ns,
         epoch: r.epoch,
         round: r.round,
+        lower_bound: r.losses & LINK_LOWER_BOUND != 0,
     })
 }
 
@@ -149,9 +161,16 @@ mod tests {
             at: 77,
             epoch: 3,
             round: 12,
+            lower_bound: false,
         };
         let r = TelemetryRecord::parse(&link_record(&e).to_bytes()).unwrap();
         assert_eq!(parse_link_record(&r), Some(e));
+        let floor = LinkEstimate {
+            lower_bound: true,
+            ..e
+        };
+        let r2 = TelemetryRecord::parse(&link_record(&floor).to_bytes()).unwrap();
+        assert_eq!(parse_link_record(&r2), Some(floor));
         let path = TelemetryRecord {
             path: 3,
             interval_ns: 5,

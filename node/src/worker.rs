@@ -89,14 +89,50 @@ pub struct Worker {
     pub batch: usize,
 }
 
-/// Per outgoing link: the best estimate since the last report, and the backlogged stretch
-/// being measured.
+/// Per outgoing link: the best rates since the last report (of stretches in which a queue
+/// stood on the link, and of the others: lower bounds), and the backlogged stretch being
+/// measured.
 #[derive(Debug, Clone, Copy, Default)]
 struct LinkAcc {
     bps: f64,
+    floor_bps: f64,
     rtt_ns: u64,
-    /// `(start, delivered bytes at start)` of the current backlogged stretch.
-    since: Option<(Nanos, u64)>,
+    /// The current backlogged stretch.
+    since: Option<Stretch>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stretch {
+    start: Nanos,
+    bytes_at_start: u64,
+    polls: u32,
+    /// Polls that saw a queue on the link.
+    saturated_polls: u32,
+}
+
+impl Stretch {
+    fn new(now: Nanos, bytes: u64) -> Self {
+        Self {
+            start: now,
+            bytes_at_start: bytes,
+            polls: 0,
+            saturated_polls: 0,
+        }
+    }
+
+    fn saturated(&self) -> bool {
+        self.saturated_polls > 0
+    }
+}
+
+/// One poll of a link: delivered bytes so far over every path leaving over it, whether some
+/// path is backlogged, whether a direct path saw a queue on it, a direct path's RTT.
+#[derive(Debug, Clone, Copy, Default)]
+struct LinkPoll {
+    bytes: u64,
+    backlogged: bool,
+    saturated: bool,
+    rtt_ns: u64,
 }
 
 /// The worker's view of its links.
@@ -105,8 +141,7 @@ struct LinkSampler {
     epoch: Option<u32>,
     /// Per neighbour: the policy's rate of the link to it (infinity when it names none).
     link_bps: Vec<f64>,
-    /// Per neighbour: this poll's cumulative delivered bytes, backlog flag and RTT.
-    poll: Vec<(u64, bool, u64)>,
+    poll: Vec<LinkPoll>,
     acc: Vec<LinkAcc>,
 }
 
@@ -114,8 +149,10 @@ impl LinkSampler {
     /// One poll. A link is backlogged while some path leaving over it has a fresh rate
     /// sample that is not application-limited; over every stretch of at least `SPAN_NS` in
     /// which it stays backlogged, the bytes delivered by all paths leaving over it give the
-    /// link's rate (capped at the policy's rate: senders never pace faster). The best of a
-    /// report interval is kept.
+    /// link's rate (capped at the policy's rate: senders never pace faster). That rate is
+    /// the link's capacity only if a queue stood on the link meanwhile (a direct path's
+    /// sample was `saturated`: its one-way delay rose); otherwise it measured the senders'
+    /// pace and is only a lower bound. The best of each kind in a report interval is kept.
     fn sample(&mut self, engine: &Engine, policies: &[Arc<Policy>], me: NodeId, now: Nanos) {
         let Some(epoch) = engine.epoch() else { return };
         if self.epoch != Some(epoch) {
@@ -127,43 +164,46 @@ impl LinkSampler {
             self.link_bps = (0..n)
                 .map(|to| p.link_rate(me, to as NodeId).unwrap_or(f64::INFINITY))
                 .collect();
-            self.poll = vec![(0, false, 0); n];
+            self.poll = vec![LinkPoll::default(); n];
             self.acc = vec![LinkAcc::default(); n];
         }
-        self.poll.iter_mut().for_each(|p| *p = (0, false, 0));
+        self.poll.fill(LinkPoll::default());
         for t in engine.telemetry() {
             let Some(&to) = t.hops.get(1) else { continue };
             let Some(p) = self.poll.get_mut(to as usize) else {
                 continue;
             };
-            p.0 += t.delivered_bytes;
+            let direct = t.hops.len() == 2;
+            p.bytes += t.delivered_bytes;
             if let Some(rs) = t.rate_sample {
                 if !rs.app_limited && rs.at + FRESH_NS >= now {
-                    p.1 = true;
+                    p.backlogged = true;
+                    // A relayed path's queue may stand on a later hop.
+                    p.saturated |= direct && rs.saturated;
                 }
             }
-            if t.hops.len() == 2 {
-                p.2 = t.srtt_ns.unwrap_or(0);
+            if direct {
+                p.rtt_ns = t.srtt_ns.unwrap_or(0);
             }
         }
-        for (to, (&(bytes, backlogged, rtt), a)) in self.poll.iter().zip(&mut self.acc).enumerate()
-        {
-            if !backlogged {
+        for (to, (p, a)) in self.poll.iter().zip(&mut self.acc).enumerate() {
+            if !p.backlogged {
                 a.since = None;
                 continue;
             }
-            match a.since {
-                Some((t0, b0)) if now >= t0 + SPAN_NS && bytes >= b0 => {
-                    let bps = (bytes - b0) as f64 * 8e9 / (now - t0) as f64;
-                    let est = bps.min(self.link_bps[to]);
-                    if est > a.bps {
-                        a.bps = est;
-                        a.rtt_ns = rtt;
-                    }
-                    a.since = Some((now, bytes));
+            let s = a.since.get_or_insert(Stretch::new(now, p.bytes));
+            s.polls += 1;
+            s.saturated_polls += u32::from(p.saturated);
+            if now >= s.start + SPAN_NS && p.bytes >= s.bytes_at_start {
+                let bps = (p.bytes - s.bytes_at_start) as f64 * 8e9 / (now - s.start) as f64;
+                let est = bps.min(self.link_bps[to]);
+                a.rtt_ns = p.rtt_ns;
+                if s.saturated() {
+                    a.bps = a.bps.max(est);
+                } else {
+                    a.floor_bps = a.floor_bps.max(est);
                 }
-                Some(_) => {}
-                None => a.since = Some((now, bytes)),
+                *s = Stretch::new(now, p.bytes);
             }
         }
     }
@@ -173,18 +213,20 @@ impl LinkSampler {
         self.acc
             .iter_mut()
             .enumerate()
-            .filter(|(_, a)| a.bps > 0.0)
+            .filter(|(_, a)| a.bps > 0.0 || a.floor_bps > 0.0)
             .map(|(to, a)| {
                 let e = LinkEstimate {
                     from: me,
                     to: to as NodeId,
-                    bps: a.bps,
+                    bps: if a.bps > 0.0 { a.bps } else { a.floor_bps },
                     rtt_ns: a.rtt_ns,
                     at,
                     epoch,
                     round,
+                    lower_bound: a.bps == 0.0,
                 };
                 a.bps = 0.0;
+                a.floor_bps = 0.0;
                 e
             })
             .collect()
@@ -228,6 +270,11 @@ impl Worker {
         let mut iterations: u64 = 0;
         while !self.stop.load(Ordering::Relaxed) {
             iterations += 1;
+            // The clock is read after the receive: a datagram that arrived while this thread
+            // was descheduled between the two would otherwise get an arrival time before it
+            // was sent, and a too-small one-way delay or RTT sample becomes the path's
+            // baseline, against which every later sample looks like a queue.
+            let k = self.port.recv_batch(&mut rx).map_err(|e| e.to_string())?;
             let now = clock();
             // Policies from the main thread.
             while let Ok((policy, at)) = self.policies.try_recv() {
@@ -287,7 +334,6 @@ impl Worker {
                     }
                 }
             }
-            let k = self.port.recv_batch(&mut rx).map_err(|e| e.to_string())?;
             for b in &rx[..k] {
                 self.engine.handle_packet(now, b.bytes());
             }

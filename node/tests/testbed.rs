@@ -92,6 +92,15 @@ fn three_namespaces_tbf_rate_change_new_epoch_cp_restart() {
         est < 25.0,
         "n1->n2 still estimated at {est} Mbit/s: {coord}"
     );
+    // No other link is taken for a cut one: a queue that delays only acks (n2 -> n1's come
+    // back over the cut link) or a sender that backed off is not a slower link.
+    for (link, v) in v["estimate_mbps"].as_object().expect("estimates") {
+        let mbps = v.as_f64().unwrap_or(0.0);
+        assert!(
+            link == "n1->n2" || mbps > 25.0,
+            "{link} estimated at {mbps} Mbit/s on a 50 Mbit/s link: {coord}"
+        );
+    }
     assert!(
         stdout.contains("rate 10Mbit"),
         "tc change not in effect:\n{stdout}"

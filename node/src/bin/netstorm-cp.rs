@@ -315,7 +315,7 @@ fn run() -> anyhow::Result<()> {
                 to: e.to,
                 at: e.at,
                 rate_bps: Some(e.bps),
-                app_limited: false,
+                app_limited: e.lower_bound,
                 rtt_ns: (e.rtt_ns > 0).then_some(e.rtt_ns),
                 sent: 0,
                 lost: 0,

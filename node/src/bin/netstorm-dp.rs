@@ -289,13 +289,16 @@ fn run() -> anyhow::Result<()> {
                         // The link's estimate: the sum of every worker's recent estimate
                         // (workers of one node run the same rounds at the same time).
                         let fresh = 2 * REPORT_EVERY.as_nanos() as u64;
-                        let bps = per_worker
-                            .iter()
-                            .flatten()
-                            .filter(|o| o.at + fresh >= e.at)
-                            .map(|o| o.bps)
-                            .sum();
-                        let rec = link_record(&LinkEstimate { bps, ..e });
+                        let recent =
+                            || per_worker.iter().flatten().filter(|o| o.at + fresh >= e.at);
+                        let bps = recent().map(|o| o.bps).sum();
+                        // One worker that saw the link's queue saw it full.
+                        let lower_bound = recent().all(|o| o.lower_bound);
+                        let rec = link_record(&LinkEstimate {
+                            bps,
+                            lower_bound,
+                            ..e
+                        });
                         let len = rec.emit(&mut tbuf).unwrap_or(0);
                         match telemetry_tx.try_push(&tbuf[..len]) {
                             Ok(()) => stats.telemetry_records += 1,
