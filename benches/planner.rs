@@ -34,13 +34,7 @@ const MODEL_BITS: f64 = 800e6;
 
 fn random_network(n: usize, latency: bool, seed: u64) -> NetworkModel {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let nodes = (0..n)
-        .map(|i| Node {
-            name: format!("n{i}"),
-            egress_bps: None,
-            ingress_bps: None,
-        })
-        .collect();
+    let nodes = Node::numbered(n);
     let mut topo = Topology {
         nodes,
         links: Vec::new(),

@@ -290,13 +290,7 @@ mod tests {
 
     fn pair(mbps: f64) -> Topology {
         Topology {
-            nodes: (0..2)
-                .map(|i| Node {
-                    name: format!("n{i}"),
-                    egress_bps: None,
-                    ingress_bps: None,
-                })
-                .collect(),
+            nodes: Node::numbered(2),
             links: vec![
                 Link {
                     from: 0,

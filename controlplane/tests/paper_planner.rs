@@ -11,13 +11,7 @@ use proptest::prelude::*;
 const MBPS: f64 = 1e6;
 
 fn nodes(n: usize) -> Vec<Node> {
-    (0..n)
-        .map(|i| Node {
-            name: format!("n{i}"),
-            egress_bps: None,
-            ingress_bps: None,
-        })
-        .collect()
+    Node::numbered(n)
 }
 
 fn link(from: usize, to: usize, mbps: f64) -> Link {

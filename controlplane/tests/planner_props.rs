@@ -13,13 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 fn random_net(seed: u64, n: usize, latency: bool) -> NetworkModel {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let nodes = (0..n)
-        .map(|i| Node {
-            name: format!("n{i}"),
-            egress_bps: None,
-            ingress_bps: None,
-        })
-        .collect();
+    let nodes = Node::numbered(n);
     let mut pairs = std::collections::BTreeSet::new();
     for v in 1..n {
         pairs.insert((rng.random_range(0..v), v));

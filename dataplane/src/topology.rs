@@ -16,6 +16,19 @@ pub struct Node {
     pub ingress_bps: Option<f64>,
 }
 
+impl Node {
+    /// `n` uncapped nodes named `n0`, `n1`, … (tests, examples, benchmarks).
+    pub fn numbered(n: usize) -> Vec<Node> {
+        (0..n)
+            .map(|i| Node {
+                name: format!("n{i}"),
+                egress_bps: None,
+                ingress_bps: None,
+            })
+            .collect()
+    }
+}
+
 /// One direction of a WAN link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Link {
@@ -40,13 +53,7 @@ impl Topology {
     /// `n` nodes `n0..`, every ordered pair joined by a lossless link of `rate_bps` and
     /// `latency_ns` (tests, examples, benchmarks).
     pub fn full_mesh(n: usize, rate_bps: f64, latency_ns: u64) -> Self {
-        let nodes = (0..n)
-            .map(|i| Node {
-                name: format!("n{i}"),
-                egress_bps: None,
-                ingress_bps: None,
-            })
-            .collect();
+        let nodes = Node::numbered(n);
         let links = (0..n as NodeId)
             .flat_map(|from| (0..n as NodeId).map(move |to| (from, to)))
             .filter(|(from, to)| from != to)

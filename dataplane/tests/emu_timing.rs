@@ -8,13 +8,7 @@ use netstorm_dataplane::topology::{Link, Node, Topology};
 use netstorm_dataplane::NodeId;
 
 fn chain(n: usize, mbps: f64, latency_ms: u64) -> Topology {
-    let nodes = (0..n)
-        .map(|i| Node {
-            name: format!("n{i}"),
-            egress_bps: None,
-            ingress_bps: None,
-        })
-        .collect();
+    let nodes = Node::numbered(n);
     let mut links = Vec::new();
     for i in 0..n - 1 {
         for (a, b) in [(i, i + 1), (i + 1, i)] {

@@ -105,9 +105,8 @@ struct LinkAcc {
 struct Stretch {
     start: Nanos,
     bytes_at_start: u64,
-    polls: u32,
-    /// Polls that saw a queue on the link.
-    saturated_polls: u32,
+    /// Some poll saw a queue on the link.
+    saturated: bool,
 }
 
 impl Stretch {
@@ -115,13 +114,8 @@ impl Stretch {
         Self {
             start: now,
             bytes_at_start: bytes,
-            polls: 0,
-            saturated_polls: 0,
+            saturated: false,
         }
-    }
-
-    fn saturated(&self) -> bool {
-        self.saturated_polls > 0
     }
 }
 
@@ -192,13 +186,12 @@ impl LinkSampler {
                 continue;
             }
             let s = a.since.get_or_insert(Stretch::new(now, p.bytes));
-            s.polls += 1;
-            s.saturated_polls += u32::from(p.saturated);
+            s.saturated |= p.saturated;
             if now >= s.start + SPAN_NS && p.bytes >= s.bytes_at_start {
                 let bps = (p.bytes - s.bytes_at_start) as f64 * 8e9 / (now - s.start) as f64;
                 let est = bps.min(self.link_bps[to]);
                 a.rtt_ns = p.rtt_ns;
-                if s.saturated() {
+                if s.saturated {
                     a.bps = a.bps.max(est);
                 } else {
                     a.floor_bps = a.floor_bps.max(est);

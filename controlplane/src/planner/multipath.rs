@@ -150,13 +150,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     fn random_complete(n: usize, rng: &mut ChaCha8Rng) -> NetworkModel {
-        let nodes = (0..n)
-            .map(|i| Node {
-                name: format!("n{i}"),
-                egress_bps: None,
-                ingress_bps: None,
-            })
-            .collect();
+        let nodes = Node::numbered(n);
         let mut links = Vec::new();
         for a in 0..n as NodeId {
             for b in 0..n as NodeId {

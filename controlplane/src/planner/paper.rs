@@ -571,13 +571,7 @@ mod tests {
 
     fn line(rates: &[f64]) -> NetworkModel {
         let n = rates.len() + 1;
-        let nodes = (0..n)
-            .map(|i| Node {
-                name: format!("n{i}"),
-                egress_bps: None,
-                ingress_bps: None,
-            })
-            .collect();
+        let nodes = Node::numbered(n);
         let mut links = Vec::new();
         for (i, &r) in rates.iter().enumerate() {
             for (a, b) in [(i, i + 1), (i + 1, i)] {
