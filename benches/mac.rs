@@ -5,6 +5,9 @@
 //! * `mac/tag`            — `PacketMac::tag` (the AES-128-GCM-SIV tag of payload ‖ header,
 //!   see `dataplane/src/auth.rs`): the sender's cost per packet;
 //! * `mac/verify`         — `Packet::new_checked` + `PacketMac::verify`: the receiver's cost;
+//! * `mac/tag_with_kept_payload_hash` — `PacketMac::tag_with` given the payload's hash: the
+//!   cost of each further copy of a broadcast segment (per child, retransmissions), whose
+//!   payload hash the engine keeps;
 //! * `mac/siphash24_128_reference` — for the record, the previous MAC: SipHash-2-4-128
 //!   (crate `siphasher`) over header (TTL zeroed) + payload;
 //! * `mac/kernel_add`     — `kernel::add_assign_le_bytes` of the 1408-byte payload (the
@@ -64,6 +67,15 @@ fn bench_mac(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(BODY_LEN as u64));
     group.bench_function("tag", |b| {
         b.iter(|| mac.tag(black_box(&datagram[..BODY_LEN])))
+    });
+    let kept = mac.payload_hash(&datagram[HEADER_LEN..BODY_LEN]);
+    let header: [u8; HEADER_LEN] = datagram[..HEADER_LEN].try_into().expect("header");
+    assert_eq!(
+        mac.tag_with(&header, PAYLOAD_LEN, &kept),
+        mac.tag(&datagram[..BODY_LEN])
+    );
+    group.bench_function("tag_with_kept_payload_hash", |b| {
+        b.iter(|| mac.tag_with(black_box(&header), PAYLOAD_LEN, black_box(&kept)))
     });
     group.bench_function("verify", |b| {
         b.iter(|| {

@@ -8,8 +8,8 @@
 //! M = payload ‖ zeros to a multiple of 16 bytes ‖ header (48 bytes, TTL byte set to 0)
 //! ```
 //!
-//! (payload first, so that a payload can later be hashed once and finished with several
-//! headers; M is an injective encoding because the fixed-size header at its end carries
+//! (payload first, so that a payload sent several times is hashed once and finished with
+//! each header: [`PacketMac::payload_hash`], [`PacketMac::tag_with`]; M is an injective encoding because the fixed-size header at its end carries
 //! `payload_len`). Datagrams shorter than a header, which parsing rejects before any
 //! verification, are tagged with their raw bytes as the additional data. Spelled out:
 //! * once per key ([`PacketMac::new`]): H = the first 8 bytes of AES_K(LE32(0) ‖ N) and of
@@ -223,24 +223,48 @@ impl PacketMac {
     /// `payload ‖ zeros to a multiple of 16 ‖ header with TTL 0` (see the module doc).
     #[inline]
     pub fn tag(&self, body: &[u8]) -> [u8; AUTH_TAG_LEN] {
-        // POLYVAL over: AAD padded to 16 bytes, (empty plaintext), length block
-        // LE64(bit length of the AAD) ‖ LE64(0).
-        let mut s = match body.split_first_chunk::<HEADER_LEN>() {
+        match body.split_first_chunk::<HEADER_LEN>() {
             Some((header, payload)) => {
-                let mut trailer = [0u8; HEADER_LEN + 16];
-                trailer[..HEADER_LEN].copy_from_slice(header);
-                trailer[TTL_OFFSET] = 0;
-                let aad_len = payload.len().next_multiple_of(16) + HEADER_LEN;
-                trailer[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&bit_len(aad_len));
-                self.uhf.hash2(payload, &trailer)
+                self.tag_with(header, payload.len(), &self.payload_hash(payload))
             }
             None => {
                 let mut length = [0u8; 16];
                 length[..8].copy_from_slice(&bit_len(body.len()));
-                self.uhf.hash2(body, &length)
+                self.finish(self.uhf.hash2(body, &length))
             }
-        };
-        // S ^= nonce (all zero: nothing to do); clear the top bit; encrypt.
+        }
+    }
+
+    /// The part of a tag that depends on the payload alone (the POLYVAL state after it).
+    /// A payload sent several times — a broadcast segment to each child, or forwarded as it
+    /// was received — is hashed once; [`PacketMac::tag_with`] finishes each header.
+    #[inline]
+    pub fn payload_hash(&self, payload: &[u8]) -> PayloadHash {
+        PayloadHash(self.uhf.hash(payload))
+    }
+
+    /// The tag of `header ‖ payload` given the payload's [`PacketMac::payload_hash`]:
+    /// equal to [`PacketMac::tag`] of the datagram. The TTL byte is taken as zero.
+    #[inline]
+    pub fn tag_with(
+        &self,
+        header: &[u8; HEADER_LEN],
+        payload_len: usize,
+        payload: &PayloadHash,
+    ) -> [u8; AUTH_TAG_LEN] {
+        // POLYVAL over: AAD padded to 16 bytes, (empty plaintext), length block
+        // LE64(bit length of the AAD) ‖ LE64(0).
+        let mut trailer = [0u8; HEADER_LEN + 16];
+        trailer[..HEADER_LEN].copy_from_slice(header);
+        trailer[TTL_OFFSET] = 0;
+        let aad_len = payload_len.next_multiple_of(16) + HEADER_LEN;
+        trailer[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&bit_len(aad_len));
+        self.finish(self.uhf.resume(payload.0, &trailer))
+    }
+
+    /// S ^= nonce (all zero: nothing to do); clear the top bit; encrypt.
+    #[inline]
+    fn finish(&self, mut s: [u8; 16]) -> [u8; AUTH_TAG_LEN] {
         s[15] &= 0x7f;
         let mut block = aes::Block::from(s);
         self.enc.encrypt_block(&mut block);
@@ -263,15 +287,36 @@ impl PacketMac {
     /// True if `pkt` carries a tag and the tag matches (constant-time comparison).
     #[inline]
     pub fn verify<T: AsRef<[u8]>>(&self, pkt: &Packet<T>) -> bool {
-        let Some(tag) = pkt.auth_tag() else {
-            return false;
-        };
-        let want = self.tag(pkt.authenticated_bytes());
+        self.verify_payload(pkt).is_some()
+    }
+
+    /// [`PacketMac::verify`], returning the payload's hash when the tag matches, so that a
+    /// payload sent on unchanged (a broadcast segment forwarded to children) is not hashed
+    /// again.
+    #[inline]
+    pub fn verify_payload<T: AsRef<[u8]>>(&self, pkt: &Packet<T>) -> Option<PayloadHash> {
+        let tag = pkt.auth_tag()?;
+        let (header, payload) = pkt
+            .authenticated_bytes()
+            .split_first_chunk::<HEADER_LEN>()?;
+        let hash = self.payload_hash(payload);
+        let want = self.tag_with(header, payload.len(), &hash);
         let diff = tag
             .iter()
             .zip(want.iter())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        diff == 0 && tag.len() == AUTH_TAG_LEN
+        (diff == 0 && tag.len() == AUTH_TAG_LEN).then_some(hash)
+    }
+}
+
+/// The POLYVAL state after a datagram's payload ([`PacketMac::payload_hash`]): what a tag
+/// needs from the payload. Not a MAC by itself; never sent.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct PayloadHash([u8; 16]);
+
+impl core::fmt::Debug for PayloadHash {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PayloadHash(..)")
     }
 }
 
@@ -344,6 +389,30 @@ mod tests {
             }
         }
         assert!(rejected > 300, "{rejected}");
+    }
+
+    #[test]
+    fn verify_hands_back_the_payload_hash_that_finishes_other_headers() {
+        let mac = PacketMac::new(MacKey::from_bytes([3; 16]));
+        let a = signed(&mac, 1);
+        let b = signed(&mac, 2);
+        let pa = Packet::new_checked(&a[..]).unwrap();
+        let hash = mac.verify_payload(&pa).expect("valid tag");
+        assert_eq!(hash, mac.payload_hash(pa.payload()));
+        // Same payload, other header: the kept hash finishes b's tag.
+        let (header, payload) = b[..b.len() - AUTH_TAG_LEN]
+            .split_first_chunk::<HEADER_LEN>()
+            .unwrap();
+        assert_eq!(
+            mac.tag_with(header, payload.len(), &hash)[..],
+            b[b.len() - AUTH_TAG_LEN..]
+        );
+        let mut bad = a.clone();
+        bad[HEADER_LEN] ^= 1;
+        assert_eq!(
+            mac.verify_payload(&Packet::new_checked(&bad[..]).unwrap()),
+            None
+        );
     }
 
     #[test]

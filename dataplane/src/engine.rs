@@ -25,7 +25,7 @@
 //! A round completes at a node when it holds every final value **and** every packet it sent
 //! in the round was acknowledged; only then may the caller overwrite the buffer.
 
-use crate::auth::{self, Auth, PacketMac};
+use crate::auth::{self, Auth, PacketMac, PayloadHash};
 use crate::kernel;
 use crate::policy::{ForwardMode, PathId, Policy, PolicyError};
 use crate::probe::{ProbeConfig, ProbeReceiver, ProbeSample, ProbeSender};
@@ -703,6 +703,8 @@ struct Compiled {
 
 const SEG_REDUCED: u8 = 1;
 const SEG_FINAL: u8 = 2;
+/// `seg_hash` holds the MAC's hash of the segment's final payload (it is broadcast as is).
+const SEG_HASHED: u8 = 4;
 
 // ---------------------------------------------------------------------------------------
 // Engine
@@ -727,6 +729,11 @@ pub struct Engine {
     /// Per segment of the current policy: children seen, and REDUCED/FINAL flags.
     seg_mask: Vec<u64>,
     seg_flags: Vec<u8>,
+    /// Per segment, with the MAC on: the payload hash of its final value once SEG_HASHED —
+    /// from the broadcast's verification when received, else from its first send — so that
+    /// each further copy sent (one per broadcast child, retransmissions) hashes only its
+    /// header.
+    seg_hash: Vec<PayloadHash>,
     tree_reduced: Vec<u32>,
     tree_final: Vec<u32>,
     round: u32,
@@ -785,6 +792,7 @@ impl Engine {
             ack_queue: VecDeque::new(),
             seg_mask: Vec::new(),
             seg_flags: Vec::new(),
+            seg_hash: Vec::new(),
             tree_reduced: Vec::new(),
             tree_final: Vec::new(),
             round: 0,
@@ -1025,6 +1033,11 @@ impl Engine {
         }
         self.seg_mask = vec![0; seg_base];
         self.seg_flags = vec![0; seg_base];
+        self.seg_hash = if self.mac.is_some() {
+            vec![PayloadHash::default(); seg_base]
+        } else {
+            Vec::new()
+        };
         self.tree_reduced = vec![0; trees.len()];
         self.tree_final = vec![0; trees.len()];
         self.next_data_ns = 0;
@@ -1087,7 +1100,7 @@ impl Engine {
         let held_len = std::mem::replace(&mut self.early_len, 0);
         for pkt in held.iter().take(held_len) {
             if let Ok(p) = Packet::new_checked(&pkt[..]) {
-                self.deliver(now, &p);
+                self.deliver(now, &p, None);
             }
         }
         self.early = held;
@@ -1113,12 +1126,16 @@ impl Engine {
             self.counters.rx_wrong_job += 1;
             return;
         }
-        if let Some(mac) = &self.mac {
-            if !mac.verify(&pkt) {
-                self.counters.rx_bad_mac += 1;
-                return;
-            }
-        }
+        let payload_hash = match &self.mac {
+            Some(mac) => match mac.verify_payload(&pkt) {
+                Some(hash) => Some(hash),
+                None => {
+                    self.counters.rx_bad_mac += 1;
+                    return;
+                }
+            },
+            None => None,
+        };
         let me = self.cfg.node;
         let path = pkt.path() as usize;
         if pkt.dst() != me {
@@ -1128,7 +1145,7 @@ impl Engine {
         match pkt.kind() {
             PacketKind::Ack => self.on_ack(now, path, &pkt),
             PacketKind::ReduceData | PacketKind::BroadcastData => {
-                self.on_data(now, path, &pkt, data)
+                self.on_data(now, path, &pkt, data, payload_hash)
             }
             PacketKind::Probe => self.on_probe(now, &pkt, data.len()),
             // Control messages travel outside the data plane.
@@ -1177,7 +1194,14 @@ impl Engine {
         self.relay.push_back((next, slot));
     }
 
-    fn on_data(&mut self, now: Nanos, path: usize, pkt: &Packet<&[u8]>, data: &[u8]) {
+    fn on_data(
+        &mut self,
+        now: Nanos,
+        path: usize,
+        pkt: &Packet<&[u8]>,
+        data: &[u8],
+        payload_hash: Option<PayloadHash>,
+    ) {
         let Some(Some(rp)) = self.recv.get_mut(path) else {
             self.counters.rx_invalid += 1;
             return;
@@ -1198,7 +1222,7 @@ impl Engine {
             self.queue_ack(path);
             return;
         }
-        let accepted = self.accept_data(now, pkt, data);
+        let accepted = self.accept_data(now, pkt, data, payload_hash);
         let rp = self.recv[path].as_mut().expect("checked above");
         if !accepted {
             return;
@@ -1233,11 +1257,17 @@ impl Engine {
 
     /// Returns whether the packet was taken (delivered, recognised as stale, or held for the
     /// next round), i.e. whether to acknowledge it.
-    fn accept_data(&mut self, now: Nanos, pkt: &Packet<&[u8]>, data: &[u8]) -> bool {
+    fn accept_data(
+        &mut self,
+        now: Nanos,
+        pkt: &Packet<&[u8]>,
+        data: &[u8],
+        payload_hash: Option<PayloadHash>,
+    ) -> bool {
         let round = pkt.round();
         let next_round = self.last_round.map_or(round, |r| r.wrapping_add(1));
         if self.round_active && round == self.round {
-            return self.deliver(now, pkt);
+            return self.deliver(now, pkt, payload_hash);
         }
         if self.last_round.is_some_and(|r| round <= r) {
             // A round that is over here (or ends as soon as our own sends are acknowledged).
@@ -1280,7 +1310,13 @@ impl Engine {
     }
 
     /// Applies a data packet of the running round. Returns false if it was rejected.
-    fn deliver(&mut self, now: Nanos, pkt: &Packet<&[u8]>) -> bool {
+    /// `payload_hash`: the MAC's hash of its payload, when it was just verified.
+    fn deliver(
+        &mut self,
+        now: Nanos,
+        pkt: &Packet<&[u8]>,
+        payload_hash: Option<PayloadHash>,
+    ) -> bool {
         let seg_elems = self.cfg.segment_elems;
         let Some(c) = &self.current else { return false };
         if pkt.epoch() != c.epoch {
@@ -1332,6 +1368,12 @@ impl Engine {
                     return true;
                 }
                 kernel::copy_from_le_bytes(&mut self.buf[range], pkt.payload());
+                // Sent on to the children byte for byte as received (the f32 round trip
+                // is bit-exact), so the verified hash is theirs too.
+                if let Some(hash) = payload_hash {
+                    self.seg_hash[idx] = hash;
+                    self.seg_flags[idx] |= SEG_HASHED;
+                }
                 self.on_final(t, seg);
             }
             _ => return false,
@@ -1924,7 +1966,29 @@ impl Engine {
             &mut out[wire::HEADER_LEN..wire::HEADER_LEN + payload_len],
             &self.buf[range],
         );
-        let len = auth::seal(self.mac.as_ref(), out, wire::HEADER_LEN + payload_len);
+        let body_len = wire::HEADER_LEN + payload_len;
+        let len = match (&self.mac, out.get_mut(..body_len + wire::AUTH_TAG_LEN)) {
+            (Some(mac), Some(buf)) => {
+                let (body, tag) = buf.split_at_mut(body_len);
+                let (header, payload) = body
+                    .split_first_chunk::<{ wire::HEADER_LEN }>()
+                    .expect("body holds a header");
+                let idx = tree.seg_base + item.seg as usize;
+                let hash = if item.kind != PacketKind::BroadcastData as u8 {
+                    mac.payload_hash(payload)
+                } else if self.seg_flags[idx] & SEG_HASHED != 0 {
+                    self.seg_hash[idx]
+                } else {
+                    let hash = mac.payload_hash(payload);
+                    self.seg_hash[idx] = hash;
+                    self.seg_flags[idx] |= SEG_HASHED;
+                    hash
+                };
+                tag.copy_from_slice(&mac.tag_with(header, payload_len, &hash));
+                body_len + wire::AUTH_TAG_LEN
+            }
+            _ => body_len,
+        };
         let next = sp.next_hop;
         let path_rate = sp.rate_bps;
         let path_ns = self.frame_ns(len, path_rate);

@@ -53,6 +53,41 @@ impl Polyval {
         }
     }
 
+    /// POLYVAL_H(`a` zero-padded to 16 bytes): the state [`Polyval::resume`] continues from.
+    #[inline]
+    pub(crate) fn hash(&self, a: &[u8]) -> [u8; 16] {
+        self.hash2(a, &[])
+    }
+
+    /// Continues the hash whose state is `state` (from [`Polyval::hash`]) over `b`
+    /// zero-padded to 16 bytes: `resume(hash(a), b) == hash2(a, b)`.
+    #[inline]
+    pub(crate) fn resume(&self, state: [u8; 16], b: &[u8]) -> [u8; 16] {
+        #[cfg(all(target_arch = "x86_64", target_feature = "pclmulqdq"))]
+        {
+            self.clmul.resume(state, b)
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_feature = "pclmulqdq")))]
+        {
+            // S' = dot(S ⊕ X_1, H) ...: hashing from zero with the state XORed into the first
+            // block is the same as resuming (the crate has no way to set its state).
+            use polyval::universal_hash::UniversalHash;
+            if b.is_empty() {
+                return state;
+            }
+            let mut first = [0u8; 16];
+            let head = b.len().min(16);
+            first[..head].copy_from_slice(&b[..head]);
+            for (f, s) in first.iter_mut().zip(state) {
+                *f ^= s;
+            }
+            let mut p = self.expanded.clone();
+            p.update_padded(&first);
+            p.update_padded(&b[head..]);
+            p.finalize().into()
+        }
+    }
+
     /// POLYVAL_H(`a` zero-padded to 16 bytes ‖ `b` zero-padded to 16 bytes).
     #[inline]
     pub(crate) fn hash2(&self, a: &[u8], b: &[u8]) -> [u8; 16] {
@@ -195,6 +230,12 @@ mod clmul {
             acc
         }
 
+        /// Continues the hash `state` over `b` padded.
+        #[inline]
+        pub(super) fn resume(&self, state: [u8; 16], b: &[u8]) -> [u8; 16] {
+            self.update(m128i::from(state), b).into()
+        }
+
         /// POLYVAL_H(`a` padded ‖ `b` padded).
         #[inline]
         pub(super) fn hash2(&self, a: &[u8], b: &[u8]) -> [u8; 16] {
@@ -264,6 +305,12 @@ mod tests {
                         b.len()
                     );
                 }
+            }
+            // Resuming from the state after `a` gives the same as hashing both at once.
+            for a_len in [0usize, 16, 100, 16 * 9, 16 * 36] {
+                let (a, b) = data[..a_len + 48 + 16].split_at(a_len);
+                assert_eq!(p.resume(p.hash(a), b), reference(h, a, b), "a {a_len}");
+                assert_eq!(p.resume(p.hash(a), &[]), reference(h, a, &[]));
             }
             // Unaligned tails of `b` too.
             let (a_len, b_len) = (rng.random_range(0..300), rng.random_range(0..300));
