@@ -1126,16 +1126,14 @@ impl Engine {
             self.counters.rx_wrong_job += 1;
             return;
         }
-        let payload_hash = match &self.mac {
-            Some(mac) => match mac.verify_payload(&pkt) {
-                Some(hash) => Some(hash),
-                None => {
-                    self.counters.rx_bad_mac += 1;
-                    return;
-                }
-            },
-            None => None,
-        };
+        let mut payload_hash = None;
+        if let Some(mac) = &self.mac {
+            let Some(hash) = mac.verify_payload(&pkt) else {
+                self.counters.rx_bad_mac += 1;
+                return;
+            };
+            payload_hash = Some(hash);
+        }
         let me = self.cfg.node;
         let path = pkt.path() as usize;
         if pkt.dst() != me {
