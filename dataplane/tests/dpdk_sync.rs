@@ -86,6 +86,19 @@ fn spawn_switch(mut fabric: RingFabric) -> (Arc<AtomicBool>, std::thread::JoinHa
     (stop, h)
 }
 
+/// Receives `want` datagrams from `port` (polling for at most 5 s) into a batch of `room`
+/// buffers; fails if fewer arrive.
+fn recv_datagrams(port: &mut DpdkPort, want: usize, room: usize) -> Vec<PacketBuf> {
+    let mut rx = PacketBuf::batch(room, 2048);
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got < want && Instant::now() < deadline {
+        got += port.recv_batch(&mut rx[got..]).unwrap();
+    }
+    assert_eq!(got, want, "datagrams received");
+    rx
+}
+
 fn input(v: usize, r: u32, i: usize) -> f32 {
     ((v * 31 + i * 3 + r as usize * 7) % 1000) as f32
 }
@@ -241,13 +254,7 @@ fn vdev_loopback_round_trips_datagrams() {
     }
     tx[39].len = port.max_datagram_len();
     assert_eq!(port.send_batch(&tx).unwrap(), 40);
-    let mut rx = PacketBuf::batch(64, 2048);
-    let mut got = 0;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while got < 40 && Instant::now() < deadline {
-        got += port.recv_batch(&mut rx[got..]).unwrap();
-    }
-    assert_eq!(got, 40);
+    let rx = recv_datagrams(&mut port, 40, 64);
     for (a, b) in tx.iter().zip(&rx) {
         assert_eq!(b.peer, 1);
         assert_eq!(a.bytes(), b.bytes());
@@ -506,13 +513,7 @@ fn interleaved_destinations_leave_in_one_burst_per_link() {
     );
     // Each destination gets its ten, in the order they were written.
     for (port, first) in [(&mut p1, 0u8), (&mut p2, 1u8)] {
-        let mut rx = PacketBuf::batch(32, 2048);
-        let mut got = 0;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while got < 10 && Instant::now() < deadline {
-            got += port.recv_batch(&mut rx[got..]).unwrap();
-        }
-        assert_eq!(got, 10);
+        let rx = recv_datagrams(port, 10, 32);
         for (i, b) in rx[..10].iter().enumerate() {
             let k = first + 2 * i as u8;
             assert_eq!(b.peer, 0);
