@@ -33,7 +33,9 @@ const STEP_NS: u64 = 1_000;
 
 struct Cluster {
     engines: Vec<Engine>,
-    inbox: Vec<Vec<Vec<u8>>>,
+    /// Datagrams in flight to each node: a buffer of the largest datagram's size and the
+    /// length used (buffers are recycled through `spare` without resizing or zeroing).
+    inbox: Vec<Vec<(Vec<u8>, usize)>>,
     complete: Vec<bool>,
     spare: Vec<Vec<u8>>,
     round: u32,
@@ -124,21 +126,19 @@ impl Cluster {
                 let t0 = (v == AGG).then(Instant::now);
                 let e = &mut self.engines[v];
                 let mut moved = self.inbox[v].len() as u64;
-                for d in self.inbox[v].drain(..) {
-                    e.handle_packet(self.now, &d);
+                for (d, len) in self.inbox[v].drain(..) {
+                    e.handle_packet(self.now, &d[..len]);
                     self.spare.push(d);
                 }
                 if e.poll_timeout().is_some_and(|t| t <= self.now) {
                     e.handle_timeout(self.now);
                 }
                 for _ in 0..BATCH {
-                    let mut out = self.spare.pop().unwrap_or_default();
-                    out.resize(max_len, 0);
+                    let mut out = self.spare.pop().unwrap_or_else(|| vec![0; max_len]);
                     match e.poll_transmit(self.now, &mut out) {
                         Some(t) => {
                             moved += 1;
-                            out.truncate(t.len);
-                            self.inbox[t.next_hop as usize].push(out);
+                            self.inbox[t.next_hop as usize].push((out, t.len));
                         }
                         None => {
                             self.spare.push(out);

@@ -9,8 +9,8 @@
 //! ```
 //!
 //! (payload first, so that a payload sent several times is hashed once and finished with
-//! each header: [`PacketMac::payload_hash`], [`PacketMac::tag_with`]; M is an injective encoding because the fixed-size header at its end carries
-//! `payload_len`). Datagrams shorter than a header, which parsing rejects before any
+//! each header: [`PacketMac::payload_hash`], [`PacketMac::tag_with`]; M is an injective
+//! encoding because the fixed-size header at its end carries `payload_len`). Datagrams shorter than a header, which parsing rejects before any
 //! verification, are tagged with their raw bytes as the additional data. Spelled out:
 //! * once per key ([`PacketMac::new`]): H = the first 8 bytes of AES_K(LE32(0) ‖ N) and of
 //!   AES_K(LE32(1) ‖ N); K_enc the same from counters 2 and 3; AES key schedule of K_enc
@@ -230,7 +230,7 @@ impl PacketMac {
             None => {
                 let mut length = [0u8; 16];
                 length[..8].copy_from_slice(&bit_len(body.len()));
-                self.finish(self.uhf.hash2(body, &length))
+                self.finish(self.uhf.resume(self.uhf.hash(body), &length))
             }
         }
     }
@@ -281,6 +281,28 @@ impl PacketMac {
         };
         let (body, tag) = buf.split_at_mut(body_len);
         tag.copy_from_slice(&self.tag(body));
+        true
+    }
+
+    /// [`PacketMac::sign`] for a body of at least a header, with the payload's hash from
+    /// `payload_hash(payload)` — which may hand back one kept from an earlier copy of the
+    /// same payload (the engine's broadcast segments). Returns false (and writes nothing) if
+    /// `out` is too short.
+    #[inline]
+    pub fn sign_with(
+        &self,
+        out: &mut [u8],
+        body_len: usize,
+        payload_hash: impl FnOnce(&[u8]) -> PayloadHash,
+    ) -> bool {
+        let Some(buf) = out.get_mut(..body_len + AUTH_TAG_LEN) else {
+            return false;
+        };
+        let (body, tag) = buf.split_at_mut(body_len);
+        let Some((header, payload)) = body.split_first_chunk::<HEADER_LEN>() else {
+            return false;
+        };
+        tag.copy_from_slice(&self.tag_with(header, payload.len(), &payload_hash(payload)));
         true
     }
 

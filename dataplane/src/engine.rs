@@ -1965,27 +1965,28 @@ impl Engine {
             &self.buf[range],
         );
         let body_len = wire::HEADER_LEN + payload_len;
-        let len = match (&self.mac, out.get_mut(..body_len + wire::AUTH_TAG_LEN)) {
-            (Some(mac), Some(buf)) => {
-                let (body, tag) = buf.split_at_mut(body_len);
-                let (header, payload) = body
-                    .split_first_chunk::<{ wire::HEADER_LEN }>()
-                    .expect("body holds a header");
+        let len = match &self.mac {
+            Some(mac) => {
                 let idx = tree.seg_base + item.seg as usize;
-                let hash = if item.kind != PacketKind::BroadcastData as u8 {
-                    mac.payload_hash(payload)
-                } else if self.seg_flags[idx] & SEG_HASHED != 0 {
-                    self.seg_hash[idx]
+                let broadcast = item.kind == PacketKind::BroadcastData as u8;
+                let (flags, kept) = (&mut self.seg_flags, &mut self.seg_hash);
+                let signed = mac.sign_with(out, body_len, |payload| {
+                    if !broadcast {
+                        return mac.payload_hash(payload);
+                    }
+                    if flags[idx] & SEG_HASHED == 0 {
+                        kept[idx] = mac.payload_hash(payload);
+                        flags[idx] |= SEG_HASHED;
+                    }
+                    kept[idx]
+                });
+                if signed {
+                    body_len + wire::AUTH_TAG_LEN
                 } else {
-                    let hash = mac.payload_hash(payload);
-                    self.seg_hash[idx] = hash;
-                    self.seg_flags[idx] |= SEG_HASHED;
-                    hash
-                };
-                tag.copy_from_slice(&mac.tag_with(header, payload_len, &hash));
-                body_len + wire::AUTH_TAG_LEN
+                    body_len
+                }
             }
-            _ => body_len,
+            None => body_len,
         };
         let next = sp.next_hop;
         let path_rate = sp.rate_bps;

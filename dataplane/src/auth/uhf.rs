@@ -1,8 +1,9 @@
 //! POLYVAL (RFC 8452 §3), the universal hash of AES-GCM-SIV, for [`PacketMac`](super::PacketMac).
 //!
-//! [`Polyval::hash2`]`(a, b)` = POLYVAL_H(`a` ‖ zeros to a multiple of 16 bytes ‖ `b` ‖ zeros
-//! to a multiple of 16 bytes), i.e. the `polyval` crate's `update_padded(a)`,
-//! `update_padded(b)`, `finalize()`.
+//! [`Polyval::resume`]`(`[`Polyval::hash`]`(a), b)` = POLYVAL_H(`a` ‖ zeros to a multiple of
+//! 16 bytes ‖ `b` ‖ zeros to a multiple of 16 bytes), i.e. the `polyval` crate's
+//! `update_padded(a)`, `update_padded(b)`, `finalize()`; `hash(a)` alone is the state after
+//! `a`, so a payload hashed once can be finished with several headers.
 //!
 //! POLYVAL works in GF(2^128) modulo P = x^128 + x^127 + x^126 + x^121 + 1 with
 //! little-endian blocks; `dot(a, b) = a·b·x^-128 mod P` and S_j = dot(S_{j-1} ⊕ X_j, H).
@@ -56,11 +57,21 @@ impl Polyval {
     /// POLYVAL_H(`a` zero-padded to 16 bytes): the state [`Polyval::resume`] continues from.
     #[inline]
     pub(crate) fn hash(&self, a: &[u8]) -> [u8; 16] {
-        self.hash2(a, &[])
+        #[cfg(all(target_arch = "x86_64", target_feature = "pclmulqdq"))]
+        {
+            self.clmul.hash(a)
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_feature = "pclmulqdq")))]
+        {
+            use polyval::universal_hash::UniversalHash;
+            let mut p = self.expanded.clone();
+            p.update_padded(a);
+            p.finalize().into()
+        }
     }
 
     /// Continues the hash whose state is `state` (from [`Polyval::hash`]) over `b`
-    /// zero-padded to 16 bytes: `resume(hash(a), b) == hash2(a, b)`.
+    /// zero-padded to 16 bytes: `resume(hash(a), b)` = POLYVAL_H(`a` padded ‖ `b` padded).
     #[inline]
     pub(crate) fn resume(&self, state: [u8; 16], b: &[u8]) -> [u8; 16] {
         #[cfg(all(target_arch = "x86_64", target_feature = "pclmulqdq"))]
@@ -84,23 +95,6 @@ impl Polyval {
             let mut p = self.expanded.clone();
             p.update_padded(&first);
             p.update_padded(&b[head..]);
-            p.finalize().into()
-        }
-    }
-
-    /// POLYVAL_H(`a` zero-padded to 16 bytes ‖ `b` zero-padded to 16 bytes).
-    #[inline]
-    pub(crate) fn hash2(&self, a: &[u8], b: &[u8]) -> [u8; 16] {
-        #[cfg(all(target_arch = "x86_64", target_feature = "pclmulqdq"))]
-        {
-            self.clmul.hash2(a, b)
-        }
-        #[cfg(not(all(target_arch = "x86_64", target_feature = "pclmulqdq")))]
-        {
-            use polyval::universal_hash::UniversalHash;
-            let mut p = self.expanded.clone();
-            p.update_padded(a);
-            p.update_padded(b);
             p.finalize().into()
         }
     }
@@ -236,11 +230,10 @@ mod clmul {
             self.update(m128i::from(state), b).into()
         }
 
-        /// POLYVAL_H(`a` padded ‖ `b` padded).
+        /// POLYVAL_H(`a` padded).
         #[inline]
-        pub(super) fn hash2(&self, a: &[u8], b: &[u8]) -> [u8; 16] {
-            let acc = self.update(m128i::from([0u64; 2]), a);
-            self.update(acc, b).into()
+        pub(super) fn hash(&self, a: &[u8]) -> [u8; 16] {
+            self.update(m128i::from([0u64; 2]), a).into()
         }
     }
 }
@@ -270,8 +263,9 @@ mod tests {
         let h: [u8; 16] = hex("25629347589242761d31f826ba4b757b").try_into().unwrap();
         let x = hex("4f4f95668c83dfb6401762bb2d01a262d1a24ddd2721d006bbe45f20d3c9f362");
         let want = hex("f7a3b47b846119fae5b7866cf5e5b77e");
-        assert_eq!(Polyval::new(h).hash2(&x, &[]).to_vec(), want);
-        assert_eq!(Polyval::new(h).hash2(&x[..16], &x[16..]).to_vec(), want);
+        let p = Polyval::new(h);
+        assert_eq!(p.hash(&x).to_vec(), want);
+        assert_eq!(p.resume(p.hash(&x[..16]), &x[16..]).to_vec(), want);
     }
 
     /// Every split of 0..40 blocks (and unaligned lengths) between `a` and `b`, random H:
@@ -298,7 +292,7 @@ mod tests {
                     let b = &data[a.len()..len];
                     let want = reference(h, a, b);
                     assert_eq!(
-                        p.hash2(a, b),
+                        p.resume(p.hash(a), b),
                         want,
                         "H {h:02x?} a {} b {}",
                         a.len(),
@@ -315,7 +309,7 @@ mod tests {
             // Unaligned tails of `b` too.
             let (a_len, b_len) = (rng.random_range(0..300), rng.random_range(0..300));
             let (a, b) = data[..a_len + b_len].split_at(a_len);
-            assert_eq!(p.hash2(a, b), reference(h, a, b));
+            assert_eq!(p.resume(p.hash(a), b), reference(h, a, b));
         }
     }
 }
