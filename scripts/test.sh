@@ -10,6 +10,8 @@ cargo test --workspace "$@"
 if pkg-config --exists libdpdk 2>/dev/null; then
   cargo test -p netstorm-dataplane --features dpdk "$@"
   cargo test -p netstorm --features dpdk --test bench_dataplane "$@"
+  # netstorm-dp on DPDK: two nodes over net_memif, and bad DPDK files.
+  cargo test -p netstorm-node --features dpdk --test dpdk_cluster --test processes "$@"
   bash scripts/dpdk-testpmd-interop.sh
 else
   echo "skipping DPDK tests: libdpdk not found (pkg-config --exists libdpdk failed; run scripts/install-deps.sh as root)"

@@ -24,7 +24,9 @@
 //! name = "a"
 //! address = "10.0.0.1:9000"      # UDP ip:port of worker 0; worker w uses port + w
 //! cores = [0]                    # one poll-mode worker per core, pinned; default [0]
-//! backend = "udp"                # "udp" (default); "dpdk" is named but not supported yet
+//! backend = "udp"                # "udp" (default) or "dpdk" (netstorm-dp built with feature `dpdk`)
+//! dpdk = "dpdk-a.toml"           # backend "dpdk" only: the node's [eal] + [port] file (README,
+//!                                # "Running on a gateway"); relative to this file; one core
 //!
 //! [[link]]                       # the network the planner starts from (scenario format)
 //! from = "a"
@@ -78,7 +80,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Udp,
-    /// Named in configs; `netstorm-dp` refuses it with a clear error for now.
+    /// A DPDK ethdev (one queue pair, one worker), set up by the node's `dpdk` file.
     Dpdk,
 }
 
@@ -92,6 +94,9 @@ pub struct NodeConfig {
     /// One pinned poll-mode worker per core.
     pub cores: Vec<usize>,
     pub backend: Backend,
+    /// Backend "dpdk": the node's DPDK setup file (`[eal]` + `[port]`), relative paths
+    /// resolved against the cluster config's directory by [`ClusterConfig::load`].
+    pub dpdk: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -160,13 +165,16 @@ impl ClusterConfig {
             source,
         })?;
         let mut cfg = Self::parse_str(&text, &path.display().to_string())?;
-        // A relative rates file is relative to the config file.
-        if let Some(rf) = &cfg.rates_file {
-            if rf.is_relative() {
-                if let Some(dir) = path.parent() {
-                    cfg.rates_file = Some(dir.join(rf));
-                }
+        // Relative rates and DPDK files are relative to the config file.
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
             }
+        };
+        cfg.rates_file.as_mut().map(resolve);
+        for n in &mut cfg.nodes {
+            n.dpdk.as_mut().map(resolve);
         }
         Ok(cfg)
     }
@@ -324,6 +332,7 @@ struct RawNode {
     address: Spanned<String>,
     cores: Option<Spanned<Vec<usize>>>,
     backend: Option<Spanned<String>>,
+    dpdk: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -543,12 +552,50 @@ impl Source<'_> {
                     ))
                 }
             };
+            let dpdk = match (backend, &n.dpdk) {
+                (Backend::Dpdk, None) => {
+                    return Err(self.invalid(
+                        n.backend.as_ref().expect("some").span(),
+                        "dpdk",
+                        format!("[[node]] '{name}' has backend \"dpdk\" but no `dpdk = \"<file>\"` naming its [eal] + [port] setup"),
+                    ))
+                }
+                (Backend::Udp, Some(d)) => {
+                    return Err(self.invalid(
+                        d.span(),
+                        "dpdk",
+                        format!("[[node]] '{name}' names a DPDK file but its backend is \"udp\" (add backend = \"dpdk\" or drop the key)"),
+                    ))
+                }
+                (Backend::Dpdk, Some(d)) => {
+                    // Worker w listens on port + w, and a DPDK queue pair receives whatever
+                    // the NIC puts in it: several workers need flow rules steering each UDP
+                    // port to its queue, which the port does not set up.
+                    if cores.len() != 1 {
+                        return Err(self.invalid(
+                            n.cores.as_ref().map_or(sn.span(), |c| c.span()),
+                            "cores",
+                            format!("[[node]] '{name}': backend \"dpdk\" runs one worker (one rx/tx queue pair) per node; list one core (steering several workers' UDP ports to their own queues needs flow rules, not supported yet)"),
+                        ));
+                    }
+                    if !address.is_ipv4() {
+                        return Err(self.invalid(
+                            n.address.span(),
+                            "address",
+                            format!("[[node]] '{name}': backend \"dpdk\" speaks IPv4 only"),
+                        ));
+                    }
+                    Some(PathBuf::from(d.get_ref()))
+                }
+                (Backend::Udp, None) => None,
+            };
             nodes.push(NodeConfig {
                 name: name.to_string(),
                 id: i as NodeId,
                 address,
                 cores,
                 backend,
+                dpdk,
             });
         }
         // Worker w of every node synchronizes the same element range with worker w of the
@@ -725,6 +772,112 @@ impl NodeConfig {
     }
 }
 
+#[cfg(feature = "dpdk")]
+impl ClusterConfig {
+    /// Reads `node`'s DPDK file (`[eal]` + `[port]`, see `DpdkSetup`) and checks it against
+    /// this cluster: the port is this node (id, IPv4 address, UDP port) with one queue pair,
+    /// and every other node has a neighbour entry carrying the address this file gives it.
+    /// Errors name the DPDK file and the key.
+    pub fn dpdk_setup(
+        &self,
+        node: &NodeConfig,
+    ) -> Result<netstorm_dataplane::port::dpdk::DpdkSetup, ConfigError> {
+        use netstorm_dataplane::port::dpdk::{DpdkError, DpdkSetup};
+        let Some(path) = &node.dpdk else {
+            return Err(ConfigError::Invalid {
+                file: self.origin.clone(),
+                line: None,
+                key: "dpdk".into(),
+                message: format!("node '{}' names no DPDK file", node.name),
+            });
+        };
+        let file = path.display().to_string();
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            file: file.clone(),
+            line: None,
+            key: key.to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+            file: self.origin.clone(),
+            line: None,
+            key: "dpdk".into(),
+            message: format!("node '{}': cannot read {file}: {e}", node.name),
+        })?;
+        let setup = DpdkSetup::from_toml_str(&text).map_err(|e| match e {
+            DpdkError::Config { key, why } => invalid(&key, why),
+            other => invalid("(file)", other.to_string()),
+        })?;
+        let port = &setup.port;
+        let cluster = &self.origin;
+        if port.node != node.id {
+            return Err(invalid(
+                "port.node",
+                format!(
+                    "{} but node '{}' is id {} in {cluster} (ids follow the [[node]] order)",
+                    port.node, node.name, node.id
+                ),
+            ));
+        }
+        if std::net::IpAddr::V4(port.ip) != node.address.ip()
+            || port.udp_port != node.address.port()
+        {
+            return Err(invalid(
+                "port.ip",
+                format!(
+                    "{}:{} but node '{}' has address {} in {cluster}: peers send there",
+                    port.ip, port.udp_port, node.name, node.address
+                ),
+            ));
+        }
+        if port.workers != 1 {
+            return Err(invalid(
+                "port.workers",
+                format!(
+                    "{}: netstorm-dp runs one worker per DPDK node",
+                    port.workers
+                ),
+            ));
+        }
+        for o in self.nodes.iter().filter(|o| o.id != node.id) {
+            let Some(nb) = port.neighbours.iter().find(|nb| nb.node == o.id) else {
+                return Err(invalid(
+                    "port.neighbours",
+                    format!(
+                        "no entry for node '{}' (id {}): add [[port.neighbours]] with node = {}, the next hop's mac, ip and udp_port of {}",
+                        o.name, o.id, o.id, o.address
+                    ),
+                ));
+            };
+            if std::net::IpAddr::V4(nb.ip) != o.address.ip() || nb.udp_port != o.address.port() {
+                return Err(invalid(
+                    "port.neighbours",
+                    format!(
+                        "node {} ('{}') at {}:{}, but {cluster} gives it address {}",
+                        o.id, o.name, nb.ip, nb.udp_port, o.address
+                    ),
+                ));
+            }
+        }
+        if let Some(nb) = port
+            .neighbours
+            .iter()
+            .find(|nb| nb.node == node.id || nb.node as usize >= self.nodes.len())
+        {
+            return Err(invalid(
+                "port.neighbours",
+                format!(
+                    "node {} is not another node of {cluster} (ids 0..{}, this node is {})",
+                    nb.node,
+                    self.nodes.len(),
+                    node.id
+                ),
+            ));
+        }
+        Ok(setup)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,6 +945,51 @@ bidirectional = true
         ));
         assert!(e.starts_with("c.toml:5: invalid 'mac_key'"), "{e}");
         assert!(!e.contains("0011zz"), "the key is not echoed whole: {e}");
+    }
+
+    #[test]
+    fn dpdk_nodes_name_their_setup_file_and_run_one_worker() {
+        let one_core = GOOD
+            .replace("cores = [0, 1]", "cores = [0]")
+            .replace("cores = [1, 0]", "cores = [1]");
+        let dpdk_a = one_core.replace(
+            "name = \"a\"\n",
+            "name = \"a\"\nbackend = \"dpdk\"\ndpdk = \"dpdk-a.toml\"\n",
+        );
+        let c = ClusterConfig::parse_str(&dpdk_a, "c.toml").unwrap();
+        assert_eq!(c.nodes[0].backend, Backend::Dpdk);
+        assert_eq!(c.nodes[0].dpdk.as_deref(), Some(Path::new("dpdk-a.toml")));
+        assert_eq!(c.nodes[1].dpdk, None);
+        // Loaded from a file, the DPDK file is found beside it.
+        let dir = std::env::temp_dir().join(format!("nscfg-dpdk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("c.toml"), &dpdk_a).unwrap();
+        let loaded = ClusterConfig::load(&dir.join("c.toml")).unwrap();
+        assert_eq!(loaded.nodes[0].dpdk, Some(dir.join("dpdk-a.toml")));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let e = err(&one_core.replace("name = \"a\"\n", "name = \"a\"\nbackend = \"dpdk\"\n"));
+        assert!(
+            e.starts_with("c.toml:12: invalid 'dpdk'") && e.contains("no `dpdk ="),
+            "{e}"
+        );
+        let e = err(&one_core.replace("name = \"a\"\n", "name = \"a\"\ndpdk = \"x.toml\"\n"));
+        assert!(
+            e.starts_with("c.toml:12: invalid 'dpdk'") && e.contains("its backend is \"udp\""),
+            "{e}"
+        );
+        let e = err(&dpdk_a
+            .replace("cores = [0]", "cores = [0, 1]")
+            .replace("cores = [1]", "cores = [1, 0]"));
+        assert!(
+            e.contains("invalid 'cores'") && e.contains("one worker"),
+            "{e}"
+        );
+        let e = err(&dpdk_a.replace("127.0.0.1:9000", "[::1]:9000"));
+        assert!(
+            e.contains("invalid 'address'") && e.contains("IPv4 only"),
+            "{e}"
+        );
     }
 
     fn err(text: &str) -> String {

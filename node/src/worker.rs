@@ -1,5 +1,6 @@
 //! One `netstorm-dp` poll-mode worker: an [`Engine`] for one contiguous element range of the
-//! node's buffer, its own UDP socket (port + worker index), busy-polling on a pinned core.
+//! node's buffer, its own port — a UDP socket (port + worker index) or, for backend "dpdk",
+//! the node's DPDK queue pair ([`WorkerPort`]) — busy-polling on a pinned core.
 //!
 //! Workers share no mutable state: each owns its engine, port and buffer; the dp's main
 //! thread hands them policies over a channel (checked once per loop iteration, a couple of
@@ -20,7 +21,9 @@ use crate::nodefile::NodeFile;
 use crate::proto::LinkEstimate;
 use netstorm_dataplane::engine::{Counters, Engine, EngineEvent};
 use netstorm_dataplane::policy::Policy;
-use netstorm_dataplane::port::udp::{UdpCounters, UdpPort};
+#[cfg(feature = "dpdk")]
+use netstorm_dataplane::port::dpdk::DpdkPort;
+use netstorm_dataplane::port::udp::UdpPort;
 use netstorm_dataplane::port::{PacketBuf, Port};
 use netstorm_dataplane::{Nanos, NodeId};
 use std::ops::Range;
@@ -60,12 +63,89 @@ pub enum WorkerEvent {
     Counters {
         worker: usize,
         engine: Box<Counters>,
-        port: Box<UdpCounters>,
+        port: Box<PortCounters>,
     },
     Fatal {
         worker: usize,
         error: String,
     },
+}
+
+/// A worker's network port.
+#[derive(Debug)]
+pub enum WorkerPort {
+    /// Kernel UDP: the worker's own socket.
+    Udp(Box<UdpPort>),
+    /// A DPDK ethdev queue pair (backend "dpdk", one worker per node).
+    #[cfg(feature = "dpdk")]
+    Dpdk(Box<DpdkPort>),
+}
+
+/// The port counters a dp reports, whatever the backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Datagrams handed to the engine.
+    pub rx: u64,
+    /// Datagrams the network took.
+    pub tx: u64,
+    /// Datagrams dropped because their source is not a configured peer.
+    pub rx_unknown_peer: u64,
+    /// DPDK: frames dropped before reaching the engine (not IPv4/UDP, malformed, fragments,
+    /// bad checksums, not addressed to this node, too long). UDP: truncated datagrams.
+    pub rx_dropped: u64,
+    /// Offers the network refused for now (full socket buffer or tx queue, empty mbuf pool);
+    /// the engine's loss recovery sends them again.
+    pub tx_would_block: u64,
+}
+
+impl WorkerPort {
+    fn port(&mut self) -> &mut dyn Port {
+        match self {
+            WorkerPort::Udp(p) => p.as_mut(),
+            #[cfg(feature = "dpdk")]
+            WorkerPort::Dpdk(p) => p.as_mut(),
+        }
+    }
+
+    fn max_datagram_len(&self) -> usize {
+        match self {
+            WorkerPort::Udp(p) => p.max_datagram_len(),
+            #[cfg(feature = "dpdk")]
+            WorkerPort::Dpdk(p) => p.max_datagram_len(),
+        }
+    }
+
+    /// The port's counters so far.
+    pub fn counters(&self) -> PortCounters {
+        match self {
+            WorkerPort::Udp(p) => {
+                let c = p.counters();
+                PortCounters {
+                    rx: c.rx,
+                    tx: c.tx,
+                    rx_unknown_peer: c.rx_unknown_peer,
+                    rx_dropped: c.rx_truncated,
+                    tx_would_block: c.tx_would_block,
+                }
+            }
+            #[cfg(feature = "dpdk")]
+            WorkerPort::Dpdk(p) => {
+                let s = &p.stats;
+                PortCounters {
+                    rx: s.rx_datagrams,
+                    tx: s.tx_frames,
+                    rx_unknown_peer: s.rx_unknown_neighbour,
+                    rx_dropped: s.rx_not_udp
+                        + s.rx_malformed
+                        + s.rx_fragment
+                        + s.rx_bad_checksum
+                        + s.rx_not_for_us
+                        + s.rx_too_long,
+                    tx_would_block: s.tx_refused + s.tx_pool_empty,
+                }
+            }
+        }
+    }
 }
 
 /// Everything one worker needs.
@@ -74,7 +154,7 @@ pub struct Worker {
     pub index: usize,
     pub range: Range<usize>,
     pub engine: Engine,
-    pub port: UdpPort,
+    pub port: WorkerPort,
     pub node_file: Arc<NodeFile>,
     pub policies: Receiver<(Arc<Policy>, u32)>,
     pub events: Sender<WorkerEvent>,
@@ -267,7 +347,11 @@ impl Worker {
             // was descheduled between the two would otherwise get an arrival time before it
             // was sent, and a too-small one-way delay or RTT sample becomes the path's
             // baseline, against which every later sample looks like a queue.
-            let k = self.port.recv_batch(&mut rx).map_err(|e| e.to_string())?;
+            let k = self
+                .port
+                .port()
+                .recv_batch(&mut rx)
+                .map_err(|e| e.to_string())?;
             let now = clock();
             // Policies from the main thread.
             while let Ok((policy, at)) = self.policies.try_recv() {
@@ -344,7 +428,10 @@ impl Worker {
             }
             if m > 0 {
                 // Refused datagrams are recovered by the engine's loss recovery.
-                self.port.send_batch(&tx[..m]).map_err(|e| e.to_string())?;
+                self.port
+                    .port()
+                    .send_batch(&tx[..m])
+                    .map_err(|e| e.to_string())?;
             }
             while let Some(ev) = self.engine.poll_event() {
                 if let EngineEvent::RoundComplete { round, .. } = ev {

@@ -1,9 +1,10 @@
 //! `netstorm-dp`: the data plane of one node.
 //!
 //! Loads the cluster config, refuses to start if another live dp serves the node (lock file),
-//! creates the shared-memory rings and the node file, opens one UDP socket per worker and runs
-//! one pinned poll-mode worker per configured core (each owns an engine for its element
-//! range). The main thread moves policies from the policy ring to the workers, link-rate
+//! creates the shared-memory rings and the node file, opens one UDP socket per worker (or, for
+//! backend "dpdk", initializes the EAL and opens the node's DPDK port from its `dpdk` file —
+//! one worker) and runs one pinned poll-mode worker per configured core (each owns an engine
+//! for its element range). The main thread moves policies from the policy ring to the workers, link-rate
 //! estimates from the workers to the telemetry ring (summed over the workers: each worker's
 //! engine paces its own share of the node's traffic over the same links), and writes
 //! counters (JSON) to
@@ -13,16 +14,16 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use netstorm_dataplane::engine::{Counters, Engine, EngineConfig};
 use netstorm_dataplane::policy::Policy;
-use netstorm_dataplane::port::udp::{UdpConfig, UdpCounters, UdpPort};
+use netstorm_dataplane::port::udp::{UdpConfig, UdpPort};
 use netstorm_dataplane::shm::{RingConfig, ShmRegion};
 use netstorm_dataplane::shm_records::{PolicyAssembler, TelemetryRecord};
-use netstorm_node::config::{Backend, ClusterConfig};
+use netstorm_node::config::{Backend, ClusterConfig, NodeConfig};
 use netstorm_node::nodefile::NodeFile;
 use netstorm_node::proto::{link_record, LinkEstimate};
 use netstorm_node::sys::{self, PidLock};
-use netstorm_node::worker::{Worker, WorkerEvent};
+use netstorm_node::worker::{PortCounters, Worker, WorkerEvent, WorkerPort};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -67,6 +68,8 @@ struct DpStats {
     rx_datagrams: u64,
     tx_datagrams: u64,
     rx_unknown_peer: u64,
+    /// Frames or datagrams the port dropped before the engine saw them.
+    rx_port_dropped: u64,
     rx_malformed: u64,
     rx_stale_epoch: u64,
     tx_retransmits: u64,
@@ -86,13 +89,8 @@ fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = ClusterConfig::load(&args.config)?;
     let me = cfg.node(&args.node)?.clone();
-    if me.backend == Backend::Dpdk {
-        bail!(
-            "{}: node '{}': backend \"dpdk\" is not supported by netstorm-dp yet (use backend = \"udp\")",
-            cfg.origin,
-            me.name
-        );
-    }
+    // Bad DPDK setup is refused before anything starts.
+    let dpdk = dpdk_setup(&cfg, &me)?;
     std::fs::create_dir_all(&cfg.shm_dir)
         .with_context(|| format!("creating shm_dir {}", cfg.shm_dir.display()))?;
     let lock_path = cfg.dp_lock_path(&me.name);
@@ -107,6 +105,18 @@ fn run() -> anyhow::Result<()> {
             pid.map_or("unknown".to_string(), |p| p.to_string()),
             lock_path.display()
         ),
+    };
+    // The DPDK port opens before any file is made: an EAL or device failure leaves nothing.
+    let mut dpdk_port = match &dpdk {
+        Some(setup) => {
+            let max_datagram = engine_config(&cfg, &me, 0).max_datagram_len();
+            let file = me.dpdk.as_deref().unwrap_or(Path::new("?")).display();
+            Some(
+                open_dpdk(setup, max_datagram)
+                    .with_context(|| format!("node '{}', DPDK setup {file}", me.name))?,
+            )
+        }
+        None => None,
     };
     let region = ShmRegion::create(cfg.ring_path(&me.name), RingConfig::default())?;
     let mut policy_rx = region.policy_consumer()?;
@@ -126,21 +136,25 @@ fn run() -> anyhow::Result<()> {
     let mut handles = Vec::new();
     for (w, &core) in me.cores.iter().enumerate() {
         let range = cfg.worker_range(w, workers);
-        let mut ec = EngineConfig::new(me.id, n as u16, range.len());
-        ec.job = cfg.job;
-        ec.segment_elems = cfg.segment_elems;
-        ec.auth = cfg.auth;
-        let engine = Engine::new(ec, &cfg.topology)
+        let engine = Engine::new(engine_config(&cfg, &me, w), &cfg.topology)
             .with_context(|| format!("worker {w}: engine for {} elements", range.len()))?;
-        let mut uc = UdpConfig::new(me.worker_addr(w));
-        uc.max_datagram_len = uc.max_datagram_len.max(engine.config().max_datagram_len());
-        uc.peers = cfg
-            .nodes
-            .iter()
-            .filter(|o| o.id != me.id)
-            .map(|o| (o.id, o.worker_addr(w)))
-            .collect();
-        let port = UdpPort::open(&uc).with_context(|| format!("worker {w}"))?;
+        let port = match dpdk_port.take() {
+            Some(p) => p,
+            None => {
+                let mut uc = UdpConfig::new(me.worker_addr(w));
+                uc.max_datagram_len = uc.max_datagram_len.max(engine.config().max_datagram_len());
+                uc.peers = cfg
+                    .nodes
+                    .iter()
+                    .filter(|o| o.id != me.id)
+                    .map(|o| (o.id, o.worker_addr(w)))
+                    .collect();
+                WorkerPort::Udp(Box::new(
+                    UdpPort::open(&uc).with_context(|| format!("worker {w}"))?,
+                ))
+            }
+        };
+        let dpdk_thread = !matches!(port, WorkerPort::Udp(_));
         let (ptx, prx) = mpsc::channel::<(Arc<Policy>, u32)>();
         policy_txs.push(ptx);
         let worker = Worker {
@@ -165,20 +179,28 @@ fn run() -> anyhow::Result<()> {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
                         eprintln!("netstorm-dp: worker {w}: could not pin to core {core}; running unpinned");
                     }
-                    worker.run()
+                    if dpdk_thread {
+                        register_dpdk_thread(w);
+                    }
+                    worker.run();
+                    if dpdk_thread {
+                        unregister_dpdk_thread();
+                    }
                 })?,
         );
     }
     drop(ev_tx);
+    let net = match &me.dpdk {
+        Some(file) => format!("dpdk {} ({})", me.address, file.display()),
+        None => format!("udp {}..+{}", me.address, workers),
+    };
     eprintln!(
-        "netstorm-dp: node '{}' (id {}) job {}: {} worker(s) on cores {:?}, udp {}..+{}, rings {}, node file {}",
+        "netstorm-dp: node '{}' (id {}) job {}: {} worker(s) on cores {:?}, {net}, rings {}, node file {}",
         me.name,
         me.id,
         cfg.job,
         workers,
         me.cores,
-        me.address,
-        workers,
         region.path().display(),
         node_file.path().display()
     );
@@ -197,7 +219,7 @@ fn run() -> anyhow::Result<()> {
     let mut newest_epoch: Option<u32> = None;
     // epoch -> workers that installed it
     let mut installs: Vec<(u32, usize)> = Vec::new();
-    let mut counters: Vec<(Counters, UdpCounters)> = vec![Default::default(); workers];
+    let mut counters: Vec<(Counters, PortCounters)> = vec![Default::default(); workers];
     let mut next_stats = Instant::now();
     let interval = Duration::from_millis(args.stats_interval_ms.max(10));
     let mut tbuf = [0u8; TelemetryRecord::LEN];
@@ -325,10 +347,11 @@ fn run() -> anyhow::Result<()> {
         if Instant::now() >= next_stats {
             next_stats = Instant::now() + interval;
             stats.rounds_completed = node_file.done_all();
-            let sum = |f: &dyn Fn(&(Counters, UdpCounters)) -> u64| counters.iter().map(f).sum();
+            let sum = |f: &dyn Fn(&(Counters, PortCounters)) -> u64| counters.iter().map(f).sum();
             stats.rx_datagrams = sum(&|c| c.1.rx);
             stats.tx_datagrams = sum(&|c| c.1.tx);
             stats.rx_unknown_peer = sum(&|c| c.1.rx_unknown_peer);
+            stats.rx_port_dropped = sum(&|c| c.1.rx_dropped);
             stats.tx_would_block = sum(&|c| c.1.tx_would_block);
             stats.rx_malformed = sum(&|c| c.0.rx_malformed);
             stats.rx_stale_epoch = sum(&|c| c.0.rx_stale_epoch);
@@ -351,4 +374,72 @@ fn run() -> anyhow::Result<()> {
         let _ = h.join();
     }
     result
+}
+
+/// Worker `w`'s engine settings.
+fn engine_config(cfg: &ClusterConfig, me: &NodeConfig, w: usize) -> EngineConfig {
+    let range = cfg.worker_range(w, me.cores.len());
+    let mut ec = EngineConfig::new(me.id, cfg.nodes.len() as u16, range.len());
+    ec.job = cfg.job;
+    ec.segment_elems = cfg.segment_elems;
+    ec.auth = cfg.auth;
+    ec
+}
+
+#[cfg(feature = "dpdk")]
+type DpdkSetup = netstorm_dataplane::port::dpdk::DpdkSetup;
+#[cfg(not(feature = "dpdk"))]
+type DpdkSetup = std::convert::Infallible;
+
+/// The node's checked DPDK setup (backend "dpdk"), or `None` for UDP.
+fn dpdk_setup(cfg: &ClusterConfig, me: &NodeConfig) -> anyhow::Result<Option<DpdkSetup>> {
+    if me.backend != Backend::Dpdk {
+        return Ok(None);
+    }
+    #[cfg(feature = "dpdk")]
+    return Ok(Some(cfg.dpdk_setup(me)?));
+    #[cfg(not(feature = "dpdk"))]
+    bail!(
+        "{}: node '{}' has backend \"dpdk\", but this netstorm-dp was built without DPDK support; rebuild with `cargo build --release --features dpdk` (needs libdpdk-dev, see scripts/install-deps.sh)",
+        cfg.origin,
+        me.name
+    )
+}
+
+/// Initializes the EAL and opens the node's DPDK port (one queue pair).
+#[cfg(feature = "dpdk")]
+fn open_dpdk(setup: &DpdkSetup, max_datagram: usize) -> anyhow::Result<WorkerPort> {
+    use netstorm_dataplane::port::dpdk::{eal_init, DpdkPort};
+    if max_datagram > setup.port.max_datagram_len() {
+        bail!(
+            "port.mtu {}: carries datagrams up to {} bytes, but the engine sends {max_datagram} (segment_elems x 4 + header + tag); raise port.mtu to at least {} or lower segment_elems",
+            setup.port.mtu,
+            setup.port.max_datagram_len(),
+            max_datagram + 28
+        );
+    }
+    eal_init(&setup.eal).context("DPDK EAL")?;
+    let port = DpdkPort::open(&setup.eal, &setup.port)
+        .with_context(|| format!("DPDK port.device {:?}", setup.port.device))?;
+    Ok(WorkerPort::Dpdk(Box::new(port)))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn open_dpdk(setup: &DpdkSetup, _: usize) -> anyhow::Result<WorkerPort> {
+    match *setup {}
+}
+
+/// Gives a worker thread an EAL lcore id, so the mbuf pool's per-lcore cache serves it.
+fn register_dpdk_thread(w: usize) {
+    #[cfg(feature = "dpdk")]
+    if let Err(e) = netstorm_dataplane::port::dpdk::register_thread() {
+        eprintln!("netstorm-dp: worker {w}: {e}; mbufs go through the pool's shared ring");
+    }
+    #[cfg(not(feature = "dpdk"))]
+    let _ = w;
+}
+
+fn unregister_dpdk_thread() {
+    #[cfg(feature = "dpdk")]
+    netstorm_dataplane::port::dpdk::unregister_thread();
 }
