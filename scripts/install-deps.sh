@@ -4,7 +4,7 @@
 # Needs root; without it, prints what it would install and returns 0 (tests that need a
 # missing tool skip themselves with a message).
 set -euo pipefail
-PACKAGES=(pkg-config iperf3 iproute2 libdpdk-dev dpdk dpdk-dev tcpdump) # dpdk-dev has dpdk-testpmd
+PACKAGES=(pkg-config iperf3 iproute2 ethtool libdpdk-dev dpdk dpdk-dev tcpdump) # dpdk-dev has dpdk-testpmd
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,7 +8,13 @@
 # restarted mid-run; everything torn down on exit. Needs root and iproute2.
 #
 #   scripts/testbed.sh [-k NODES] [-r ROUNDS] [-m MBPS] [-n NEW_MBPS] [-e ELEMS]
-#                      [-c COMPUTE_MS] [-t TIMEOUT_S] [-s SCENARIO.toml] [--restart-cp] [--keep]
+#                      [-c COMPUTE_MS] [-t TIMEOUT_S] [-s SCENARIO.toml] [--restart-cp]
+#                      [--dpdk] [--keep]
+#
+# --dpdk (with -k 2): n1's data plane runs on DPDK — net_af_packet on its veth, frames built
+# by NetStorm's DPDK port — against n2's kernel UDP stack (needs a netstorm-dp built with
+# `--features dpdk`, and ethtool: n2's veth computes its UDP checksums itself, since the port
+# checks them and a veth would otherwise leave them to an offload that never happens).
 #
 # -s takes the nodes, links and rates from a scenario file (at most 9 nodes; link latency and
 # loss are not emulated: tbf shapes rate only); the first link of the file is the one changed.
@@ -22,7 +28,7 @@
 # epochs through its shared-memory policy ring and ran its last rounds under a newer one.
 set -euo pipefail
 
-K=3 ROUNDS=80 MBPS=50 NEW_MBPS=10 ELEMS=50000 COMPUTE_MS=20 TIMEOUT_S=90 RESTART_CP=0 KEEP=0
+K=3 ROUNDS=80 MBPS=50 NEW_MBPS=10 ELEMS=50000 COMPUTE_MS=20 TIMEOUT_S=90 RESTART_CP=0 KEEP=0 DPDK=0
 SCENARIO=
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -35,8 +41,9 @@ while [ $# -gt 0 ]; do
         -t) TIMEOUT_S=$2; shift 2 ;;
         -s) SCENARIO=$2; shift 2 ;;
         --restart-cp) RESTART_CP=1; shift ;;
+        --dpdk) DPDK=1; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "testbed: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -72,6 +79,10 @@ else
 fi
 [ "$K" -ge 2 ] && [ "$K" -le 9 ] || { echo "testbed: -k must be in 2..9 (scenario: at most 9 nodes)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "testbed: needs root (network namespaces)" >&2; exit 2; }
+if [ "$DPDK" = 1 ]; then
+    [ "$K" = 2 ] || { echo "testbed: --dpdk puts n1 on DPDK over its one veth: needs -k 2" >&2; exit 2; }
+    command -v ethtool >/dev/null || { echo "testbed: --dpdk needs ethtool (scripts/install-deps.sh)" >&2; exit 2; }
+fi
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${NETSTORM_BIN_DIR:-}
@@ -92,12 +103,14 @@ cleanup() {
     sleep 0.2
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     for i in $(seq 1 "$K"); do ip netns del "$NS-$i" 2>/dev/null; done
+    rm -rf "/var/run/dpdk/$NS"
     if [ "$KEEP" = 1 ]; then echo "testbed: kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "testbed: $K namespaces ($NS-*), veth pairs shaped with tbf (${SCENARIO:-full mesh at $MBPS Mbit/s}), $ROUNDS rounds of $ELEMS elements, work dir $WORK"
+[ "$DPDK" = 0 ] || echo "testbed: n1 runs on DPDK (net_af_packet on v$TAG-1-2), n2 on kernel UDP"
 for i in $(seq 1 "$K"); do
     ip netns add "$NS-$i"
     ip -n "$NS-$i" link set lo up
@@ -125,6 +138,36 @@ done
 
 CFG=$WORK/cluster.toml
 mkdir -p "$WORK/shm"
+if [ "$DPDK" = 1 ]; then
+    # n1: a DPDK port on its veth (the kernel of n1's namespace still answers ARP for
+    # 10.88.0.1 and carries the control plane's TCP; the port drops those frames as not UDP).
+    ip netns exec "$NS-2" ethtool -K "v$TAG-2-1" tx off >/dev/null
+    PEER_MAC=$(ip -n "$NS-2" -br link show "v$TAG-2-1" | awk '{print $3}')
+    cat > "$WORK/dpdk-n1.toml" <<EOF
+[eal]
+lcores = "0"
+memory_mb = 256
+vdevs = ["net_af_packet0,iface=v$TAG-1-2,qdisc_bypass=0"]
+file_prefix = "$NS"
+no_huge = true
+no_pci = true
+
+[port]
+device = "net_af_packet0"
+node = 0
+ip = "10.88.0.1"
+udp_port = 9000
+mempool_mbufs = 4095
+rx_desc = 512
+tx_desc = 512
+
+[[port.neighbours]]
+node = 1
+mac = "$PEER_MAC"
+ip = "10.88.0.2"
+udp_port = 9000
+EOF
+fi
 {
     echo "job = $(( TAG + 1 ))"
     echo "buffer_elems = $ELEMS"
@@ -141,6 +184,7 @@ mkdir -p "$WORK/shm"
     echo "port = 7700"
     for i in $(seq 1 "$K"); do
         printf '\n[[node]]\nname = "n%d"\naddress = "10.88.0.%d:9000"\ncores = [%d]\n' "$i" "$i" $(( (i - 1) % $(nproc) ))
+        if [ "$DPDK" = 1 ] && [ "$i" = 1 ]; then printf 'backend = "dpdk"\ndpdk = "dpdk-n1.toml"\n'; fi
     done
     for i in $(seq 1 "$K"); do
         for j in $(seq 1 "$K"); do

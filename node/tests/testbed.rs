@@ -3,8 +3,9 @@
 //! over kernel UDP checked bit-for-bit by the trainers, the n1 -> n2 rate cut to 10 Mbit/s with
 //! `tc` mid-run and nothing else told: the dps measure it, the coordinator's estimator sees the
 //! change and re-plans, and a new policy epoch is installed through every dp's shared-memory
-//! policy ring and used. A netstorm-cp is killed and restarted mid-run. Needs root and
-//! `ip netns`; skipped otherwise.
+//! policy ring and used. A netstorm-cp is killed and restarted mid-run. With the `dpdk`
+//! feature, the same with 2 namespaces and n1 on DPDK (`--dpdk`). Needs root and `ip netns`;
+//! skipped otherwise.
 
 use std::path::Path;
 use std::process::Command;
@@ -38,17 +39,50 @@ fn three_namespaces_tbf_rate_change_new_epoch_cp_restart() {
         eprintln!("SKIPPED testbed: {why} (needs root, ip netns and tc)");
         return;
     }
+    let stdout = run_testbed(&["-k", "3", "-r", "80", "-e", "30000", "--restart-cp"]);
+    check_run(&stdout, &["n1", "n2", "n3"], 80);
+}
+
+/// n1 on DPDK (net_af_packet on its veth, frames built by the DPDK port) against n2's kernel
+/// UDP stack: the same run, so the kernel is an independent implementation that must accept
+/// and answer every frame, and the DPDK node's own measurements find the cut.
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_node_against_a_kernel_udp_node_in_the_testbed() {
+    if let Err(why) = can_run() {
+        eprintln!("SKIPPED testbed --dpdk: {why} (needs root, ip netns and tc)");
+        return;
+    }
+    let stdout = run_testbed(&[
+        "-k",
+        "2",
+        "-r",
+        "60",
+        "-e",
+        "30000",
+        "--restart-cp",
+        "--dpdk",
+    ]);
+    assert!(
+        stdout.contains("n1 runs on DPDK (net_af_packet"),
+        "{stdout}"
+    );
+    check_run(&stdout, &["n1", "n2"], 60);
+}
+
+/// Runs scripts/testbed.sh with the binaries of this build; its stdout when it passed.
+fn run_testbed(args: &[&str]) -> String {
     let dp = Path::new(env!("CARGO_BIN_EXE_netstorm-dp"));
     let bin_dir = dp.parent().expect("bin dir");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/testbed.sh");
     let out = Command::new("timeout")
         .args(["180", "bash"])
         .arg(&script)
-        .args(["-k", "3", "-r", "80", "-e", "30000", "--restart-cp"])
+        .args(args)
         .env("NETSTORM_BIN_DIR", bin_dir)
         .output()
         .expect("run testbed.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
@@ -56,12 +90,17 @@ fn three_namespaces_tbf_rate_change_new_epoch_cp_restart() {
         out.status
     );
     assert!(stdout.contains("testbed: PASS"), "{stdout}");
+    stdout
+}
+
+/// What a passed run must show beyond its PASS line.
+fn check_run(stdout: &str, nodes: &[&str], rounds: u32) {
     // Every trainer checked every round and saw at least two epochs; every dp installed them
     // through its policy ring and ran its last rounds under a newer one.
-    for n in ["n1", "n2", "n3"] {
+    for n in nodes {
         let line = stdout
             .lines()
-            .find(|l| l.starts_with(&format!("testbed: {n} trainer: OK 80 rounds")))
+            .find(|l| l.starts_with(&format!("testbed: {n} trainer: OK {rounds} rounds")))
             .unwrap_or_else(|| panic!("no OK line for {n}:\n{stdout}"));
         assert!(line.contains("epochs [1, 2"), "{line}");
         let stats = stdout
@@ -69,7 +108,10 @@ fn three_namespaces_tbf_rate_change_new_epoch_cp_restart() {
             .find(|l| l.starts_with(&format!("testbed: {n} installed_epochs")))
             .unwrap_or_else(|| panic!("no counters for {n}:\n{stdout}"));
         assert!(stats.contains("installed_epochs [1,2"), "{stats}");
-        assert!(stats.contains("\"rounds_completed\":80"), "{stats}");
+        assert!(
+            stats.contains(&format!("\"rounds_completed\":{rounds}")),
+            "{stats}"
+        );
         assert!(stats.contains("\"policy_errors\":0"), "{stats}");
     }
     // The new epoch came from measurement: the coordinator's estimator saw n1 -> n2 change
