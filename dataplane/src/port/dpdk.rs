@@ -2301,7 +2301,8 @@ udp_port = 4791
             .find("## Running on a gateway")
             .expect("README section");
         let section = &readme[start..];
-        let toml_start = section.find("```toml\n").expect("toml block") + 8;
+        // The section's [eal] + [port] block (another one shows the cluster config's node).
+        let toml_start = section.find("```toml\n[eal]").expect("[eal] toml block") + 8;
         let toml_len = section[toml_start..].find("```").expect("end of block");
         let setup = DpdkSetup::from_toml_str(&section[toml_start..toml_start + toml_len]).unwrap();
         assert_eq!(setup.eal.allow, vec!["0000:3b:00.0".to_string()]);
