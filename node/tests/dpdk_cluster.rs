@@ -82,12 +82,14 @@ fn remove_runtime_dirs(dir: &Path) {
 fn two_dpdk_nodes_synchronize_bit_identical_rounds() {
     let mut cl = Cluster::with_config("dpdk", 25000, dpdk_pair);
     let cfg = cl.cfg();
-    // A memif client connects once, when its device starts: the server (a) must listen
-    // first. Its dp opens the port before it makes the node file.
-    cl.spawn(DP, "a");
-    wait_file(&cfg.node_file_path("a"));
+    // The memif client (b) starts first: its device start is retried until a's server
+    // listens (memif_connect_wait_ms); a's dp waits for the link before it announces itself.
     cl.spawn(DP, "b");
-    wait_file(&cfg.node_file_path("b"));
+    std::thread::sleep(Duration::from_millis(300));
+    cl.spawn(DP, "a");
+    for n in ["a", "b"] {
+        wait_file(&cfg.node_file_path(n));
+    }
     cl.spawn(CP, "a");
     cl.spawn(CP, "b");
     let rounds = 12;
@@ -159,6 +161,12 @@ fn bad_dpdk_files_are_refused_naming_file_and_key() {
         (
             good.replace("rx_desc", "rx_dsec"),
             "unknown field `rx_dsec`",
+        ),
+        // A memif client with no server: it retries the start for memif_connect_wait_ms.
+        (
+            good.replace("role=server", "role=client")
+                .replace("[port]\n", "[port]\nmemif_connect_wait_ms = 200\n"),
+            "a net_memif client starts only once its server listens",
         ),
         // Not a vdev the EAL knows: the EAL failure names its arguments and the file.
         (

@@ -99,6 +99,13 @@ int ns_eth_dev_start(uint16_t port_id) { return rte_eth_dev_start(port_id); }
 int ns_eth_dev_stop(uint16_t port_id) { return rte_eth_dev_stop(port_id); }
 int ns_eth_dev_close(uint16_t port_id) { return rte_eth_dev_close(port_id); }
 int ns_eth_promiscuous_enable(uint16_t port_id) { return rte_eth_promiscuous_enable(port_id); }
+/* Link status without waiting: 1 up, 0 down, a negative errno on error. */
+int ns_eth_link_up(uint16_t port_id) {
+    struct rte_eth_link link;
+    memset(&link, 0, sizeof(link));
+    int ret = rte_eth_link_get_nowait(port_id, &link);
+    return ret < 0 ? ret : link.link_status == RTE_ETH_LINK_UP;
+}
 int ns_eth_macaddr_get(uint16_t port_id, uint8_t mac[6]) {
     struct rte_ether_addr a;
     int ret = rte_eth_macaddr_get(port_id, &a);

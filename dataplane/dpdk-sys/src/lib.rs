@@ -234,6 +234,10 @@ shim_functions! {
     /// # Safety
     /// Valid port.
     pub fn ns_eth_promiscuous_enable(port_id: u16) -> c_int;
+    /// `rte_eth_link_get_nowait`: 1 when the link is up, 0 when down, a negative errno.
+    /// # Safety
+    /// Valid port.
+    pub fn ns_eth_link_up(port_id: u16) -> c_int;
     /// `rte_eth_macaddr_get` into `mac[0..6]`.
     /// # Safety
     /// `mac` has room for 6 bytes.

@@ -306,6 +306,10 @@ pub struct DpdkPortConfig {
     /// Put the device in promiscuous mode (needed when `mac` differs from the device's).
     #[serde(default)]
     pub promiscuous: bool,
+    /// A `net_memif` client's device fails to start while its server is not listening: keep
+    /// retrying the start this long (milliseconds; 0 = fail at once).
+    #[serde(default = "defaults::memif_connect_wait_ms")]
+    pub memif_connect_wait_ms: u32,
 }
 
 mod defaults {
@@ -330,6 +334,9 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn memif_connect_wait_ms() -> u32 {
+        10_000
+    }
 }
 
 impl DpdkPortConfig {
@@ -351,6 +358,7 @@ impl DpdkPortConfig {
             mtu: defaults::mtu(),
             udp_checksum: true,
             promiscuous: false,
+            memif_connect_wait_ms: defaults::memif_connect_wait_ms(),
         }
     }
 
@@ -1274,9 +1282,21 @@ impl DpdkPort {
             let ret = unsafe { sys::ns_eth_promiscuous_enable(port_id) };
             check("rte_eth_promiscuous_enable (promiscuous)", ret).map_err(free_pool)?;
         }
-        // SAFETY: queues set up.
-        let ret = unsafe { sys::ns_eth_dev_start(port_id) };
-        check("rte_eth_dev_start", ret).map_err(free_pool)?;
+        // SAFETY: queues set up; a failed start leaves the port configured and stopped.
+        let start = || unsafe { sys::ns_eth_dev_start(port_id) };
+        let mut ret = start();
+        let mut op = "rte_eth_dev_start";
+        if cfg.device.starts_with("net_memif") {
+            op = "rte_eth_dev_start (a net_memif client starts only once its server listens; waited memif_connect_wait_ms)";
+            // A memif client starts only once its server listens.
+            let wait = std::time::Duration::from_millis(cfg.memif_connect_wait_ms.into());
+            let deadline = std::time::Instant::now() + wait;
+            while ret < 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                ret = start();
+            }
+        }
+        check(op, ret).map_err(free_pool)?;
         let dev = Arc::new(Device {
             name: cfg.device.clone(),
             port_id,
@@ -1373,6 +1393,13 @@ impl DpdkPort {
     pub fn pool_available(&self) -> u32 {
         // SAFETY: the pool lives as long as the device.
         unsafe { sys::ns_mempool_avail_count(self.dev.pool) }
+    }
+
+    /// Whether the device reports its link up; `None` when it cannot say.
+    pub fn link_up(&self) -> Option<bool> {
+        // SAFETY: valid, started port; rte_eth_link_get_nowait only reads its state.
+        let ret = unsafe { sys::ns_eth_link_up(self.dev.port_id) };
+        (ret >= 0).then_some(ret == 1)
     }
 
     /// The ethdev's own counters: [ipackets, opackets, ibytes, obytes, imissed, oerrors].

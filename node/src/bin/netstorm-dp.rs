@@ -421,7 +421,33 @@ fn open_dpdk(setup: &DpdkSetup, max_datagram: usize) -> anyhow::Result<WorkerPor
     eal_init(&setup.eal).context("DPDK EAL")?;
     let port = DpdkPort::open(&setup.eal, &setup.port)
         .with_context(|| format!("DPDK port.device {:?}", setup.port.device))?;
+    wait_for_link(&port, &setup.port.device);
     Ok(WorkerPort::Dpdk(Box::new(port)))
+}
+
+/// How long a starting dp waits for its DPDK port's link before going on without it.
+#[cfg(feature = "dpdk")]
+const LINK_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits up to [`LINK_WAIT`] for the port's link (a physical NIC negotiating, a `net_memif`
+/// server waiting for its client) before the dp announces itself; goes on with a warning if
+/// it stays down: what is sent meanwhile is lost and resent by the engine once it comes up.
+#[cfg(feature = "dpdk")]
+fn wait_for_link(port: &netstorm_dataplane::port::dpdk::DpdkPort, device: &str) {
+    let start = Instant::now();
+    let mut said = false;
+    while port.link_up() == Some(false) {
+        let waited = start.elapsed();
+        if waited >= LINK_WAIT {
+            eprintln!("netstorm-dp: warning: the link of {device} is still down after {waited:.0?}; going on (frames sent before it comes up are lost and resent)");
+            return;
+        }
+        if !said && waited >= Duration::from_secs(1) {
+            said = true;
+            eprintln!("netstorm-dp: waiting for the link of {device} (up to {LINK_WAIT:?})");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[cfg(not(feature = "dpdk"))]
