@@ -26,7 +26,7 @@
 //! cores = [0]                    # one poll-mode worker per core, pinned; default [0]
 //! backend = "udp"                # "udp" (default) or "dpdk" (netstorm-dp built with feature `dpdk`)
 //! dpdk = "dpdk-a.toml"           # backend "dpdk" only: the node's [eal] + [port] file (README,
-//!                                # "Running on a gateway"); relative to this file; one core
+//!                                # "Running on a gateway"); relative to this file
 //!
 //! [[link]]                       # the network the planner starts from (scenario format)
 //! from = "a"
@@ -80,7 +80,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Udp,
-    /// A DPDK ethdev (one queue pair, one worker), set up by the node's `dpdk` file.
+    /// A DPDK ethdev (one queue pair per worker), set up by the node's `dpdk` file.
     Dpdk,
 }
 
@@ -568,16 +568,6 @@ impl Source<'_> {
                     ))
                 }
                 (Backend::Dpdk, Some(d)) => {
-                    // Worker w listens on port + w, and a DPDK queue pair receives whatever
-                    // the NIC puts in it: several workers need flow rules steering each UDP
-                    // port to its queue, which the port does not set up.
-                    if cores.len() != 1 {
-                        return Err(self.invalid(
-                            n.cores.as_ref().map_or(sn.span(), |c| c.span()),
-                            "cores",
-                            format!("[[node]] '{name}': backend \"dpdk\" runs one worker (one rx/tx queue pair) per node; list one core (steering several workers' UDP ports to their own queues needs flow rules, not supported yet)"),
-                        ));
-                    }
                     if !address.is_ipv4() {
                         return Err(self.invalid(
                             n.address.span(),
@@ -830,12 +820,30 @@ impl ClusterConfig {
                 ),
             ));
         }
-        if port.workers != 1 {
+        if usize::from(port.workers) != node.cores.len() {
             return Err(invalid(
                 "port.workers",
                 format!(
-                    "{}: netstorm-dp runs one worker per DPDK node",
-                    port.workers
+                    "{} but node '{}' lists {} core(s) in {cluster}: one queue pair per worker",
+                    port.workers,
+                    node.name,
+                    node.cores.len()
+                ),
+            ));
+        }
+        // Worker w of every node talks to worker w of the others on port + w; the device must
+        // deliver those frames to queue w. Queue-paired virtual devices do; a NIC would need
+        // flow rules by UDP port, which the port does not set up.
+        if port.workers > 1
+            && !["net_memif", "net_ring"]
+                .iter()
+                .any(|d| port.device.starts_with(d))
+        {
+            return Err(invalid(
+                "port.workers",
+                format!(
+                    "{}: several workers on {:?} would need flow rules steering UDP port + w to queue w, which netstorm does not set up; queue-paired devices (net_memif) take several, others one (cores = [one core])",
+                    port.workers, port.device
                 ),
             ));
         }
@@ -948,7 +956,7 @@ bidirectional = true
     }
 
     #[test]
-    fn dpdk_nodes_name_their_setup_file_and_run_one_worker() {
+    fn dpdk_nodes_name_their_setup_file() {
         let one_core = GOOD
             .replace("cores = [0, 1]", "cores = [0]")
             .replace("cores = [1, 0]", "cores = [1]");
@@ -978,13 +986,15 @@ bidirectional = true
             e.starts_with("c.toml:12: invalid 'dpdk'") && e.contains("its backend is \"udp\""),
             "{e}"
         );
-        let e = err(&dpdk_a
-            .replace("cores = [0]", "cores = [0, 1]")
-            .replace("cores = [1]", "cores = [1, 0]"));
-        assert!(
-            e.contains("invalid 'cores'") && e.contains("one worker"),
-            "{e}"
-        );
+        // Several workers: the DPDK file decides (port.workers, a queue-paired device).
+        let two = ClusterConfig::parse_str(
+            &dpdk_a
+                .replace("cores = [0]", "cores = [0, 1]")
+                .replace("cores = [1]", "cores = [1, 0]"),
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(two.nodes[0].cores.len(), 2);
         let e = err(&dpdk_a.replace("127.0.0.1:9000", "[::1]:9000"));
         assert!(
             e.contains("invalid 'address'") && e.contains("IPv4 only"),

@@ -1,6 +1,6 @@
 //! One `netstorm-dp` poll-mode worker: an [`Engine`] for one contiguous element range of the
 //! node's buffer, its own port — a UDP socket (port + worker index) or, for backend "dpdk",
-//! the node's DPDK queue pair ([`WorkerPort`]) — busy-polling on a pinned core.
+//! its queue pair of the node's DPDK port ([`WorkerPort`]) — busy-polling on a pinned core.
 //!
 //! Workers share no mutable state: each owns its engine, port and buffer; the dp's main
 //! thread hands them policies over a channel (checked once per loop iteration, a couple of
@@ -76,7 +76,7 @@ pub enum WorkerEvent {
 pub enum WorkerPort {
     /// Kernel UDP: the worker's own socket.
     Udp(Box<UdpPort>),
-    /// A DPDK ethdev queue pair (backend "dpdk", one worker per node).
+    /// Queue pair w of the node's DPDK ethdev (backend "dpdk"), on UDP port + w.
     #[cfg(feature = "dpdk")]
     Dpdk(Box<DpdkPort>),
 }

@@ -16,17 +16,27 @@ use std::time::{Duration, Instant};
 
 /// `loopback_pair` with both nodes on backend "dpdk": node a serves the memif link, b joins it.
 fn dpdk_pair(dir: &Path, port: u16) -> String {
-    let sock = dir.join("memif.sock");
-    // The temp dir's name is unique per test and process: so are the EALs' file prefixes.
-    let prefix = runtime_prefix(dir);
-    for (v, node, role, core) in [(0u16, "a", "server", 0), (1, "b", "client", 1)] {
-        let me = port + 1 + v;
-        let peer = port + 2 - v;
-        std::fs::write(
-            dir.join(format!("dpdk-{node}.toml")),
-            format!(
-                r#"[eal]
-lcores = "{core}"
+    dpdk_pair_with(1)(dir, port)
+}
+
+/// [`dpdk_pair`] with `workers` workers per node: memif queue pairs (queue w reaches the peer's
+/// queue w), worker ports `port + w`, node b's address moved up to keep them apart.
+fn dpdk_pair_with(workers: u16) -> impl FnOnce(&Path, u16) -> String {
+    move |dir: &Path, port: u16| {
+        let sock = dir.join("memif.sock");
+        // The temp dir's name is unique per test and process: so are the EALs' file prefixes.
+        let prefix = runtime_prefix(dir);
+        let addr = |v: u16| port + 1 + v * workers;
+        let cores = |v: u16| {
+            let c: Vec<String> = (0..workers).map(|w| ((v + w) % 2).to_string()).collect();
+            format!("[{}]", c.join(", "))
+        };
+        for (v, node, role) in [(0u16, "a", "server"), (1, "b", "client")] {
+            std::fs::write(
+                dir.join(format!("dpdk-{node}.toml")),
+                format!(
+                    r#"[eal]
+lcores = "{v}"
 memory_mb = 256
 vdevs = ["net_memif0,role={role},id=0,socket={}"]
 file_prefix = "{prefix}-{node}"
@@ -38,7 +48,8 @@ device = "net_memif0"
 node = {v}
 mac = "02:00:00:00:00:0{v}"
 ip = "127.0.0.1"
-udp_port = {me}
+udp_port = {}
+workers = {workers}
 mempool_mbufs = 4095
 rx_desc = 512
 tx_desc = 512
@@ -47,24 +58,37 @@ tx_desc = 512
 node = {}
 mac = "02:00:00:00:00:0{}"
 ip = "127.0.0.1"
-udp_port = {peer}
+udp_port = {}
 "#,
-                sock.display(),
-                1 - v,
-                1 - v
-            ),
-        )
-        .unwrap();
+                    sock.display(),
+                    addr(v),
+                    1 - v,
+                    1 - v,
+                    addr(1 - v)
+                ),
+            )
+            .unwrap();
+        }
+        loopback_pair(dir, port)
+            .replace(
+                &format!("127.0.0.1:{}\"", port + 2),
+                &format!("127.0.0.1:{}\"", addr(1)),
+            )
+            .replace(
+                "name = \"a\"\n",
+                &format!(
+                    "name = \"a\"\ncores = {}\nbackend = \"dpdk\"\ndpdk = \"dpdk-a.toml\"\n",
+                    cores(0)
+                ),
+            )
+            .replace(
+                "name = \"b\"\n",
+                &format!(
+                    "name = \"b\"\ncores = {}\nbackend = \"dpdk\"\ndpdk = \"dpdk-b.toml\"\n",
+                    cores(1)
+                ),
+            )
     }
-    loopback_pair(dir, port)
-        .replace(
-            "name = \"a\"\n",
-            "name = \"a\"\ncores = [0]\nbackend = \"dpdk\"\ndpdk = \"dpdk-a.toml\"\n",
-        )
-        .replace(
-            "name = \"b\"\n",
-            "name = \"b\"\ncores = [1]\nbackend = \"dpdk\"\ndpdk = \"dpdk-b.toml\"\n",
-        )
 }
 
 fn runtime_prefix(dir: &Path) -> String {
@@ -80,7 +104,18 @@ fn remove_runtime_dirs(dir: &Path) {
 
 #[test]
 fn two_dpdk_nodes_synchronize_bit_identical_rounds() {
-    let mut cl = Cluster::with_config("dpdk", 25000, dpdk_pair);
+    sync_rounds("dpdk", 25000, 1);
+}
+
+/// Each node's two workers on their own memif queue pair: worker w of a talks to worker w of
+/// b on queue w, each owning half of the buffer.
+#[test]
+fn two_workers_per_dpdk_node_on_paired_queues() {
+    sync_rounds("dpdk2w", 27000, 2);
+}
+
+fn sync_rounds(tag: &str, port_base: u16, workers: u16) {
+    let mut cl = Cluster::with_config(tag, port_base, dpdk_pair_with(workers));
     let cfg = cl.cfg();
     // The memif client (b) starts first: its device start is retried until a's server
     // listens (memif_connect_wait_ms); a's dp waits for the link before it announces itself.
@@ -121,6 +156,7 @@ fn two_dpdk_nodes_synchronize_bit_identical_rounds() {
             "{node}: {v}"
         );
         assert_eq!(v["policy_errors"], 0, "{node}: {v}");
+        assert_eq!(v["workers"], workers, "{node}: {v}");
         assert_eq!(v["rx_port_dropped"], 0, "{node}: {v}");
         assert_eq!(v["rx_unknown_peer"], 0, "{node}: {v}");
         assert!(v["rx_datagrams"].as_u64().unwrap() > 0, "{node}: {v}");
@@ -162,6 +198,11 @@ fn bad_dpdk_files_are_refused_naming_file_and_key() {
             good.replace("rx_desc", "rx_dsec"),
             "unknown field `rx_dsec`",
         ),
+        // More queue pairs than workers.
+        (
+            good.replace("workers = 1", "workers = 2"),
+            "invalid 'port.workers': 2 but node 'a' lists 1 core(s)",
+        ),
         // A memif client with no server: it retries the start for memif_connect_wait_ms.
         (
             good.replace("role=server", "role=client")
@@ -184,4 +225,20 @@ fn bad_dpdk_files_are_refused_naming_file_and_key() {
         assert!(!cl.cfg().node_file_path("a").exists(), "{err}");
     }
     remove_runtime_dirs(&cl.dir);
+}
+
+/// Several workers need a device that delivers worker w's frames to queue w.
+#[test]
+fn several_workers_need_a_queue_paired_device() {
+    let cl = Cluster::with_config("dpdkaf", 28000, dpdk_pair_with(2));
+    let file = cl.dir.join("dpdk-a.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("net_memif0", "net_af_packet0")).unwrap();
+    let (ok, err) = run_to_end(DP, &cl.config, "a");
+    assert!(!ok);
+    assert!(
+        err.contains("invalid 'port.workers': 2: several workers on \"net_af_packet0\" would need flow rules"),
+        "{err}"
+    );
+    assert!(!cl.cfg().node_file_path("a").exists(), "{err}");
 }

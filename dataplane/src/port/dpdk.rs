@@ -275,11 +275,14 @@ pub struct DpdkPortConfig {
     pub mac: Option<MacAddr>,
     /// Our IPv4 address (source of sent frames; received frames must be addressed to it).
     pub ip: Ipv4Addr,
-    /// Our UDP port.
+    /// Our UDP port: worker `w` (queue pair `w`) uses `udp_port + w`, as the UDP backend does.
     pub udp_port: u16,
     /// The static neighbour table (no ARP).
     pub neighbours: Vec<NeighbourConfig>,
-    /// rx/tx queue pairs, one per worker thread.
+    /// rx/tx queue pairs, one per worker thread. Worker `w` sends from `udp_port + w` to a
+    /// neighbour's `udp_port + w` and takes only frames for `udp_port + w` from queue `w`: the
+    /// device must deliver them there (paired queues as in `net_memif` and the ring fabrics,
+    /// or flow rules by UDP port on a NIC, which this port does not set up).
     #[serde(default = "defaults::workers")]
     pub workers: u16,
     /// mbufs in the pool (a power of two minus one is most memory-efficient).
@@ -380,6 +383,16 @@ impl DpdkPortConfig {
             return bad(
                 "workers".into(),
                 format!("{} must be in 1..=64", self.workers),
+            );
+        }
+        let last = u32::from(self.workers) - 1;
+        if let Some(p) = std::iter::once(self.udp_port)
+            .chain(self.neighbours.iter().map(|n| n.udp_port))
+            .find(|&p| p == 0 || u32::from(p) + last > 65535)
+        {
+            return bad(
+                "udp_port".into(),
+                format!("{p}: workers use ports udp_port .. udp_port + {last}, which must lie in 1..=65535 (ours and every neighbour's)"),
             );
         }
         if self.mtu < 576 || self.mtu > 9000 {
@@ -970,7 +983,8 @@ struct Device {
 }
 
 // SAFETY: the mempool is thread-safe (ring_mp_mc ops); the port id is a plain integer and the
-// ethdev's control functions are only called from Device::drop, which runs once.
+// ethdev's control functions are only called from Device::drop, which runs once, and from
+// DpdkPort::restart_device, given every port of the device mutably.
 unsafe impl Send for Device {}
 // SAFETY: as above; shared references only read `pool` (thread-safe mempool) and `port_id`.
 unsafe impl Sync for Device {}
@@ -1322,34 +1336,20 @@ impl DpdkPort {
         for n in &cfg.neighbours {
             by_node[n.node as usize] = Some((n.mac, n.ip, n.udp_port));
         }
-        let by_addr: Vec<_> = cfg
-            .neighbours
-            .iter()
-            .map(|n| (n.ip, n.udp_port, n.node))
-            .collect();
         tracing::debug!(device = %cfg.device, port_id, workers = cfg.workers, %mac, "DPDK port started");
+        // Worker q: our udp_port + q, each neighbour's udp_port + q (validated to fit).
         Ok((0..cfg.workers)
-            .map(|q| DpdkPort {
-                dev: dev.clone(),
-                queue: q,
-                me: FrameAddrsTemplate {
-                    mac,
-                    ip: cfg.ip,
-                    udp_port: cfg.udp_port,
-                },
-                by_node: by_node.clone(),
-                by_addr: by_addr.clone(),
-                max_datagram: cfg.max_datagram_len(),
-                udp_checksum: cfg.udp_checksum,
-                ip_id: q.wrapping_mul(0x1000),
-                rx_queues: vec![q].into_boxed_slice(),
-                rx_next: 0,
-                tx_stash: [std::ptr::null_mut(); MAX_BURST],
-                tx_stash_data: [std::ptr::null_mut(); MAX_BURST],
-                tx_stash_n: 0,
-                tx_pending: (0..cfg.workers).map(|_| TxPending::new()).collect(),
-                tx_queue_of: Box::default(),
-                tx_templates: by_node
+            .map(|q| {
+                let by_node: Vec<_> = by_node
+                    .iter()
+                    .map(|n| n.map(|(dmac, dip, dport)| (dmac, dip, dport + q)))
+                    .collect();
+                let by_addr = cfg
+                    .neighbours
+                    .iter()
+                    .map(|n| (n.ip, n.udp_port + q, n.node))
+                    .collect();
+                let tx_templates = by_node
                     .iter()
                     .map(|n| {
                         n.map(|(dmac, dip, dport)| {
@@ -1358,13 +1358,35 @@ impl DpdkPort {
                                 dst_mac: dmac,
                                 src_ip: cfg.ip,
                                 dst_ip: dip,
-                                src_port: cfg.udp_port,
+                                src_port: cfg.udp_port + q,
                                 dst_port: dport,
                             })
                         })
                     })
-                    .collect(),
-                stats: DpdkPortStats::default(),
+                    .collect();
+                DpdkPort {
+                    dev: dev.clone(),
+                    queue: q,
+                    me: FrameAddrsTemplate {
+                        mac,
+                        ip: cfg.ip,
+                        udp_port: cfg.udp_port + q,
+                    },
+                    by_addr,
+                    tx_templates,
+                    by_node,
+                    max_datagram: cfg.max_datagram_len(),
+                    udp_checksum: cfg.udp_checksum,
+                    ip_id: q.wrapping_mul(0x1000),
+                    rx_queues: vec![q].into_boxed_slice(),
+                    rx_next: 0,
+                    tx_stash: [std::ptr::null_mut(); MAX_BURST],
+                    tx_stash_data: [std::ptr::null_mut(); MAX_BURST],
+                    tx_stash_n: 0,
+                    tx_pending: (0..cfg.workers).map(|_| TxPending::new()).collect(),
+                    tx_queue_of: Box::default(),
+                    stats: DpdkPortStats::default(),
+                }
             })
             .collect())
     }
@@ -1400,6 +1422,38 @@ impl DpdkPort {
         // SAFETY: valid, started port; rte_eth_link_get_nowait only reads its state.
         let ret = unsafe { sys::ns_eth_link_up(self.dev.port_id) };
         (ret >= 0).then_some(ret == 1)
+    }
+
+    /// Stops and starts the device again, keeping its queues and pool. A `net_memif` client
+    /// connects only when its device starts, and gives up if the handshake fails (its server
+    /// listens before its own device has started): restarting it tries again. Refused while
+    /// other ports of the device exist (other workers could be inside rx/tx burst).
+    pub fn restart_device(ports: &mut [DpdkPort]) -> Result<(), DpdkError> {
+        let Some(first) = ports.first() else {
+            return Ok(());
+        };
+        let dev = first.dev.clone();
+        // Ours (`dev`) plus one per port given: nobody else holds the device.
+        if Arc::strong_count(&dev) != ports.len() + 1
+            || ports.iter().any(|p| !Arc::ptr_eq(&p.dev, &dev))
+        {
+            return Err(DpdkError::Config {
+                key: "workers".into(),
+                why: format!("{}: restarting the device needs all of its ports", dev.name),
+            });
+        }
+        // SAFETY: `ports` (borrowed mutably) are all the device's ports, so no thread is in
+        // rx/tx burst on it; a stopped, configured port may be started again.
+        let ret = unsafe { sys::ns_eth_dev_stop(dev.port_id) };
+        if ret < 0 {
+            return Err(device_error("rte_eth_dev_stop", &dev.name, ret));
+        }
+        // SAFETY: as above; the queues set up at open are kept across stop/start.
+        let ret = unsafe { sys::ns_eth_dev_start(dev.port_id) };
+        if ret < 0 {
+            return Err(device_error("rte_eth_dev_start", &dev.name, ret));
+        }
+        Ok(())
     }
 
     /// The ethdev's own counters: [ipackets, opackets, ibytes, obytes, imissed, oerrors].
@@ -2354,6 +2408,26 @@ udp_port = 4791
             .unwrap_err()
             .to_string();
         assert!(err.contains("mtuu"), "{err}");
+    }
+
+    #[test]
+    fn every_worker_port_must_exist() {
+        let mut c = DpdkPortConfig::new("net_ring0", 0, Ipv4Addr::new(10, 0, 0, 1), 65534);
+        c.neighbours = vec![NeighbourConfig {
+            node: 1,
+            mac: MacAddr::local(1),
+            ip: Ipv4Addr::new(10, 0, 0, 2),
+            udp_port: 9000,
+        }];
+        c.workers = 2;
+        c.validate().unwrap();
+        c.workers = 3;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("udp_port") && e.contains("65534"), "{e}");
+        c.udp_port = 9000;
+        c.neighbours[0].udp_port = 65535;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("udp_port") && e.contains("65535"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Loads the cluster config, refuses to start if another live dp serves the node (lock file),
 //! creates the shared-memory rings and the node file, opens one UDP socket per worker (or, for
 //! backend "dpdk", initializes the EAL and opens the node's DPDK port from its `dpdk` file —
-//! one worker) and runs one pinned poll-mode worker per configured core (each owns an engine
+//! one queue pair per worker) and runs one pinned poll-mode worker per configured core (each owns an engine
 //! for its element range). The main thread moves policies from the policy ring to the workers, link-rate
 //! estimates from the workers to the telemetry ring (summed over the workers: each worker's
 //! engine paces its own share of the node's traffic over the same links), and writes
@@ -106,18 +106,18 @@ fn run() -> anyhow::Result<()> {
             lock_path.display()
         ),
     };
-    // The DPDK port opens before any file is made: an EAL or device failure leaves nothing.
-    let mut dpdk_port = match &dpdk {
+    // The DPDK port (one queue pair per worker) opens before any file is made: an EAL or
+    // device failure leaves nothing.
+    let mut dpdk_ports = match &dpdk {
         Some(setup) => {
             let max_datagram = engine_config(&cfg, &me, 0).max_datagram_len();
             let file = me.dpdk.as_deref().unwrap_or(Path::new("?")).display();
-            Some(
-                open_dpdk(setup, max_datagram)
-                    .with_context(|| format!("node '{}', DPDK setup {file}", me.name))?,
-            )
+            open_dpdk(setup, max_datagram)
+                .with_context(|| format!("node '{}', DPDK setup {file}", me.name))?
         }
-        None => None,
-    };
+        None => Vec::new(),
+    }
+    .into_iter();
     let region = ShmRegion::create(cfg.ring_path(&me.name), RingConfig::default())?;
     let mut policy_rx = region.policy_consumer()?;
     let mut telemetry_tx = region.telemetry_producer()?;
@@ -138,7 +138,7 @@ fn run() -> anyhow::Result<()> {
         let range = cfg.worker_range(w, workers);
         let engine = Engine::new(engine_config(&cfg, &me, w), &cfg.topology)
             .with_context(|| format!("worker {w}: engine for {} elements", range.len()))?;
-        let port = match dpdk_port.take() {
+        let port = match dpdk_ports.next() {
             Some(p) => p,
             None => {
                 let mut uc = UdpConfig::new(me.worker_addr(w));
@@ -406,9 +406,9 @@ fn dpdk_setup(cfg: &ClusterConfig, me: &NodeConfig) -> anyhow::Result<Option<Dpd
     )
 }
 
-/// Initializes the EAL and opens the node's DPDK port (one queue pair).
+/// Initializes the EAL and opens the node's DPDK port: one queue pair per worker.
 #[cfg(feature = "dpdk")]
-fn open_dpdk(setup: &DpdkSetup, max_datagram: usize) -> anyhow::Result<WorkerPort> {
+fn open_dpdk(setup: &DpdkSetup, max_datagram: usize) -> anyhow::Result<Vec<WorkerPort>> {
     use netstorm_dataplane::port::dpdk::{eal_init, DpdkPort};
     if max_datagram > setup.port.max_datagram_len() {
         bail!(
@@ -419,10 +419,13 @@ fn open_dpdk(setup: &DpdkSetup, max_datagram: usize) -> anyhow::Result<WorkerPor
         );
     }
     eal_init(&setup.eal).context("DPDK EAL")?;
-    let port = DpdkPort::open(&setup.eal, &setup.port)
+    let mut ports = DpdkPort::open_workers(&setup.eal, &setup.port)
         .with_context(|| format!("DPDK port.device {:?}", setup.port.device))?;
-    wait_for_link(&port, &setup.port.device);
-    Ok(WorkerPort::Dpdk(Box::new(port)))
+    wait_for_link(&mut ports, setup);
+    Ok(ports
+        .into_iter()
+        .map(|p| WorkerPort::Dpdk(Box::new(p)))
+        .collect())
 }
 
 /// How long a starting dp waits for its DPDK port's link before going on without it.
@@ -430,13 +433,25 @@ fn open_dpdk(setup: &DpdkSetup, max_datagram: usize) -> anyhow::Result<WorkerPor
 const LINK_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits up to [`LINK_WAIT`] for the port's link (a physical NIC negotiating, a `net_memif`
-/// server waiting for its client) before the dp announces itself; goes on with a warning if
-/// it stays down: what is sent meanwhile is lost and resent by the engine once it comes up.
+/// server waiting for its client) before the dp announces itself, restarting a `net_memif`
+/// client's device every half second meanwhile: it connects only when it starts and gives up
+/// on a failed handshake (a server that listens before its device has started refuses it).
+/// Goes on with a warning if the link stays down: what is sent meanwhile is lost and resent by
+/// the engine once it comes up.
 #[cfg(feature = "dpdk")]
-fn wait_for_link(port: &netstorm_dataplane::port::dpdk::DpdkPort, device: &str) {
+fn wait_for_link(ports: &mut [netstorm_dataplane::port::dpdk::DpdkPort], setup: &DpdkSetup) {
+    use netstorm_dataplane::port::dpdk::DpdkPort;
+    let device = setup.port.device.as_str();
+    // memif's role defaults to client.
+    let memif_client = device.starts_with("net_memif")
+        && setup.eal.vdevs.iter().any(|v| {
+            let mut args = v.split(',');
+            args.next() == Some(device) && !args.any(|kv| kv.trim() == "role=server")
+        });
     let start = Instant::now();
+    let mut restarted = start;
     let mut said = false;
-    while port.link_up() == Some(false) {
+    while ports.first().and_then(DpdkPort::link_up) == Some(false) {
         let waited = start.elapsed();
         if waited >= LINK_WAIT {
             eprintln!("netstorm-dp: warning: the link of {device} is still down after {waited:.0?}; going on (frames sent before it comes up are lost and resent)");
@@ -446,12 +461,18 @@ fn wait_for_link(port: &netstorm_dataplane::port::dpdk::DpdkPort, device: &str) 
             said = true;
             eprintln!("netstorm-dp: waiting for the link of {device} (up to {LINK_WAIT:?})");
         }
+        if memif_client && restarted.elapsed() >= Duration::from_millis(500) {
+            restarted = Instant::now();
+            if let Err(e) = DpdkPort::restart_device(ports) {
+                eprintln!("netstorm-dp: warning: restarting {device}: {e}");
+            }
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 #[cfg(not(feature = "dpdk"))]
-fn open_dpdk(setup: &DpdkSetup, _: usize) -> anyhow::Result<WorkerPort> {
+fn open_dpdk(setup: &DpdkSetup, _: usize) -> anyhow::Result<Vec<WorkerPort>> {
     match *setup {}
 }
 
