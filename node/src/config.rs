@@ -832,13 +832,9 @@ impl ClusterConfig {
             ));
         }
         // Worker w of every node talks to worker w of the others on port + w; the device must
-        // deliver those frames to queue w. Queue-paired virtual devices do; a NIC would need
-        // flow rules by UDP port, which the port does not set up.
-        if port.workers > 1
-            && !["net_memif", "net_ring"]
-                .iter()
-                .any(|d| port.device.starts_with(d))
-        {
+        // deliver those frames to queue w. net_memif's queue w reaches the peer's queue w; a NIC
+        // would need flow rules by UDP port, which the port does not set up.
+        if port.workers > 1 && !port.device.starts_with("net_memif") {
             return Err(invalid(
                 "port.workers",
                 format!(
