@@ -460,6 +460,14 @@ impl DpdkPortConfig {
     }
 }
 
+/// The value of `key=value` in a `--vdev` string (the last one if repeated).
+fn vdev_arg<'a>(vdev: &'a str, key: &str) -> Option<&'a str> {
+    vdev.split(',')
+        .skip(1)
+        .filter_map(|kv| kv.trim().strip_prefix(key)?.strip_prefix('='))
+        .last()
+}
+
 /// A whole DPDK setup as one TOML file: `[eal]` ([`EalConfig`]) and `[port]`
 /// ([`DpdkPortConfig`]) — see README.md, "Running on a gateway".
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -488,16 +496,10 @@ impl DpdkSetup {
     /// deliver frames many times over (2-node syncs with 4 and 8 KB frames crawled, each side
     /// counting 17x to 2000x as many frames received as the other had sent).
     fn check_memif_buffers(&self) -> Result<(), DpdkError> {
-        let Some(vdev) = self.eal.vdevs.iter().find(|v| {
-            v.split(',').next() == Some(self.port.device.as_str())
-                && self.port.device.starts_with("net_memif")
-        }) else {
+        let Some(vdev) = self.memif_vdev() else {
             return Ok(());
         };
-        let bsize = vdev
-            .split(',')
-            .filter_map(|kv| kv.trim().strip_prefix("bsize="))
-            .next_back()
+        let bsize = vdev_arg(vdev, "bsize")
             .map_or(Ok(2048), |b| b.parse::<u32>())
             .map_err(|e| DpdkError::Config {
                 key: "vdevs".into(),
@@ -515,6 +517,26 @@ impl DpdkSetup {
             });
         }
         Ok(())
+    }
+
+    /// The `--vdev` string of the port's device when it is a `net_memif`.
+    fn memif_vdev(&self) -> Option<&str> {
+        let device = self.port.device.as_str();
+        if !device.starts_with("net_memif") {
+            return None;
+        }
+        self.eal
+            .vdevs
+            .iter()
+            .map(String::as_str)
+            .find(|v| v.split(',').next() == Some(device))
+    }
+
+    /// Whether the port is a `net_memif` client (the role memif takes unless told
+    /// `role=server`): it connects to its server only when its device starts.
+    pub fn is_memif_client(&self) -> bool {
+        self.memif_vdev()
+            .is_some_and(|v| vdev_arg(v, "role") != Some("server"))
     }
 }
 

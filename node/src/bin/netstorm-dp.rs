@@ -3,12 +3,12 @@
 //! Loads the cluster config, refuses to start if another live dp serves the node (lock file),
 //! creates the shared-memory rings and the node file, opens one UDP socket per worker (or, for
 //! backend "dpdk", initializes the EAL and opens the node's DPDK port from its `dpdk` file —
-//! one queue pair per worker) and runs one pinned poll-mode worker per configured core (each owns an engine
-//! for its element range). The main thread moves policies from the policy ring to the workers, link-rate
-//! estimates from the workers to the telemetry ring (summed over the workers: each worker's
-//! engine paces its own share of the node's traffic over the same links), and writes
-//! counters (JSON) to
-//! `<shm_dir>/netstorm-<job>-<node>.dp-stats.json` (and to stderr with `--stats`).
+//! one queue pair per worker) and runs one pinned poll-mode worker per configured core (each
+//! owns an engine for its element range). The main thread moves policies from the policy ring
+//! to the workers, link-rate estimates from the workers to the telemetry ring (summed over the
+//! workers: each worker's engine paces its own share of the node's traffic over the same
+//! links), and writes counters (JSON) to `<shm_dir>/netstorm-<job>-<node>.dp-stats.json` (and
+//! to stderr with `--stats`).
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -442,12 +442,7 @@ const LINK_WAIT: Duration = Duration::from_secs(10);
 fn wait_for_link(ports: &mut [netstorm_dataplane::port::dpdk::DpdkPort], setup: &DpdkSetup) {
     use netstorm_dataplane::port::dpdk::DpdkPort;
     let device = setup.port.device.as_str();
-    // memif's role defaults to client.
-    let memif_client = device.starts_with("net_memif")
-        && setup.eal.vdevs.iter().any(|v| {
-            let mut args = v.split(',');
-            args.next() == Some(device) && !args.any(|kv| kv.trim() == "role=server")
-        });
+    let memif_client = setup.is_memif_client();
     let start = Instant::now();
     let mut restarted = start;
     let mut said = false;
