@@ -2459,7 +2459,11 @@ udp_port = 4791
                 "[eal]\nvdevs = [\"{vdev}\"]\n[port]\ndevice = \"net_memif0\"\nnode = 0\nip = \"10.0.0.1\"\nudp_port = 1\nmtu = {mtu}\nmbuf_data_room = 9344\nneighbours = []\n"
             ))
         };
-        setup("net_memif0,role=server", 1500).unwrap();
+        assert!(!setup("net_memif0,role=server", 1500)
+            .unwrap()
+            .is_memif_client());
+        // memif's role defaults to client.
+        assert!(setup("net_memif0,id=0", 1500).unwrap().is_memif_client());
         let e = setup("net_memif0,role=server", 9000)
             .unwrap_err()
             .to_string();
