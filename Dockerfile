@@ -16,11 +16,14 @@ COPY benches benches
 COPY tests tests
 COPY dataplane dataplane
 COPY controlplane controlplane
+COPY node node
 COPY scenarios scenarios
 COPY scripts scripts
 # pkg-config finds libdpdk here, so the DPDK port is linked in (not the no-DPDK stubs).
+# The CLI and the node binaries (netstorm up runs the netstorm-dp / netstorm-cp beside it).
 RUN pkg-config --exists libdpdk \
- && cargo build --release --features netstorm-dataplane/dpdk --bin netstorm \
- && cp target/release/netstorm /usr/local/bin/netstorm \
+ && cargo build --release -p netstorm -p netstorm-node --features dpdk \
+ && cp target/release/netstorm target/release/netstorm-dp target/release/netstorm-cp \
+       target/release/netstorm-trainer /usr/local/bin/ \
  && rm -rf target
 CMD ["netstorm", "demo"]
