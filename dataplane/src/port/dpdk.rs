@@ -1324,7 +1324,6 @@ impl DpdkPort {
         let mut op = "rte_eth_dev_start";
         if cfg.device.starts_with("net_memif") {
             op = "rte_eth_dev_start (a net_memif client starts only once its server listens; waited memif_connect_wait_ms)";
-            // A memif client starts only once its server listens.
             let wait = std::time::Duration::from_millis(cfg.memif_connect_wait_ms.into());
             let deadline = std::time::Instant::now() + wait;
             while ret < 0 && std::time::Instant::now() < deadline {
