@@ -407,6 +407,8 @@ struct SendPath {
     nominal_bps: f64,
     ceiling_bps: f64,
     rate_bps: f64,
+    /// `ns_per_byte(rate_bps)`, kept with it by `set_rate`.
+    ns_per_byte: f64,
     next_send_ns: Nanos,
     last_decrease_ns: Nanos,
     /// Recent fraction of packets lost (per-packet EWMA over about 1024 packets: long
@@ -455,6 +457,7 @@ impl SendPath {
             nominal_bps: rate_bps,
             ceiling_bps: rate_bps,
             rate_bps,
+            ns_per_byte: ns_per_byte(rate_bps),
             next_send_ns: 0,
             last_decrease_ns: 0,
             loss_ewma: 0.0,
@@ -469,6 +472,11 @@ impl SendPath {
             min_owd_ns: None,
             max_echo_ns: 0,
         }
+    }
+
+    fn set_rate(&mut self, rate_bps: f64) {
+        self.rate_bps = rate_bps;
+        self.ns_per_byte = ns_per_byte(rate_bps);
     }
 
     fn idle(&self) -> bool {
@@ -531,7 +539,7 @@ impl SendPath {
     fn on_congestion(&mut self, now: Nanos) {
         let rtt = self.srtt_ns.unwrap_or(self.rto_ns);
         if now.saturating_sub(self.last_decrease_ns) >= rtt {
-            self.rate_bps = (self.rate_bps * 0.7).max(self.nominal_bps / 32.0);
+            self.set_rate((self.rate_bps * 0.7).max(self.nominal_bps / 32.0));
             self.last_decrease_ns = now;
             self.last_increase_ns = now;
         }
@@ -546,7 +554,7 @@ impl SendPath {
         let rtt = self.srtt_ns.unwrap_or(self.rto_ns).max(1);
         if now.saturating_sub(self.last_increase_ns) >= rtt {
             let step = (frame_bits * 1e9 / rtt as f64).max(self.nominal_bps * 0.01);
-            self.rate_bps = (self.rate_bps + step).min(self.ceiling_bps);
+            self.set_rate((self.rate_bps + step).min(self.ceiling_bps));
             self.last_increase_ns = now;
         }
     }
@@ -620,6 +628,11 @@ impl RecvPath {
             owd_ns: self.echo_owd,
         }
     }
+}
+
+/// Pacing cost of one byte at `rate_bps`, in nanoseconds.
+fn ns_per_byte(rate_bps: f64) -> f64 {
+    8e9 / rate_bps
 }
 
 /// Reconstructs a 64-bit sequence number from its low 32 bits, nearest to `expected`.
@@ -720,10 +733,15 @@ pub struct Engine {
     routes: Vec<Vec<NodeId>>,
     current: Option<Compiled>,
     pending: Option<(Policy, u32)>,
-    link_rate_bps: Vec<f64>,
+    /// Per neighbour: the link's pacing cost, nanoseconds per byte (8e9 / rate): a multiply
+    /// per frame instead of a division.
+    link_ns_per_byte: Vec<f64>,
     /// Per-neighbour pacer: earliest time the next frame may leave on `self → v`.
     link_next_ns: Vec<Nanos>,
     send: Vec<Option<SendPath>>,
+    /// Ids of the `Some` entries of `send`, ascending: the data round-robin visits only
+    /// these (the policy's route table also holds every other node's paths).
+    send_ids: Vec<usize>,
     recv: Vec<Option<RecvPath>>,
     ack_queue: VecDeque<PathId>,
     /// Per segment of the current policy: children seen, and REDUCED/FINAL flags.
@@ -748,6 +766,7 @@ pub struct Engine {
     relay_slots: Vec<Vec<u8>>,
     relay_free: Vec<usize>,
     events: VecDeque<EngineEvent>,
+    /// Position in `send_ids` where the next data round-robin scan starts.
     rr_cursor: usize,
     /// Lower bounds on the next data send time, retransmission timeout and delayed-ack
     /// deadline over all paths (`Nanos::MAX` = none). Kept incrementally so that the
@@ -785,9 +804,10 @@ impl Engine {
             routes: Vec::new(),
             current: None,
             pending: None,
-            link_rate_bps: vec![cfg.default_rate_bps; n],
+            link_ns_per_byte: vec![ns_per_byte(cfg.default_rate_bps); n],
             link_next_ns: vec![0; n],
             send: Vec::new(),
+            send_ids: Vec::new(),
             recv: Vec::new(),
             ack_queue: VecDeque::new(),
             seg_mask: Vec::new(),
@@ -932,7 +952,7 @@ impl Engine {
         let cap = self.cfg.max_inflight;
         for lr in &policy.link_rates {
             if lr.from == me {
-                self.link_rate_bps[lr.to as usize] = lr.rate_bps;
+                self.link_ns_per_byte[lr.to as usize] = ns_per_byte(lr.rate_bps);
             }
         }
         if self.send.len() < policy.routes.len() {
@@ -958,7 +978,7 @@ impl Engine {
                     slot => slot.insert(SendPath::new(hops.clone(), cap, rate, &self.cfg)),
                 };
                 sp.nominal_bps = rate;
-                sp.rate_bps = rate;
+                sp.set_rate(rate);
                 sp.ceiling_bps = ceiling.max(rate);
             }
             let ack_hop = hops[hops.len() - 2];
@@ -967,6 +987,10 @@ impl Engine {
                 self.recv[id] = Some(RecvPath::new(hops[0], ack_hop, cap));
             }
         }
+        self.send_ids.clear();
+        self.send_ids
+            .extend((0..self.send.len()).filter(|&id| self.send[id].is_some()));
+        self.rr_cursor = 0;
 
         let ranges = policy.tree_ranges(self.cfg.buffer_elems);
         let mut trees = Vec::with_capacity(policy.trees.len());
@@ -1741,13 +1765,13 @@ impl Engine {
     // -----------------------------------------------------------------------------------
     // Transmit
 
-    fn frame_ns(&self, len: usize, rate_bps: f64) -> Nanos {
-        (((len + self.cfg.frame_overhead_bytes) * 8) as f64 * 1e9 / rate_bps) as Nanos
+    fn frame_ns(&self, len: usize, ns_per_byte: f64) -> Nanos {
+        ((len + self.cfg.frame_overhead_bytes) as f64 * ns_per_byte) as Nanos
     }
 
     /// Charges a frame of `len` bytes to the pacer of the link to `next`.
     fn pace_link(&mut self, now: Nanos, next: NodeId, len: usize) {
-        let ns = self.frame_ns(len, self.link_rate_bps[next as usize]);
+        let ns = self.frame_ns(len, self.link_ns_per_byte[next as usize]);
         let slot = &mut self.link_next_ns[next as usize];
         *slot = (*slot).max(now) + ns;
     }
@@ -1828,8 +1852,10 @@ impl Engine {
     /// [`EngineConfig::max_datagram_len`] bytes) and says where it goes.
     pub fn poll_transmit(&mut self, now: Nanos, out: &mut [u8]) -> Option<Transmit> {
         // 0. Capacity probes: a train leaves back to back, nothing interleaved.
-        if let Some(tx) = self.send_probe(now, out) {
-            return Some(tx);
+        if self.prober.may_send(now) {
+            if let Some(tx) = self.send_probe(now, out) {
+                return Some(tx);
+            }
         }
         // 1. Relayed datagrams.
         if let Some(&(next, slot)) = self.relay.front() {
@@ -1889,10 +1915,15 @@ impl Engine {
         if now < self.next_data_ns {
             return None;
         }
-        let paths = self.send.len();
+        let paths = self.send_ids.len();
         let mut next_ready = Nanos::MAX;
-        for k in 0..paths {
-            let id = (self.rr_cursor + k) % paths;
+        let mut k = self.rr_cursor.min(paths);
+        for _ in 0..paths {
+            if k == paths {
+                k = 0;
+            }
+            let id = self.send_ids[k];
+            k += 1;
             let Some(sp) = &self.send[id] else { continue };
             if !sp.has_work() {
                 continue;
@@ -1904,7 +1935,7 @@ impl Engine {
                 continue;
             }
             if let Some(tx) = self.send_on_path(now, id, out) {
-                self.rr_cursor = (id + 1) % paths;
+                self.rr_cursor = k;
                 return Some(tx);
             }
         }
@@ -1989,8 +2020,8 @@ impl Engine {
             None => body_len,
         };
         let next = sp.next_hop;
-        let path_rate = sp.rate_bps;
-        let path_ns = self.frame_ns(len, path_rate);
+        let path_ns_per_byte = sp.ns_per_byte;
+        let path_ns = self.frame_ns(len, path_ns_per_byte);
         let sp = self.send[id].as_mut().expect("caller checked");
         sp.next_send_ns = sp.next_send_ns.max(now) + path_ns;
         sp.last_sent_ns = now;

@@ -110,6 +110,13 @@ impl ProbeSender {
         (self.sent_bytes as f64 + train) <= self.cfg.budget * other_bytes as f64 + allowance
     }
 
+    /// Whether [`ProbeSender::next`] may have a probe at `now` (a train is running or one
+    /// is due): one comparison, for the per-packet path.
+    #[inline]
+    pub fn may_send(&self, now: Nanos) -> bool {
+        self.active.is_some() || now >= self.next_due
+    }
+
     /// The next probe to send now, if any: `(neighbour, probe id)`. `other_bytes` is what
     /// this node sent besides probes; `frame_bytes` the size a probe will occupy.
     pub fn next(
