@@ -9,9 +9,10 @@
 //!   one tree whose reduce edges are child → aggregator → root (and broadcast the reverse):
 //!   the full synchronization protocol (sequence numbers, acknowledgements, pacing, loss
 //!   recovery, the root's result broadcast back down). Rounds of `--segments-per-round`
-//!   segments run back to back; every node is a thread running the poll-mode driver
-//!   ([`run_engine`]) on its own port (`udp`, `dpdk`), or all engines run in the virtual-time
-//!   emulator (`emu`). Latency is per round (start → result at child 0: reduce up, broadcast
+//!   segments run back to back; each node runs the poll-mode driver on its own port (`udp`,
+//!   `dpdk`): the aggregator alone on its thread and core ([`run_engine`]), the children and
+//!   the root spread over one thread per remaining core, the engines of a thread taking
+//!   turns ([`run_engines`]); or all engines run in the virtual-time emulator (`emu`). Latency is per round (start → result at child 0: reduce up, broadcast
 //!   down).
 //! * `raw` (`dpdk` only) — the port and the kernel without the engine's reliability layer,
 //!   to show what one core can aggregate: children stream sequence-numbered segments over
@@ -34,7 +35,7 @@ use netstorm_dataplane::emu::{EmuConfig, Simulation};
 use netstorm_dataplane::engine::{Engine, EngineConfig};
 use netstorm_dataplane::policy::{ForwardMode, Policy, PolicyBuilder};
 use netstorm_dataplane::port::udp::{UdpConfig, UdpPort};
-use netstorm_dataplane::port::{run_engine, DriverConfig, DriverReport, Port};
+use netstorm_dataplane::port::{run_engine, run_engines, DriverConfig, DriverReport, Port};
 use netstorm_dataplane::topology::{Link, Node, Topology};
 use netstorm_dataplane::{wire, NodeId};
 use serde::Serialize;
@@ -104,8 +105,9 @@ pub struct DataplaneBenchArgs {
     /// dpdk: compute UDP checksums in software on send (IPv4 header checksums always are).
     #[arg(long)]
     pub udp_checksum: bool,
-    /// Engine mode: non-aggregator threads sleep this long after an idle poll when they share
-    /// cores (0 = always busy-poll). The aggregator always busy-polls.
+    /// Engine mode, when nothing is pinned (one core): the thread running the children and
+    /// the root sleeps this long after a sweep that moved nothing, to leave the core to the
+    /// aggregator (0 = always busy-poll). Pinned, every thread has its own core and busy-polls.
     #[arg(long, default_value_t = 1)]
     pub peer_idle_sleep_us: u64,
     /// Engine mode: send packets without the packet MAC (`Auth::Disabled`), to see the
@@ -703,17 +705,40 @@ fn run_emu(a: &DataplaneBenchArgs) -> Result<DataplaneReport> {
 // Real-time engine mode: one thread per node, each running the poll-mode driver on its port
 // ---------------------------------------------------------------------------------------
 
-/// What one node's thread produced in one phase.
+/// What one node produced in one phase.
 struct NodeOutcome {
     report: DriverReport,
     verified: u64,
     mismatches: u64,
-    cpu_seconds: Option<f64>,
-    wall_seconds: f64,
-    core: Option<usize>,
 }
 
-/// Runs `rounds` rounds from `first_round` with one thread per (engine, port).
+/// One phase: every node's outcome (in node order) and every thread's CPU use.
+struct PhaseOutcome {
+    nodes: Vec<NodeOutcome>,
+    threads: Vec<ThreadInfo>,
+    aggregator_thread: usize,
+}
+
+/// Threads of the real-time engine mode: the aggregator runs alone on its core; the other
+/// nodes (children and root) are spread over the remaining cores, one thread per core, and
+/// the engines of one thread take turns (`run_engines`) instead of time-sharing the core
+/// through the scheduler.
+fn peer_groups(children: usize, plan: &CorePlan) -> Vec<Vec<usize>> {
+    let peers: Vec<usize> = (0..children + 2)
+        .filter(|&v| v != aggregator(children) as usize)
+        .collect();
+    let groups = if plan.pinned() {
+        (plan.cores.len() - 1).min(peers.len()).max(1)
+    } else {
+        1
+    };
+    (0..groups)
+        .map(|g| peers.iter().copied().skip(g).step_by(groups).collect())
+        .collect()
+}
+
+/// Runs `rounds` rounds from `first_round`: the aggregator on its own thread, the other
+/// nodes in [`peer_groups`].
 #[allow(clippy::too_many_arguments)]
 fn engine_phase<P: Port + Send>(
     a: &DataplaneBenchArgs,
@@ -724,84 +749,175 @@ fn engine_phase<P: Port + Send>(
     linger: Duration,
     thread_setup: &(dyn Fn() + Sync),
     thread_teardown: &(dyn Fn() + Sync),
-) -> Result<Vec<NodeOutcome>> {
+) -> Result<PhaseOutcome> {
     let c = a.children;
     let plan = CorePlan::new();
-    let others = c + 1;
-    let share = plan.others_share(others);
+    let groups = peer_groups(c, &plan);
+    let agg = aggregator(c) as usize;
+    let dcfg = |idle: Option<Duration>| DriverConfig {
+        batch: a.batch,
+        idle_backoff: idle,
+        max_duration: Duration::from_secs_f64(a.seconds * 4.0 + 60.0),
+        linger,
+    };
+    // A peer thread shares its core with another busy thread only when nothing is pinned.
+    let peer_idle = (!plan.pinned() && a.peer_idle_sleep_us > 0)
+        .then(|| Duration::from_micros(a.peer_idle_sleep_us));
+    let (agg_cfg, peer_cfg) = (dcfg(None), dcfg(peer_idle));
+    let verify_every = a.verify_every;
+    let last = first_round as u64 + rounds as u64 - 1;
+    // Child 0 and the root check the sums of every `verify_every`-th round and the last.
+    let check = move |v: usize, r: u32, buf: &[f32], verified: &mut u64, mismatches: &mut u64| {
+        let r = r as u64;
+        if (v == 0 || v == root(c) as usize) && (r.is_multiple_of(verify_every) || r == last) {
+            *verified += 1;
+            if buf
+                .iter()
+                .enumerate()
+                .any(|(i, &x)| x.to_bits() != expected(c, r, i).to_bits())
+            {
+                *mismatches += 1;
+            }
+        }
+    };
+    let fill = move |v: usize, r: u32, buf: &mut [f32]| {
+        for (i, x) in buf.iter_mut().enumerate() {
+            *x = input(c, v, r as u64, i);
+        }
+    };
+    // Split the engines and ports into the aggregator's and each group's.
+    let mut slots: Vec<Option<(&mut Engine, &mut P)>> =
+        engines.iter_mut().zip(ports.iter_mut()).map(Some).collect();
+    let (agg_engine, agg_port) = slots[agg].take().expect("aggregator");
+    let mut group_nodes: Vec<Vec<(usize, &mut Engine, &mut P)>> = groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|&v| {
+                    let (e, p) = slots[v].take().expect("each node in one group");
+                    (v, e, p)
+                })
+                .collect()
+        })
+        .collect();
+    type ThreadResult = Result<(Vec<(usize, NodeOutcome)>, ThreadInfo)>;
     std::thread::scope(|s| {
-        let handles: Vec<_> = engines
-            .iter_mut()
-            .zip(ports.iter_mut())
-            .enumerate()
-            .map(|(v, (engine, port))| {
-                let core = if v == aggregator(c) as usize {
-                    plan.aggregator_core()
-                } else {
-                    plan.other_core(if v < c { v } else { c })
-                };
-                let idle = (v != aggregator(c) as usize && share && a.peer_idle_sleep_us > 0)
-                    .then_some(Duration::from_micros(a.peer_idle_sleep_us));
-                let dcfg = DriverConfig {
-                    batch: a.batch,
-                    idle_backoff: idle,
-                    max_duration: Duration::from_secs_f64(a.seconds * 4.0 + 60.0),
-                    linger,
-                };
-                let verify_every = a.verify_every;
+        let mut handles = Vec::new();
+        let core = plan.aggregator_core();
+        let (agg_cfg, fill, check) = (&agg_cfg, &fill, &check);
+        handles.push(
+            std::thread::Builder::new()
+                .name("aggregator".into())
+                .spawn_scoped(s, move || -> ThreadResult {
+                    let pinned = pin_to(core);
+                    thread_setup();
+                    let cpu0 = thread_cpu_ns();
+                    let t0 = Instant::now();
+                    let (mut verified, mut mismatches) = (0u64, 0u64);
+                    let report = run_engine(
+                        agg_engine,
+                        agg_port,
+                        agg_cfg,
+                        first_round,
+                        rounds,
+                        |r, buf| fill(agg, r, buf),
+                        |r, buf| check(agg, r, buf, &mut verified, &mut mismatches),
+                    );
+                    let info = ThreadInfo {
+                        name: node_name(c, agg),
+                        core: core.filter(|_| pinned),
+                        cpu_seconds: cpu_delta(cpu0),
+                        wall_seconds: t0.elapsed().as_secs_f64(),
+                    };
+                    thread_teardown();
+                    let report = report.map_err(|e| anyhow!("{}: {e}", node_name(c, agg)))?;
+                    let out = NodeOutcome {
+                        report,
+                        verified,
+                        mismatches,
+                    };
+                    Ok((vec![(agg, out)], info))
+                })
+                .map_err(|e| anyhow!("spawning the aggregator thread: {e}"))?,
+        );
+        for (g, members) in group_nodes.iter_mut().enumerate() {
+            let core = plan.other_core(g);
+            let name = members
+                .iter()
+                .map(|(v, _, _)| node_name(c, *v))
+                .collect::<Vec<_>>()
+                .join("+");
+            let peer_cfg = &peer_cfg;
+            handles.push(
                 std::thread::Builder::new()
-                    .name(node_name(c, v))
-                    .spawn_scoped(s, move || -> Result<NodeOutcome> {
+                    .name(format!("peers{g}"))
+                    .spawn_scoped(s, move || -> ThreadResult {
                         let pinned = pin_to(core);
                         thread_setup();
                         let cpu0 = thread_cpu_ns();
                         let t0 = Instant::now();
-                        let (mut verified, mut mismatches) = (0u64, 0u64);
-                        let check = v == 0 || v == root(c) as usize;
-                        let last = first_round as u64 + rounds as u64 - 1;
-                        let report =
-                            run_engine(
-                                engine,
-                                port,
-                                &dcfg,
-                                first_round,
-                                rounds,
-                                |r, buf| {
-                                    for (i, x) in buf.iter_mut().enumerate() {
-                                        *x = input(c, v, r as u64, i);
-                                    }
-                                },
-                                |r, buf| {
-                                    let r = r as u64;
-                                    if check && (r.is_multiple_of(verify_every) || r == last) {
-                                        verified += 1;
-                                        if buf.iter().enumerate().any(|(i, &x)| {
-                                            x.to_bits() != expected(c, r, i).to_bits()
-                                        }) {
-                                            mismatches += 1;
-                                        }
-                                    }
-                                },
-                            );
-                        let out = NodeOutcome {
-                            report: report.map_err(|e| anyhow!("{}: {e}", node_name(c, v)))?,
-                            verified,
-                            mismatches,
+                        let ids: Vec<usize> = members.iter().map(|(v, _, _)| *v).collect();
+                        let mut nodes: Vec<(&mut Engine, &mut P)> = members
+                            .iter_mut()
+                            .map(|(_, e, p)| (&mut **e, &mut **p))
+                            .collect();
+                        let mut counts = vec![(0u64, 0u64); ids.len()];
+                        let reports = run_engines(
+                            &mut nodes,
+                            peer_cfg,
+                            first_round,
+                            rounds,
+                            |k, r, buf| fill(ids[k], r, buf),
+                            |k, r, buf| {
+                                let (verified, mismatches) = &mut counts[k];
+                                check(ids[k], r, buf, verified, mismatches)
+                            },
+                        );
+                        let info = ThreadInfo {
+                            name: name.clone(),
+                            core: core.filter(|_| pinned),
                             cpu_seconds: cpu_delta(cpu0),
                             wall_seconds: t0.elapsed().as_secs_f64(),
-                            core: core.filter(|_| pinned),
                         };
                         thread_teardown();
-                        Ok(out)
+                        let reports = reports.map_err(|e| anyhow!("{name}: {e}"))?;
+                        let outs = reports
+                            .into_iter()
+                            .zip(counts)
+                            .zip(&ids)
+                            .map(|((report, (verified, mismatches)), &v)| {
+                                (
+                                    v,
+                                    NodeOutcome {
+                                        report,
+                                        verified,
+                                        mismatches,
+                                    },
+                                )
+                            })
+                            .collect();
+                        Ok((outs, info))
                     })
-                    .map_err(|e| anyhow!("spawning {}: {e}", node_name(c, v)))
-            })
-            .collect();
-        let mut out = Vec::new();
-        for h in handles {
-            out.push(h?.join().map_err(|_| anyhow!("a node thread panicked"))??);
+                    .map_err(|e| anyhow!("spawning a peer thread: {e}"))?,
+            );
         }
-        Ok(out)
+        let mut nodes: Vec<Option<NodeOutcome>> = (0..c + 2).map(|_| None).collect();
+        let mut threads = Vec::new();
+        for h in handles {
+            let (outs, info) = h.join().map_err(|_| anyhow!("a bench thread panicked"))??;
+            for (v, o) in outs {
+                nodes[v] = Some(o);
+            }
+            threads.push(info);
+        }
+        Ok(PhaseOutcome {
+            nodes: nodes
+                .into_iter()
+                .map(|o| o.expect("every node ran"))
+                .collect(),
+            threads,
+            aggregator_thread: 0,
+        })
     })
 }
 
@@ -828,7 +944,7 @@ fn run_engine_backend<P: Port + Send>(
         thread_setup,
         thread_teardown,
     )?;
-    let per_round = cal[aggregator(c) as usize]
+    let per_round = cal.nodes[aggregator(c) as usize]
         .report
         .elapsed
         .max(Duration::from_micros(1))
@@ -839,7 +955,7 @@ fn run_engine_backend<P: Port + Send>(
     if a.no_mac {
         notes.push("--no-mac: packets carry no MAC (engine default: MAC on)".into());
     }
-    let outcomes = if left == 0 {
+    let phase = if left == 0 {
         notes.push("--max-rounds reached during calibration: figures are from those rounds".into());
         cal
     } else {
@@ -855,7 +971,9 @@ fn run_engine_backend<P: Port + Send>(
             thread_teardown,
         )?
     };
+    let outcomes = &phase.nodes;
     let agg = &outcomes[aggregator(c) as usize];
+    let agg_thread = &phase.threads[phase.aggregator_thread];
     let rounds = agg.report.rounds_completed as u64;
     let secs = agg.report.elapsed.as_secs_f64().max(1e-9);
     let segs = rounds * (a.segments_per_round * c) as u64;
@@ -864,25 +982,23 @@ fn run_engine_backend<P: Port + Send>(
         hist.record(ns.max(1)).ok();
     }
     let plan = CorePlan::new();
-    let threads: Vec<ThreadInfo> = outcomes
-        .iter()
-        .enumerate()
-        .map(|(v, o)| ThreadInfo {
-            name: node_name(c, v),
-            core: o.core,
-            cpu_seconds: o.cpu_seconds,
-            wall_seconds: o.wall_seconds,
-        })
-        .collect();
+    let threads = phase.threads.clone();
     let mut used: Vec<usize> = threads.iter().filter_map(|t| t.core).collect();
     used.sort_unstable();
     used.dedup();
-    if plan.others_share(c + 1) && a.peer_idle_sleep_us > 0 {
+    if plan.others_share(c + 1) {
         notes.push(format!(
-            "{} non-aggregator threads share {} core(s): they sleep {} us (--peer-idle-sleep-us) when idle to leave CPU to each other",
+            "{} non-aggregator engines on {} thread(s): the engines of one thread take turns (one poll each per sweep){}",
             c + 1,
-            plan.cores.len().saturating_sub(1).max(1),
-            a.peer_idle_sleep_us
+            phase.threads.len() - 1,
+            if plan.pinned() {
+                ", busy-polling".to_string()
+            } else {
+                format!(
+                    "; nothing is pinned, so they sleep {} us (--peer-idle-sleep-us) after an idle sweep",
+                    a.peer_idle_sleep_us
+                )
+            }
         ));
     }
     Ok(DataplaneReport {
@@ -897,7 +1013,9 @@ fn run_engine_backend<P: Port + Send>(
         child_mpps: segs as f64 / secs / 1e6,
         child_payload_gbps: segs as f64 * a.segment_bytes as f64 * 8.0 / secs / 1e9,
         aggregator_rx_mpps: agg.report.rx_datagrams as f64 / secs / 1e6,
-        aggregator_cpu_share: agg.cpu_seconds.map(|x| x / agg.wall_seconds.max(1e-9)),
+        aggregator_cpu_share: agg_thread
+            .cpu_seconds
+            .map(|x| x / agg_thread.wall_seconds.max(1e-9)),
         aggregator_busy_fraction: Some(agg.report.busy.as_secs_f64() / secs),
         aggregator_batch: (agg.report.busy_iterations > 0).then(|| {
             (agg.report.rx_datagrams + agg.report.tx_datagrams) as f64
@@ -919,7 +1037,7 @@ fn run_engine_backend<P: Port + Send>(
             },
             pinned: !used.is_empty(),
             aggregator_thread: "aggregator".into(),
-            aggregator_core: agg.core,
+            aggregator_core: agg_thread.core,
             threads,
         },
         verification: Verification {

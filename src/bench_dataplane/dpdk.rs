@@ -137,7 +137,7 @@ fn run_inner(
         Mode::Engine => {
             let mut r = run_engine_backend(a, Backend::Dpdk, &mut ports, &setup, &teardown)?;
             r.notes.push(format!(
-                "dpdk engine mode: aggregator port drops {:?}",
+                "aggregator port: {}",
                 port_drops(&ports[agg as usize])
             ));
             r

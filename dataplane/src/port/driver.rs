@@ -65,49 +65,175 @@ pub fn run_engine<P: Port + ?Sized>(
     mut fill: impl FnMut(u32, &mut [f32]),
     mut done: impl FnMut(u32, &[f32]),
 ) -> Result<DriverReport, PortError> {
-    let start = Instant::now();
-    let nanos_since_start = |t: Instant| t.duration_since(start).as_nanos() as Nanos + 1;
-    // Datagrams are written in place into buffers of the port's size (send_each).
-    let cap = port.max_datagram_len();
-    if cap < engine.config().max_datagram_len() {
-        return Err(PortError::Other(format!(
-            "the port carries datagrams of at most {cap} bytes but the engine sends up to {} (segment_elems too large for the port's MTU)",
-            engine.config().max_datagram_len()
-        )));
-    }
-    let mut rx = PacketBuf::batch(cfg.batch, cap);
-    let mut tx = PacketBuf::batch(cfg.batch, cap);
-    let mut report = DriverReport::default();
-    if rounds == 0 {
-        return Ok(report);
-    }
-    let mut round = first_round;
-    let mut finished_at: Option<Instant> = None;
-    let mut round_start = nanos_since_start(Instant::now());
-    // Busy accounting: the time from one iteration's clock read to the next counts as busy
-    // when that iteration did work, so it costs no extra clock read.
-    let (mut last_tick, mut last_was_busy) = (start, false);
-    fill(round, engine.buffer_mut());
-    engine
-        .start_round(round_start, round)
-        .map_err(|e| PortError::Other(e.to_string()))?;
+    let mut lp = EngineLoop::start(engine, port, cfg, first_round, rounds, &mut fill)?;
     loop {
         // The one clock read of the iteration.
         let tick = Instant::now();
-        if last_was_busy && finished_at.is_none() {
-            report.busy += tick.duration_since(last_tick);
+        match lp.step(engine, port, cfg, tick, &mut fill, &mut done)? {
+            Step::Finished => return Ok(lp.report),
+            Step::Busy => {}
+            Step::Idle => idle(cfg),
+        }
+    }
+}
+
+/// Runs several engines, each on its own port, taking turns on the calling thread: one
+/// iteration of each per sweep, one clock read per iteration. For load generators that
+/// share a core: unlike one thread per engine, nobody waits for the scheduler or sleeps
+/// while another engine has work. `fill(i, round, buffer)` and `done(i, round, buffer)` are
+/// [`run_engine`]'s, for `nodes[i]`; every engine runs the same rounds; the reports come in
+/// `nodes` order. A report's `busy` counts the whole sweeps in which its engine moved
+/// something (the other engines' turns included), so it says little here.
+pub fn run_engines<P: Port + ?Sized>(
+    nodes: &mut [(&mut Engine, &mut P)],
+    cfg: &DriverConfig,
+    first_round: u32,
+    rounds: u32,
+    mut fill: impl FnMut(usize, u32, &mut [f32]),
+    mut done: impl FnMut(usize, u32, &[f32]),
+) -> Result<Vec<DriverReport>, PortError> {
+    let mut loops = Vec::with_capacity(nodes.len());
+    for (i, (engine, port)) in nodes.iter_mut().enumerate() {
+        let mut fill_i = |r: u32, b: &mut [f32]| fill(i, r, b);
+        loops.push(Some(EngineLoop::start(
+            engine,
+            *port,
+            cfg,
+            first_round,
+            rounds,
+            &mut fill_i,
+        )?));
+    }
+    let mut reports: Vec<Option<DriverReport>> = vec![None; nodes.len()];
+    while reports.iter().any(Option::is_none) {
+        let mut busy = false;
+        for (i, ((engine, port), slot)) in nodes.iter_mut().zip(loops.iter_mut()).enumerate() {
+            let Some(lp) = slot else { continue };
+            let tick = Instant::now();
+            let mut fill_i = |r: u32, b: &mut [f32]| fill(i, r, b);
+            let mut done_i = |r: u32, b: &[f32]| done(i, r, b);
+            match lp.step(engine, *port, cfg, tick, &mut fill_i, &mut done_i)? {
+                Step::Finished => {
+                    reports[i] = slot.take().map(|lp| lp.report);
+                }
+                Step::Busy => busy = true,
+                Step::Idle => {}
+            }
+        }
+        if !busy {
+            idle(cfg);
+        }
+    }
+    Ok(reports.into_iter().flatten().collect())
+}
+
+fn idle(cfg: &DriverConfig) {
+    match cfg.idle_backoff {
+        Some(d) => std::thread::sleep(d),
+        None => std::hint::spin_loop(),
+    }
+}
+
+/// What one iteration of an [`EngineLoop`] did.
+enum Step {
+    /// Received or sent a datagram, or saw an engine event.
+    Busy,
+    Idle,
+    /// The last round completed and the linger time is over.
+    Finished,
+}
+
+/// The poll loop of one engine on one port, one iteration per [`EngineLoop::step`].
+struct EngineLoop {
+    start: Instant,
+    rx: Vec<PacketBuf>,
+    tx: Vec<PacketBuf>,
+    report: DriverReport,
+    round: u32,
+    rounds: u32,
+    finished_at: Option<Instant>,
+    round_start: Nanos,
+    /// Busy accounting: the time from one iteration's clock read to the next counts as busy
+    /// when that iteration did work, so it costs no extra clock read.
+    last_tick: Instant,
+    last_was_busy: bool,
+}
+
+impl EngineLoop {
+    /// Checks the port against the engine and starts the first round (none if `rounds` = 0).
+    fn start<P: Port + ?Sized>(
+        engine: &mut Engine,
+        port: &mut P,
+        cfg: &DriverConfig,
+        first_round: u32,
+        rounds: u32,
+        fill: &mut dyn FnMut(u32, &mut [f32]),
+    ) -> Result<Self, PortError> {
+        let start = Instant::now();
+        // Datagrams are written in place into buffers of the port's size (send_each).
+        let cap = port.max_datagram_len();
+        if cap < engine.config().max_datagram_len() {
+            return Err(PortError::Other(format!(
+                "the port carries datagrams of at most {cap} bytes but the engine sends up to {} (segment_elems too large for the port's MTU)",
+                engine.config().max_datagram_len()
+            )));
+        }
+        let mut lp = Self {
+            start,
+            rx: PacketBuf::batch(cfg.batch, cap),
+            tx: PacketBuf::batch(cfg.batch, cap),
+            report: DriverReport::default(),
+            round: first_round,
+            rounds,
+            finished_at: None,
+            round_start: 0,
+            last_tick: start,
+            last_was_busy: false,
+        };
+        if rounds == 0 {
+            // Nothing to run: the first step reports it finished, without lingering.
+            return Ok(lp);
+        }
+        lp.round_start = lp.nanos(Instant::now());
+        fill(first_round, engine.buffer_mut());
+        engine
+            .start_round(lp.round_start, first_round)
+            .map_err(|e| PortError::Other(e.to_string()))?;
+        Ok(lp)
+    }
+
+    fn nanos(&self, t: Instant) -> Nanos {
+        t.duration_since(self.start).as_nanos() as Nanos + 1
+    }
+
+    /// One iteration at `tick` (the clock read just before): receive, timers, send, events.
+    fn step<P: Port + ?Sized>(
+        &mut self,
+        engine: &mut Engine,
+        port: &mut P,
+        cfg: &DriverConfig,
+        tick: Instant,
+        fill: &mut dyn FnMut(u32, &mut [f32]),
+        done: &mut dyn FnMut(u32, &[f32]),
+    ) -> Result<Step, PortError> {
+        if self.rounds == 0 {
+            return Ok(Step::Finished);
+        }
+        let now = self.nanos(tick);
+        let report = &mut self.report;
+        if self.last_was_busy && self.finished_at.is_none() {
+            report.busy += tick.duration_since(self.last_tick);
             report.busy_iterations += 1;
         }
-        last_tick = tick;
-        let now = nanos_since_start(tick);
-        let k = port.recv_each(&mut rx, &mut |_, datagram| {
+        self.last_tick = tick;
+        let k = port.recv_each(&mut self.rx, &mut |_, datagram| {
             engine.handle_packet(now, datagram)
         })?;
         report.rx_datagrams += k as u64;
         if engine.poll_timeout().is_some_and(|t| t <= now) {
             engine.handle_timeout(now);
         }
-        let (m, sent) = port.send_each(&mut tx, &mut |out| {
+        let (m, sent) = port.send_each(&mut self.tx, &mut |out| {
             engine.poll_transmit(now, out).map(|t| (t.next_hop, t.len))
         })?;
         report.tx_datagrams += sent as u64;
@@ -116,47 +242,53 @@ pub fn run_engine<P: Port + ?Sized>(
         while let Some(ev) = engine.poll_event() {
             events = true;
             match ev {
-                EngineEvent::ResultReady { round: r, at } if r == round => {
-                    report.round_result_ns.push(at.saturating_sub(round_start));
+                EngineEvent::ResultReady { round: r, at } if r == self.round => {
+                    report
+                        .round_result_ns
+                        .push(at.saturating_sub(self.round_start));
                 }
-                EngineEvent::RoundComplete { round: r, .. } if r == round => {
-                    done(round, engine.buffer());
+                EngineEvent::RoundComplete { round: r, .. }
+                    if r == self.round && self.finished_at.is_none() =>
+                {
+                    done(self.round, engine.buffer());
                     report.rounds_completed += 1;
-                    if report.rounds_completed == rounds {
+                    if report.rounds_completed == self.rounds {
                         // Counted up to the end of this iteration's work.
                         let end = Instant::now();
-                        report.elapsed = end.duration_since(start);
-                        report.busy += end.duration_since(last_tick);
+                        report.elapsed = end.duration_since(self.start);
+                        report.busy += end.duration_since(self.last_tick);
                         report.busy_iterations += 1;
-                        finished_at = Some(end);
+                        self.finished_at = Some(end);
                         continue;
                     }
-                    round += 1;
+                    self.round += 1;
                     // The new round starts at this iteration's tick: no extra clock read.
-                    round_start = now;
-                    fill(round, engine.buffer_mut());
+                    self.round_start = now;
+                    fill(self.round, engine.buffer_mut());
                     engine
-                        .start_round(round_start, round)
+                        .start_round(self.round_start, self.round)
                         .map_err(|e| PortError::Other(e.to_string()))?;
                 }
                 _ => {}
             }
         }
-        if finished_at.is_some_and(|f| tick.saturating_duration_since(f) >= cfg.linger) {
-            return Ok(report);
+        if self
+            .finished_at
+            .is_some_and(|f| tick.saturating_duration_since(f) >= cfg.linger)
+        {
+            return Ok(Step::Finished);
         }
-        if finished_at.is_none() && tick.duration_since(start) > cfg.max_duration {
+        if self.finished_at.is_none() && tick.duration_since(self.start) > cfg.max_duration {
             return Err(PortError::Other(format!(
-                "round {round} not finished after {:?} (completed {} of {rounds})",
-                cfg.max_duration, report.rounds_completed
+                "round {} not finished after {:?} (completed {} of {})",
+                self.round, cfg.max_duration, report.rounds_completed, self.rounds
             )));
         }
-        last_was_busy = k > 0 || m > 0 || events;
-        if k == 0 && m == 0 {
-            match cfg.idle_backoff {
-                Some(d) => std::thread::sleep(d),
-                None => std::hint::spin_loop(),
-            }
-        }
+        self.last_was_busy = k > 0 || m > 0 || events;
+        Ok(if k == 0 && m == 0 {
+            Step::Idle
+        } else {
+            Step::Busy
+        })
     }
 }

@@ -14,7 +14,7 @@ pub mod dpdk;
 mod driver;
 pub mod udp;
 
-pub use driver::{run_engine, DriverConfig, DriverReport};
+pub use driver::{run_engine, run_engines, DriverConfig, DriverReport};
 
 use crate::NodeId;
 
