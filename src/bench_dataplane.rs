@@ -114,8 +114,9 @@ pub struct DataplaneBenchArgs {
     /// engine's cost without authentication. Default: the engine's default (MAC on).
     #[arg(long)]
     pub no_mac: bool,
-    /// Datagrams per rx/tx batch of the poll loops.
-    #[arg(long, default_value_t = 32)]
+    /// Datagrams per rx/tx batch of the poll loops (64 = the DPDK port's largest burst; on
+    /// the 2-core VM it gave the engine's aggregator ~10 % more capacity than 32).
+    #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Also write the results as JSON.
     #[arg(long)]
