@@ -12,8 +12,8 @@
 //!   segments run back to back; each node runs the poll-mode driver on its own port (`udp`,
 //!   `dpdk`): the aggregator alone on its thread and core ([`run_engine`]), the children and
 //!   the root spread over one thread per remaining core, the engines of a thread taking
-//!   turns ([`run_engines`]); or all engines run in the virtual-time emulator (`emu`). Latency is per round (start → result at child 0: reduce up, broadcast
-//!   down).
+//!   turns ([`run_engines`]); or all engines run in the virtual-time emulator (`emu`).
+//!   Latency is per round (start → result at child 0: reduce up, broadcast down).
 //! * `raw` (`dpdk` only) — the port and the kernel without the engine's reliability layer,
 //!   to show what one core can aggregate: children stream sequence-numbered segments over
 //!   lossless point-to-point rings (back-pressure instead of loss recovery), the aggregator
@@ -545,7 +545,7 @@ impl CorePlan {
             self.cores.len().max(1)
         }
     }
-    /// Whether the non-aggregator threads share cores (then they back off when idle).
+    /// Whether `others` non-aggregator nodes would have to share cores.
     fn others_share(&self, others: usize) -> bool {
         !self.pinned() || others > self.cores.len() - 1
     }
@@ -703,7 +703,7 @@ fn run_emu(a: &DataplaneBenchArgs) -> Result<DataplaneReport> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Real-time engine mode: one thread per node, each running the poll-mode driver on its port
+// Real-time engine mode: the poll-mode driver per node on its port, the aggregator alone
 // ---------------------------------------------------------------------------------------
 
 /// What one node produced in one phase.
@@ -713,11 +713,11 @@ struct NodeOutcome {
     mismatches: u64,
 }
 
-/// One phase: every node's outcome (in node order) and every thread's CPU use.
+/// One phase: every node's outcome (in node order) and every thread's CPU use (the
+/// aggregator's thread first).
 struct PhaseOutcome {
     nodes: Vec<NodeOutcome>,
     threads: Vec<ThreadInfo>,
-    aggregator_thread: usize,
 }
 
 /// Threads of the real-time engine mode: the aggregator runs alone on its core; the other
@@ -917,7 +917,6 @@ fn engine_phase<P: Port + Send>(
                 .map(|o| o.expect("every node ran"))
                 .collect(),
             threads,
-            aggregator_thread: 0,
         })
     })
 }
@@ -974,7 +973,7 @@ fn run_engine_backend<P: Port + Send>(
     };
     let outcomes = &phase.nodes;
     let agg = &outcomes[aggregator(c) as usize];
-    let agg_thread = &phase.threads[phase.aggregator_thread];
+    let agg_thread = &phase.threads[0];
     let rounds = agg.report.rounds_completed as u64;
     let secs = agg.report.elapsed.as_secs_f64().max(1e-9);
     let segs = rounds * (a.segments_per_round * c) as u64;

@@ -104,8 +104,9 @@ pub fn run_engines<P: Port + ?Sized>(
             &mut fill_i,
         )?));
     }
-    let mut reports: Vec<Option<DriverReport>> = vec![None; nodes.len()];
-    while reports.iter().any(Option::is_none) {
+    let mut reports = vec![DriverReport::default(); nodes.len()];
+    let mut running = nodes.len();
+    while running > 0 {
         let mut busy = false;
         for (i, ((engine, port), slot)) in nodes.iter_mut().zip(loops.iter_mut()).enumerate() {
             let Some(lp) = slot else { continue };
@@ -114,7 +115,9 @@ pub fn run_engines<P: Port + ?Sized>(
             let mut done_i = |r: u32, b: &[f32]| done(i, r, b);
             match lp.step(engine, *port, cfg, tick, &mut fill_i, &mut done_i)? {
                 Step::Finished => {
-                    reports[i] = slot.take().map(|lp| lp.report);
+                    reports[i] = std::mem::take(&mut lp.report);
+                    *slot = None;
+                    running -= 1;
                 }
                 Step::Busy => busy = true,
                 Step::Idle => {}
@@ -124,7 +127,7 @@ pub fn run_engines<P: Port + ?Sized>(
             idle(cfg);
         }
     }
-    Ok(reports.into_iter().flatten().collect())
+    Ok(reports)
 }
 
 fn idle(cfg: &DriverConfig) {
@@ -247,9 +250,7 @@ impl EngineLoop {
                         .round_result_ns
                         .push(at.saturating_sub(self.round_start));
                 }
-                EngineEvent::RoundComplete { round: r, .. }
-                    if r == self.round && self.finished_at.is_none() =>
-                {
+                EngineEvent::RoundComplete { round: r, .. } if r == self.round => {
                     done(self.round, engine.buffer());
                     report.rounds_completed += 1;
                     if report.rounds_completed == self.rounds {
