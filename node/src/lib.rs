@@ -5,6 +5,7 @@
 //!   `netstorm-dp` and its `netstorm-cp`.
 //! * [`session`] — the trainer API: [`Session::allreduce`].
 //! * [`worker`] — a dp poll-mode worker (engine + UDP port on a pinned core).
+//! * [`coordinator_task`] — the coordinator's TCP side (in the coordinating `netstorm-cp`).
 //! * [`proto`] — the cp ↔ coordinator wire (`ControlMsg` over TCP) and the dp → cp link records.
 //! * [`up`] — `netstorm up`: start dp + cp for a node, forward signals.
 //! * `sys` — lock files and signals (the only other `unsafe` besides `nodefile`).
@@ -14,6 +15,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod coordinator_task;
 pub mod nodefile;
 pub mod proto;
 pub mod session;
