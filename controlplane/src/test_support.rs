@@ -108,12 +108,12 @@ pub(crate) fn run(
     let mut now = from;
     while now < until {
         now += TICK;
-        if now % (10 * TICK) == 0 {
+        if now.is_multiple_of(10 * TICK) {
             for (v, heartbeat) in nodes.try_start_round() {
                 coord.handle(now, v, heartbeat);
             }
         }
-        if now % (25 * TICK) == 0 {
+        if now.is_multiple_of(25 * TICK) {
             for v in 0..topo.node_count() as NodeId {
                 let samples = link_samples(topo, now, &rate_bps)
                     .into_iter()

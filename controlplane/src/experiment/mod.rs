@@ -2,7 +2,7 @@
 //! round, in virtual time, re-planning when the network changes, and checks every result.
 //!
 //! Modules, each depending only on those listed before it:
-//! * [`spec`] — what to run ([`ExperimentConfig`], [`Knowledge`]) and what comes out.
+//! * `spec` — what to run ([`ExperimentConfig`], [`Knowledge`]) and what comes out.
 //! * `harness` — the emulated job: engines on the WAN, test gradients, the exact checks.
 //! * `oracle` — knowledge from the emulator's current rates, installed everywhere at once.
 //! * `learned` — knowledge learned from telemetry by the [`crate::replanner::Replanner`],
@@ -15,7 +15,7 @@ mod cluster;
 mod harness;
 mod learned;
 mod oracle;
-pub mod spec;
+mod spec;
 
 pub use cluster::EmulatedCluster;
 pub use harness::current_network;
