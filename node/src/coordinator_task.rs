@@ -28,11 +28,11 @@ use std::time::{Duration, Instant, SystemTime};
 /// Why the coordinator cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorTaskError {
-    #[error("coordinator: planner '{planner}': {err}")]
+    #[error("planner '{planner}': {err}")]
     Planner { planner: String, err: PlanError },
-    #[error("coordinator: planning: {0}")]
+    #[error("planning: {0}")]
     Plan(PlanError),
-    #[error("coordinator: {what}: {source}")]
+    #[error("{what}: {source}")]
     Io {
         what: &'static str,
         #[source]
