@@ -28,7 +28,7 @@
 //!   bit-identical.
 //!
 //! Around them: `timers` (the one timer table behind [`Engine::poll_timeout`]) and
-//! `transmit` (what [`Engine::poll_transmit`] sends, in which order).
+//! `transmit` (the datagram writers behind [`Engine::poll_transmit`]).
 //!
 //! A round completes at a node when it holds every final value **and** every packet it sent
 //! in the round was acknowledged; only then may the caller overwrite the buffer.
@@ -607,6 +607,8 @@ impl Engine {
             .saturating_sub(self.cfg.pacing_burst_ns)
     }
 
+    // Never: a few probes per second; kept out of `handle_packet`'s hot body.
+    #[inline(never)]
     fn on_probe(&mut self, now: Nanos, pkt: &Packet<&[u8]>, len: usize) {
         let from = pkt.src();
         let is_neighbour = self.topo.link(from, self.cfg.node).is_some();
@@ -618,6 +620,82 @@ impl Engine {
             }
             _ => self.counters.rx_invalid += 1,
         }
+    }
+
+    // -- transmit (the datagram writers are in `transmit`) ---------------------------------
+
+    /// Writes the next datagram to send into `out` (at least
+    /// [`EngineConfig::max_datagram_len`] bytes) and says where it goes.
+    pub fn poll_transmit(&mut self, now: Nanos, out: &mut [u8]) -> Option<Transmit> {
+        // 0. Capacity probes: a train leaves back to back, nothing interleaved.
+        if self.prober.may_send(now) {
+            if let Some(tx) = self.send_probe(now, out) {
+                return Some(tx);
+            }
+        }
+        let burst = self.cfg.pacing_burst_ns;
+        // 1. Relayed datagrams.
+        if let Some(next) = self.relay.front() {
+            if self.links[next as usize].next_ns() <= now + burst {
+                let (next, len) = self.relay.pop_into(out).expect("a datagram waits");
+                self.pace_link(now, next, len);
+                self.counters.relay_forwarded += 1;
+                self.counters.tx_bytes += len as u64;
+                return Some(Transmit {
+                    next_hop: next,
+                    len,
+                });
+            }
+        }
+        // 2. Acknowledgements.
+        if let Some(&p) = self.paths.ack_queue.front() {
+            let rp = self.paths.recv[p as usize]
+                .as_ref()
+                .expect("queued path exists");
+            let next = rp.ack_next_hop;
+            if self.links[next as usize].next_ns() <= now + burst {
+                self.paths.ack_queue.pop_front();
+                let len = self.write_ack(now, p, out)?;
+                self.pace_link(now, next, len);
+                self.counters.tx_acks += 1;
+                self.counters.tx_bytes += len as u64;
+                return Some(Transmit {
+                    next_hop: next,
+                    len,
+                });
+            }
+        }
+        // 3. Data, round-robin over paths (skipped while no path can be ready yet).
+        if !self.timers.expired(Timer::Data, now) {
+            return None;
+        }
+        let paths = self.paths.send_ids.len();
+        let mut next_ready = Nanos::MAX;
+        let mut k = self.paths.rr_cursor.min(paths);
+        for _ in 0..paths {
+            if k == paths {
+                k = 0;
+            }
+            let id = self.paths.send_ids[k];
+            k += 1;
+            let Some(sp) = &self.paths.send[id] else {
+                continue;
+            };
+            if !sp.has_work() {
+                continue;
+            }
+            let ready = self.data_ready_ns(sp);
+            if ready > now {
+                next_ready = next_ready.min(ready);
+                continue;
+            }
+            if let Some(tx) = self.send_on_path(now, id, out) {
+                self.paths.rr_cursor = k;
+                return Some(tx);
+            }
+        }
+        self.timers.set(Timer::Data, next_ready);
+        None
     }
 
     // -- time ----------------------------------------------------------------------------

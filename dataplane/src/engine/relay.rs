@@ -44,6 +44,8 @@ impl Relay {
 
     /// Holds `data` (a datagram for another node that reached `me`) for its next hop on its
     /// route, TTL decremented. Counts what cannot be relayed.
+    // Never: only inner hops relay; kept out of `Engine::handle_packet`'s hot body.
+    #[inline(never)]
     pub fn accept(&mut self, me: NodeId, pkt: &Packet<&[u8]>, data: &[u8], c: &mut Counters) {
         let Some(hops) = self.routes.get(pkt.path() as usize) else {
             c.rx_invalid += 1;

@@ -1,8 +1,11 @@
-//! What [`Engine::poll_transmit`] sends, in priority order: a capacity probe train (back to
-//! back, nothing interleaved), relayed datagrams, acknowledgements, then data round-robin
-//! over the paths. Every datagram is written straight into the caller's buffer — data
-//! payloads from the gradient buffer — sealed with the packet MAC, and charged to its link's
-//! pacer (data also to its path's).
+//! The datagrams [`Engine::poll_transmit`] sends (it picks, in priority order, a capacity
+//! probe train — back to back, nothing interleaved — relayed datagrams, acknowledgements,
+//! then data round-robin over the paths). Each is written straight into the caller's buffer
+//! (data payloads from the gradient buffer), sealed with the packet MAC, and charged to its
+//! link's pacer (data also to its path's).
+//!
+//! The writers are `#[inline]`: they are compiled into `poll_transmit` (in `mod.rs`), as
+//! they were when the engine was one file.
 
 use super::round::SEG_HASHED;
 use super::timers::Timer;
@@ -14,88 +17,15 @@ use crate::wire::{self, HeaderRepr, PacketKind, ProbeRepr};
 use crate::{Nanos, NodeId};
 
 impl Engine {
-    /// Writes the next datagram to send into `out` (at least
-    /// [`super::EngineConfig::max_datagram_len`] bytes) and says where it goes.
-    pub fn poll_transmit(&mut self, now: Nanos, out: &mut [u8]) -> Option<Transmit> {
-        // 0. Capacity probes: a train leaves back to back, nothing interleaved.
-        if self.prober.may_send(now) {
-            if let Some(tx) = self.send_probe(now, out) {
-                return Some(tx);
-            }
-        }
-        let burst = self.cfg.pacing_burst_ns;
-        // 1. Relayed datagrams.
-        if let Some(next) = self.relay.front() {
-            if self.links[next as usize].next_ns() <= now + burst {
-                let (next, len) = self.relay.pop_into(out).expect("a datagram waits");
-                self.pace_link(now, next, len);
-                self.counters.relay_forwarded += 1;
-                self.counters.tx_bytes += len as u64;
-                return Some(Transmit {
-                    next_hop: next,
-                    len,
-                });
-            }
-        }
-        // 2. Acknowledgements.
-        if let Some(&p) = self.paths.ack_queue.front() {
-            let rp = self.paths.recv[p as usize]
-                .as_ref()
-                .expect("queued path exists");
-            let next = rp.ack_next_hop;
-            if self.links[next as usize].next_ns() <= now + burst {
-                self.paths.ack_queue.pop_front();
-                let len = self.write_ack(now, p, out)?;
-                self.pace_link(now, next, len);
-                self.counters.tx_acks += 1;
-                self.counters.tx_bytes += len as u64;
-                return Some(Transmit {
-                    next_hop: next,
-                    len,
-                });
-            }
-        }
-        // 3. Data, round-robin over paths (skipped while no path can be ready yet).
-        if !self.timers.expired(Timer::Data, now) {
-            return None;
-        }
-        let paths = self.paths.send_ids.len();
-        let mut next_ready = Nanos::MAX;
-        let mut k = self.paths.rr_cursor.min(paths);
-        for _ in 0..paths {
-            if k == paths {
-                k = 0;
-            }
-            let id = self.paths.send_ids[k];
-            k += 1;
-            let Some(sp) = &self.paths.send[id] else {
-                continue;
-            };
-            if !sp.has_work() {
-                continue;
-            }
-            let ready = self.data_ready_ns(sp);
-            if ready > now {
-                next_ready = next_ready.min(ready);
-                continue;
-            }
-            if let Some(tx) = self.send_on_path(now, id, out) {
-                self.paths.rr_cursor = k;
-                return Some(tx);
-            }
-        }
-        self.timers.set(Timer::Data, next_ready);
-        None
-    }
-
     /// Charges a datagram of `len` bytes to the pacer of the link to `next`.
     #[inline]
-    fn pace_link(&mut self, now: Nanos, next: NodeId, len: usize) {
+    pub(super) fn pace_link(&mut self, now: Nanos, next: NodeId, len: usize) {
         self.links[next as usize].charge(now, len + self.cfg.frame_overhead_bytes);
     }
 
     /// Writes the acknowledgement of receive path `p`; returns its length.
-    fn write_ack(&mut self, now: Nanos, p: PathId, out: &mut [u8]) -> Option<usize> {
+    #[inline]
+    pub(super) fn write_ack(&mut self, now: Nanos, p: PathId, out: &mut [u8]) -> Option<usize> {
         let rp = self.paths.recv[p as usize]
             .as_mut()
             .expect("queued path exists");
@@ -121,7 +51,13 @@ impl Engine {
     }
 
     /// Sends the next data datagram of path `id` (a retransmission first), if it has one.
-    fn send_on_path(&mut self, now: Nanos, id: usize, out: &mut [u8]) -> Option<Transmit> {
+    #[inline]
+    pub(super) fn send_on_path(
+        &mut self,
+        now: Nanos,
+        id: usize,
+        out: &mut [u8],
+    ) -> Option<Transmit> {
         let sp = self.paths.send[id].as_mut().expect("caller checked");
         let (seq, item, retransmit) = sp.next_to_send()?;
         sp.on_sent(seq, item, now);
@@ -213,7 +149,8 @@ impl Engine {
         wire::HEADER_LEN + self.cfg.segment_elems * 4 + self.cfg.auth.tag_len()
     }
 
-    fn send_probe(&mut self, now: Nanos, out: &mut [u8]) -> Option<Transmit> {
+    #[inline]
+    pub(super) fn send_probe(&mut self, now: Nanos, out: &mut [u8]) -> Option<Transmit> {
         let frame = self.probe_frame_bytes();
         let (to, id) = self.prober.next(now, self.probe_other_bytes(), frame)?;
         let tag = self.cfg.auth.tag_len();
