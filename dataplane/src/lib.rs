@@ -22,6 +22,7 @@ pub mod probe;
 pub mod scenario;
 pub mod shm;
 pub mod shm_records;
+pub mod toml_error;
 pub mod topology;
 pub mod wire;
 
