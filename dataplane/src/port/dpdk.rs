@@ -28,7 +28,7 @@
 //! [`DpdkError::NotLinked`].
 #![allow(unsafe_code)]
 
-use super::{PacketBuf, Port, PortError, TxFill};
+use super::{PacketBuf, Port, PortError, RxSink, TxFill};
 use crate::NodeId;
 use netstorm_dpdk_sys as sys;
 use serde::Deserialize;
@@ -1559,32 +1559,47 @@ impl DpdkPort {
         &mut self,
         index: usize,
         max: usize,
-        mut f: impl FnMut(NodeId, &[u8]),
+        f: impl FnMut(NodeId, &[u8]),
     ) -> usize {
+        let n = self.rx_take(index, 0, max);
+        if n > 0 {
+            self.rx_hand_over(n, f);
+        }
+        n
+    }
+
+    /// Takes one burst of at most `max` frames from rx queue `self.rx_queues[index]` into
+    /// `rx_burst[at..]` (mbufs kept, nothing copied or parsed); returns how many. The caller
+    /// hands them over with [`DpdkPort::rx_hand_over`].
+    fn rx_take(&mut self, index: usize, at: usize, max: usize) -> usize {
         let Some(&queue) = self.rx_queues.get(index) else {
             return 0;
         };
-        let want = max.min(MAX_BURST) as u16;
+        let want = max.min(MAX_BURST.saturating_sub(at)) as u16;
         if want == 0 {
             return 0;
         }
         let burst = &mut self.rx_burst;
         // SAFETY: the device is started; this port owns `queue` (one thread: DpdkPort is Send
-        // but not Sync); the three arrays have room for `want` <= MAX_BURST entries.
+        // but not Sync); the three arrays have room for `want` <= MAX_BURST - at entries
+        // from `at` on.
         let n = unsafe {
             sys::ns_eth_rx_burst_views(
                 self.dev.port_id,
                 queue,
-                burst.mbufs.as_mut_ptr(),
+                burst.mbufs[at..].as_mut_ptr(),
                 want,
-                burst.data.as_mut_ptr(),
-                burst.lens.as_mut_ptr(),
+                burst.data[at..].as_mut_ptr(),
+                burst.lens[at..].as_mut_ptr(),
             )
         } as usize;
-        if n == 0 {
-            return 0;
-        }
         self.stats.rx_frames += n as u64;
+        n
+    }
+
+    /// Hands the datagrams for us among the `n` frames in `rx_burst` to `f(sender, datagram)`
+    /// in place (the others are counted and dropped), then frees the `n` mbufs in bulk.
+    fn rx_hand_over(&mut self, n: usize, mut f: impl FnMut(NodeId, &[u8])) {
         let first = (self.rx_burst.data[0], self.rx_burst.lens[0]);
         if !first.0.is_null() {
             prefetch_lines(first.0, first.1 as usize, false);
@@ -1614,7 +1629,6 @@ impl DpdkPort {
         // SAFETY: we own the burst's mbufs[..n] and use neither them nor `frame` slices
         // afterwards.
         unsafe { sys::ns_pktmbuf_free_bulk(self.rx_burst.mbufs.as_mut_ptr(), n as u32) };
-        n
     }
 
     /// Receives up to `max` frames, one burst per rx queue in turn (round robin over calls),
@@ -1823,27 +1837,34 @@ impl Port for DpdkPort {
     fn recv_each(
         &mut self,
         scratch: &mut [PacketBuf],
-        f: &mut dyn FnMut(NodeId, &[u8]),
+        sink: &mut dyn RxSink,
     ) -> Result<usize, PortError> {
-        // Straight from the mbufs: no copy into `scratch`, whose length only bounds the batch.
-        let mut k = 0;
+        // Straight from the mbufs: no copy into `scratch`, whose length only bounds the batch
+        // (at most one burst array, MAX_BURST frames). First every queue's frames are taken
+        // (round robin), then the loop reads its clock, then they are handed over.
+        let max = scratch.len().min(MAX_BURST);
         let queues = self.rx_queues.len();
+        let mut n = 0;
         for i in 0..queues {
             let index = (self.rx_next + i) % queues;
-            while k < scratch.len() {
-                let want = (scratch.len() - k).min(MAX_BURST);
-                let mut taken_here = 0;
-                let taken = self.recv_queue_with(index, want, |from, d| {
-                    taken_here += 1;
-                    f(from, d)
-                });
-                k += taken_here;
+            while n < max {
+                let want = max - n;
+                let taken = self.rx_take(index, n, want);
+                n += taken;
                 if taken < want {
                     break;
                 }
             }
         }
         self.rx_next = (self.rx_next + 1) % queues.max(1);
+        let now = sink.received();
+        let mut k = 0;
+        if n > 0 {
+            self.rx_hand_over(n, |from, d| {
+                k += 1;
+                sink.datagram(from, d, now);
+            });
+        }
         Ok(k)
     }
 
