@@ -4,7 +4,7 @@
 //!
 //! The worker runs the data plane's one real-time loop ([`run_loop`]: receive, one clock
 //! read after the receive, engine, in-place send with `recv_each`/`send_each`, zero-copy on
-//! DPDK) with its own hook ([`WorkerHook`]) for what a dp adds per iteration: policy intake,
+//! DPDK) with its own hook (`WorkerHook`) for what a dp adds per iteration: policy intake,
 //! the round gate, telemetry sampling, counters. `netstorm bench dataplane` runs this same
 //! worker as its aggregator, so the loop it measures is the one netstorm-dp ships.
 //!
@@ -460,7 +460,7 @@ impl Worker {
 /// round gate (before the engine sees the iteration's datagrams), round completion into the
 /// node file, telemetry sampling and reports.
 #[derive(Debug)]
-pub struct WorkerHook<'a> {
+struct WorkerHook<'a> {
     w: usize,
     node: NodeId,
     range: Range<usize>,

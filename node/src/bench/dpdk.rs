@@ -93,7 +93,11 @@ fn run_inner(
     }
     links.push((agg, rt));
     links.push((rt, agg));
-    let fabric = RingLinks::new("nsbench", n, &links, a.ring_size)
+    // DPDK keeps a run's rings (and their names) for the life of the process: each run in
+    // one process gets its own.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let prefix = format!("nsbench{}", RUNS.fetch_add(1, Ordering::Relaxed));
+    let fabric = RingLinks::new(&prefix, n, &links, a.ring_size)
         .map_err(|e| BenchError::Run(format!("--backend dpdk: {e}")))?;
     let datagram = match mode {
         Mode::Engine => wire::HEADER_LEN + a.segment_bytes + wire::AUTH_TAG_LEN,
