@@ -617,7 +617,7 @@ pub fn run_engines<P: Port + ?Sized>(
         .iter_mut()
         .enumerate()
         .map(|(i, (engine, port))| Turn {
-            engine: &mut **engine,
+            engine,
             port: &mut **port,
             hook: FixedRounds::new(
                 first_round,

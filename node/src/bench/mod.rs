@@ -143,7 +143,10 @@ pub enum BenchError {
     #[error("{what}: {source}")]
     Udp { what: String, source: UdpError },
     #[error("{what}: {source}")]
-    Engine { what: String, source: EngineError },
+    Engine {
+        what: String,
+        source: Box<EngineError>,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -165,7 +168,10 @@ impl BenchError {
     }
     fn engine(what: impl Into<String>) -> impl FnOnce(EngineError) -> Self {
         let what = what.into();
-        move |source| Self::Engine { what, source }
+        move |source| Self::Engine {
+            what,
+            source: Box::new(source),
+        }
     }
     fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let what = what.into();
