@@ -265,7 +265,8 @@ pub struct WorkerRun {
     /// The first round started in this run: its start (the iteration's clock read).
     pub first_start: Option<RoundMark>,
     /// The newest round completed in this run, taken at the next iteration's clock read (so
-    /// the completing iteration's work is in it).
+    /// the completing iteration's work is in it), or at the last one's if the run stopped in
+    /// the completing iteration.
     pub last_done: Option<RoundMark>,
 }
 
@@ -642,7 +643,7 @@ impl LoopHook<WorkerPort> for WorkerHook<'_> {
         engine: &Engine,
         port: &WorkerPort,
         now: Nanos,
-        _stats: &LoopStats,
+        stats: &LoopStats,
     ) -> Result<Flow, WorkerError> {
         // Samples and reports at the iteration's time: no clock read of their own.
         if self.running != 0 && now >= self.next_sample {
@@ -654,10 +655,17 @@ impl LoopHook<WorkerPort> for WorkerHook<'_> {
             self.next_report = Some(now + self.report_every);
             self.report(engine, port, now);
         }
-        Ok(if self.stop.load(Ordering::Relaxed) {
-            Flow::Stop
-        } else {
-            Flow::Continue
-        })
+        if !self.stop.load(Ordering::Relaxed) {
+            return Ok(Flow::Continue);
+        }
+        // No next clock read: a round completed in this iteration is marked now.
+        if let Some(round) = self.completed.take() {
+            self.run.last_done = Some(RoundMark {
+                round,
+                at: now,
+                stats: *stats,
+            });
+        }
+        Ok(Flow::Stop)
     }
 }
