@@ -12,6 +12,7 @@ use netstorm_controlplane::models::ModelProfile;
 use netstorm_controlplane::network::NetworkModel;
 use netstorm_controlplane::planner::{self, Planner, PlannerOptions};
 use netstorm_dataplane::scenario::Scenario;
+use netstorm_dataplane::wire::PayloadType;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -66,6 +67,10 @@ pub struct CompareArgs {
     /// control plane learns from telemetry and probes.
     #[arg(long)]
     pub oracle: bool,
+    /// Payload type on the wire: f32, bf16 or f16 (tree nodes aggregate in f32 whatever it
+    /// is). A 16-bit type also runs every strategy in f32 and prints the two side by side.
+    #[arg(long, default_value = "f32")]
+    pub wire: PayloadType,
     #[arg(skip)]
     pub demo: bool,
 }
@@ -138,6 +143,11 @@ struct JsonResult {
     replans: Option<u64>,
     rounds: Vec<JsonRound>,
     note: String,
+    /// With a 16-bit `--wire`: the same strategy's mean round time and WAN bytes in f32.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    f32_round_s_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    f32_wan_bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,6 +167,8 @@ struct JsonReport {
     model_bytes: u64,
     rounds: u32,
     knowledge: &'static str,
+    /// Payload type of `results`.
+    wire: PayloadType,
     latency_bound_s: f64,
     results: Vec<JsonResult>,
 }
@@ -191,7 +203,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         (None, None) => bail!("give --model NAME or --model-mb N"),
     };
     let elems = profile.total_elements() as usize;
-    let model_bits = elems as f64 * 32.0;
+    let model_bits = elems as f64 * 8.0 * args.wire.elem_bytes() as f64;
     // Fail early, with the planner's words, if the network cannot be planned at all.
     planner::check_network(&NetworkModel::from_topology(scenario.topology.clone()))
         .with_context(|| format!("scenario {}", args.scenario.display()))?;
@@ -215,6 +227,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         rounds: args.rounds,
         compute_ns: (args.compute_ms * 1e6) as u64,
         segment_elems: args.segment_bytes / 4,
+        wire: args.wire,
         seed: args.seed,
         knowledge: if args.oracle {
             Knowledge::Oracle
@@ -236,6 +249,23 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         args.rounds,
         knowledge_name
     );
+    if args.wire.is_16bit() {
+        println!(
+            "Payload {} on the wire ({:.1} MB per round, aggregated in f32 at tree nodes); every strategy also runs in f32 for comparison.",
+            args.wire,
+            elems as f64 * args.wire.elem_bytes() as f64 / 1e6
+        );
+    }
+    // Jobs: every strategy in the chosen type, then (16-bit only) every strategy in f32.
+    let wires: Vec<PayloadType> = if args.wire.is_16bit() {
+        vec![args.wire, PayloadType::F32]
+    } else {
+        vec![args.wire]
+    };
+    let job_list: Vec<(usize, PayloadType)> = wires
+        .iter()
+        .flat_map(|&w| (0..strategies.len()).map(move |i| (i, w)))
+        .collect();
 
     let jobs = args
         .jobs
@@ -251,21 +281,29 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     }
     let style = ProgressStyle::with_template("{prefix:>17} {bar:30} {pos}/{len} rounds  {msg}")
         .expect("static template");
-    let bars: Vec<ProgressBar> = strategies
+    let bars: Vec<ProgressBar> = job_list
         .iter()
-        .map(|s| {
+        .map(|&(i, w)| {
             let b = multi.add(ProgressBar::new(args.rounds as u64));
             b.set_style(style.clone());
-            b.set_prefix(s.name);
+            if w == args.wire {
+                b.set_prefix(strategies[i].name);
+            } else {
+                b.set_prefix(format!("{} ({w})", strategies[i].name));
+            }
             b
         })
         .collect();
+    let f32_cfg = ExperimentConfig {
+        wire: PayloadType::F32,
+        ..cfg.clone()
+    };
     let next = Mutex::new(0usize);
     let results: Mutex<Vec<Option<StrategyOutcome>>> =
-        Mutex::new((0..strategies.len()).map(|_| None).collect());
+        Mutex::new((0..job_list.len()).map(|_| None).collect());
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(strategies.len()) {
+        for _ in 0..jobs.min(job_list.len()) {
             scope.spawn(|| loop {
                 let i = {
                     let mut n = next.lock().expect("queue lock");
@@ -273,15 +311,19 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                     *n += 1;
                     i
                 };
-                let Some(s) = strategies.get(i) else { break };
+                let Some(&(si, wire)) = job_list.get(i) else {
+                    break;
+                };
+                let s = &strategies[si];
                 let bar = &bars[i];
                 let t0 = std::time::Instant::now();
+                let job_cfg = if wire == cfg.wire { &cfg } else { &f32_cfg };
                 let r =
-                    experiment::run_strategy(&scenario, elems, s.planner.as_ref(), &cfg, |rr| {
+                    experiment::run_strategy(&scenario, elems, s.planner.as_ref(), job_cfg, |rr| {
                         bar.inc(1);
                         bar.set_message(format!("{:.2} s/round", rr.sync_s));
                     })
-                    .with_context(|| format!("strategy {}", s.name))
+                    .with_context(|| format!("strategy {} ({wire})", s.name))
                     .map(|r| (r, t0.elapsed().as_secs_f64()));
                 bar.finish();
                 results.lock().expect("results lock")[i] = Some(r);
@@ -295,6 +337,11 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         .into_iter()
         .map(|r| r.expect("every strategy ran"))
         .collect::<Result<_>>()?;
+    let (results, f32_results) = {
+        let mut results = results;
+        let f32_results = results.split_off(strategies.len());
+        (results, f32_results)
+    };
 
     // The physical limit of each network state the rounds started on (cached by rates).
     let mut optimum_cache: HashMap<Vec<u64>, f64> = HashMap::new();
@@ -349,7 +396,14 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             replans: r.learning.map(|l| l.proposals),
             rounds,
             note: s.note.to_string(),
+            f32_round_s_mean: None,
+            f32_wan_bytes: None,
         });
+    }
+    for (row, (f, _)) in rows.iter_mut().zip(&f32_results) {
+        let mean = f.rounds.iter().map(|x| x.sync_s).sum::<f64>() / f.rounds.len() as f64;
+        row.f32_round_s_mean = Some(mean);
+        row.f32_wan_bytes = Some(f.wan_bytes);
     }
     let ps_mean = rows
         .iter()
@@ -387,8 +441,40 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         "{:<17} {:>10.3}   (fluid optimum, mean over the rounds' networks; + latency bound {:.3} s)",
         "physical limit", opt_mean, latency_bound_s
     );
+    if !f32_results.is_empty() {
+        println!();
+        println!(
+            "{:<17} {:>10} {:>10} {:>8} {:>10} {:>10} {:>8}",
+            "strategy",
+            "f32 s",
+            format!("{} s", args.wire),
+            "ratio",
+            "f32 GB",
+            format!("{} GB", args.wire),
+            "ratio"
+        );
+        for r in &rows {
+            let (Some(f32_s), Some(f32_b)) = (r.f32_round_s_mean, r.f32_wan_bytes) else {
+                continue;
+            };
+            println!(
+                "{:<17} {:>10.3} {:>10.3} {:>7.3}x {:>10.3} {:>10.3} {:>7.3}x",
+                r.strategy,
+                f32_s,
+                r.round_s_mean,
+                r.round_s_mean / f32_s,
+                f32_b as f64 / 1e9,
+                r.wan_bytes as f64 / 1e9,
+                r.wan_bytes as f64 / f32_b.max(1) as f64
+            );
+        }
+    }
     println!();
-    println!("Every round of every strategy was checked: all nodes bit-identical, equal to the reference sum.");
+    if args.wire.is_16bit() {
+        println!("Every round of every strategy was checked: all nodes bit-identical; {} results within the documented error bound of the exact sum, f32 results equal to it.", args.wire);
+    } else {
+        println!("Every round of every strategy was checked: all nodes bit-identical, equal to the reference sum.");
+    }
     println!("'vs limit' = mean round time / (fluid optimum + latency lower bound). Emulated time; wall time {wall_s:.1} s.");
     println!("Where baselines deviate from the systems they imitate:");
     for r in &rows {
@@ -412,6 +498,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             model_bytes: profile.bytes_f32(),
             rounds: args.rounds,
             knowledge: knowledge_name,
+            wire: args.wire,
             latency_bound_s,
             results: rows,
         };

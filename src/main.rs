@@ -65,6 +65,9 @@ struct DemoArgs {
     /// Plan from the true network rates instead of learned knowledge.
     #[arg(long)]
     oracle: bool,
+    /// Payload type on the wire: f32, bf16 or f16 (16-bit also runs f32 beside it).
+    #[arg(long, default_value = "f32")]
+    wire: netstorm_dataplane::wire::PayloadType,
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +102,7 @@ fn main() -> Result<()> {
                 greed: 0.9,
                 no_progress: a.no_progress,
                 oracle: a.oracle,
+                wire: a.wire,
                 demo: true,
             };
             compare::run(&args)

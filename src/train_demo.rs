@@ -58,6 +58,10 @@ pub struct TrainDemoArgs {
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Payload type on the wire: f32, bf16 or f16 (aggregated in f32 at tree nodes; the
+    /// local reference trains with f32 sums, so accuracies compare against f32).
+    #[arg(long, default_value = "f32")]
+    pub wire: netstorm_dataplane::wire::PayloadType,
 }
 
 fn pct(a: f64) -> String {
@@ -79,6 +83,7 @@ pub fn run(args: &TrainDemoArgs) -> Result<()> {
             pad_mb: args.pad_mb,
             seed: args.seed,
             jobs: args.jobs,
+            wire: args.wire,
         },
     )?;
     let setup = demo.setup();
@@ -99,8 +104,14 @@ pub fn run(args: &TrainDemoArgs) -> Result<()> {
         "synchronized per round: {} gradient values + {} zeros = {:.1} MB (the zeros stand for the rest of a large model's gradient)",
         setup.parameters,
         setup.synchronized_elements - setup.parameters,
-        setup.synchronized_elements as f64 * 4.0 / 1e6
+        setup.synchronized_elements as f64 * args.wire.elem_bytes() as f64 / 1e6
     );
+    if args.wire.is_16bit() {
+        println!(
+            "payload {} on the wire, aggregated in f32 at tree nodes; the reference trains with exact f32 sums, so 'vs reference' is the accuracy against f32",
+            args.wire
+        );
+    }
     println!(
         "{} rounds, {} ms emulated compute per round, SGD lr {} momentum {}, seed {}; always guessing the most frequent class scores {}",
         args.rounds, args.compute_ms, args.lr, args.momentum, args.seed, pct(setup.majority_accuracy)
@@ -213,9 +224,16 @@ pub fn run(args: &TrainDemoArgs) -> Result<()> {
         max_dw_between,
         rows.iter().map(|r| r.max_abs_dw_vs_reference).fold(0.0, f64::max)
     );
-    println!(
-        "Each round's sum was bit-identical on every node; strategies differ only in the order their trees add the nodes' f32 gradients (last bits)."
-    );
+    if args.wire.is_16bit() {
+        println!(
+            "Each round's sum was bit-identical on every node; strategies differ from the f32 reference in the order their trees add the nodes' gradients and in the {} rounding of every partial sum sent (aggregation itself in f32).",
+            args.wire
+        );
+    } else {
+        println!(
+            "Each round's sum was bit-identical on every node; strategies differ only in the order their trees add the nodes' f32 gradients (last bits)."
+        );
+    }
     let same = report.same_accuracy();
     let by = |s: &str| rows.iter().find(|r| r.strategy == s);
     let speed = match (by("netstorm-packing"), by("mxnet-ps")) {

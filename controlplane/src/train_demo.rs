@@ -28,6 +28,7 @@
 use crate::experiment::{EmulatedCluster, ExperimentConfig, ExperimentError};
 use crate::planner::{self, PlanError, PlannerOptions};
 use netstorm_dataplane::scenario::Scenario;
+use netstorm_dataplane::wire::PayloadType;
 use serde::Serialize;
 use std::sync::Mutex;
 
@@ -66,6 +67,10 @@ pub struct TrainDemoConfig {
     pub seed: u64,
     /// Strategies run in parallel (default: available cores, at most 2).
     pub jobs: Option<usize>,
+    /// Payload type on the wire (aggregated in f32 at tree nodes). The local reference
+    /// always sums in f32, so with a 16-bit type the report compares each strategy's
+    /// accuracy against f32 training.
+    pub wire: PayloadType,
 }
 
 /// Why the demo could not run.
@@ -754,6 +759,7 @@ impl<'s> TrainDemo<'s> {
         let planner_label = planner.name().to_string();
         let cfg = ExperimentConfig {
             seed: self.cfg.seed,
+            wire: self.cfg.wire,
             ..ExperimentConfig::default()
         };
         let elems = self.setup.synchronized_elements;

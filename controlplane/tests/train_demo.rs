@@ -29,6 +29,7 @@ fn config(strategies: &[&str]) -> TrainDemoConfig {
         pad_mb: 0.2,
         seed: 3,
         jobs: Some(2),
+        wire: netstorm_dataplane::wire::PayloadType::F32,
     }
 }
 

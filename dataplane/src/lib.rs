@@ -19,6 +19,7 @@ pub mod auth;
 pub mod emu;
 pub mod engine;
 pub mod kernel;
+pub mod kernel16;
 pub mod policy;
 pub mod port;
 pub mod probe;

@@ -39,8 +39,12 @@ impl EmulatedCluster {
         cfg: &ExperimentConfig,
     ) -> Result<Self, ExperimentError> {
         let mut sim = emulated_wan(scenario, elems, cfg)?;
-        let oracle =
-            OracleKnowledge::new(planner, &scenario.topology, &mut sim, elems as f64 * 32.0)?;
+        let oracle = OracleKnowledge::new(
+            planner,
+            &scenario.topology,
+            &mut sim,
+            elems as f64 * 8.0 * cfg.wire.elem_bytes() as f64,
+        )?;
         Ok(Self {
             sim,
             oracle,

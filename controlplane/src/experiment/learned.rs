@@ -152,7 +152,7 @@ pub(crate) fn run_learned(
 ) -> Result<StrategyResult, ExperimentError> {
     let topo = &scenario.topology;
     let n = topo.node_count();
-    let model_bits = elems as f64 * 32.0;
+    let model_bits = elems as f64 * 8.0 * cfg.wire.elem_bytes() as f64;
     let (mut sim, checker) = build_simulation(scenario, elems, cfg)?;
     // The prior is the configured network (what an operator knows before the job runs).
     let mut replanner = Replanner::new(

@@ -114,8 +114,12 @@ pub(crate) fn run_oracle(
 ) -> Result<StrategyResult, ExperimentError> {
     let n = scenario.topology.node_count();
     let (mut sim, checker) = build_simulation(scenario, elems, cfg)?;
-    let mut oracle =
-        OracleKnowledge::new(planner, &scenario.topology, &mut sim, elems as f64 * 32.0)?;
+    let mut oracle = OracleKnowledge::new(
+        planner,
+        &scenario.topology,
+        &mut sim,
+        elems as f64 * 8.0 * cfg.wire.elem_bytes() as f64,
+    )?;
     let mut round_nets = vec![(oracle.network().topology.clone(), oracle.modeled_s())];
     sim.set_auto_advance(cfg.rounds - 1, cfg.compute_ns);
     for v in 0..n {

@@ -7,6 +7,7 @@ use crate::planner::{PlanError, Planner};
 use netstorm_dataplane::emu::EmuError;
 use netstorm_dataplane::engine::EngineError;
 use netstorm_dataplane::topology::Topology;
+use netstorm_dataplane::wire::PayloadType;
 use netstorm_dataplane::{Nanos, NodeId, NANOS_PER_SEC};
 
 /// How to run a strategy.
@@ -15,7 +16,11 @@ pub struct ExperimentConfig {
     pub rounds: u32,
     /// Compute time between receiving a result and starting the next round.
     pub compute_ns: Nanos,
+    /// Segment size in f32 elements (4 bytes each): the segment's payload bytes / 4. A
+    /// 16-bit `wire` type carries twice as many elements in the same bytes.
     pub segment_elems: usize,
+    /// Payload type on the wire (aggregation is f32 whatever it is).
+    pub wire: PayloadType,
     pub seed: u64,
     /// A round that takes longer than this (virtual time) is reported as stuck.
     pub max_round_virtual_ns: Nanos,
@@ -44,6 +49,7 @@ impl Default for ExperimentConfig {
             rounds: 5,
             compute_ns: 0,
             segment_elems: 352,
+            wire: PayloadType::F32,
             seed: 1,
             max_round_virtual_ns: 3600 * NANOS_PER_SEC,
             replan: true,
@@ -156,6 +162,16 @@ pub enum ExperimentError {
         index: usize,
         got: f32,
         want: f32,
+    },
+    #[error("round {round}: node {node} element {index} is {got}, off the exact sum {exact} by more than the {wire} bound {bound}")]
+    OutOfBound {
+        round: u32,
+        node: NodeId,
+        index: usize,
+        got: f32,
+        exact: f64,
+        bound: f64,
+        wire: PayloadType,
     },
     #[error("round {round} ran under mixed policy epochs")]
     MixedEpochs { round: u32 },

@@ -3,7 +3,7 @@
 use crate::auth::Auth;
 use crate::policy::{PathId, PolicyError};
 use crate::probe::ProbeConfig;
-use crate::wire;
+use crate::wire::{self, PayloadType};
 use crate::{Nanos, NodeId, NANOS_PER_SEC};
 
 /// Tunables of one engine. Defaults suit a WAN with 1500-byte MTU.
@@ -16,8 +16,12 @@ pub struct EngineConfig {
     pub job: u32,
     /// Number of f32 elements in the gradient buffer.
     pub buffer_elems: usize,
-    /// Elements per segment. Default 352 (1408 bytes: a 1498-byte frame with our header).
+    /// Elements per segment. Default 352 (1408 bytes: a 1498-byte frame with our header);
+    /// 704 for the 16-bit payload types (see [`EngineConfig::set_wire`]).
     pub segment_elems: usize,
+    /// Payload type of data packets (default f32). Nodes aggregate in f32 whatever it is;
+    /// packets of another type are dropped and counted (`Counters::rx_wrong_payload`).
+    pub wire: PayloadType,
     /// Bytes per frame on the wire besides the datagram (for pacing).
     pub frame_overhead_bytes: usize,
     /// Acknowledge after this many data packets on a path...
@@ -61,6 +65,7 @@ impl EngineConfig {
             job: 1,
             buffer_elems,
             segment_elems: 352,
+            wire: PayloadType::F32,
             frame_overhead_bytes: wire::FRAME_OVERHEAD_BYTES,
             ack_every: 16,
             ack_delay_ns: 500_000,
@@ -78,14 +83,27 @@ impl EngineConfig {
         }
     }
 
+    /// Payload bytes of a full data segment.
+    pub fn segment_bytes(&self) -> usize {
+        self.segment_elems * self.wire.elem_bytes()
+    }
+
+    /// Sets the payload type, keeping the segment's payload bytes (352 f32 elements become
+    /// 704 bf16 ones: the same datagram carries twice the elements).
+    pub fn set_wire(&mut self, wire: PayloadType) {
+        let bytes = self.segment_bytes();
+        self.wire = wire;
+        self.segment_elems = wire.elems_per_segment(bytes);
+    }
+
     /// Bytes a full data segment occupies on the wire (payload + header + tag + frame overhead).
     pub fn frame_bytes(&self) -> usize {
-        self.segment_elems * 4 + wire::HEADER_LEN + self.auth.tag_len() + self.frame_overhead_bytes
+        self.segment_bytes() + wire::HEADER_LEN + self.auth.tag_len() + self.frame_overhead_bytes
     }
 
     /// Largest datagram this engine emits or accepts for data.
     pub fn max_datagram_len(&self) -> usize {
-        wire::HEADER_LEN + self.segment_elems * 4 + wire::AUTH_TAG_LEN
+        wire::HEADER_LEN + self.segment_bytes() + wire::AUTH_TAG_LEN
     }
 
     /// Rejects values that cannot work.
@@ -98,8 +116,7 @@ impl EngineConfig {
             );
         }
         if self.segment_elems == 0
-            || wire::HEADER_LEN + self.segment_elems * 4
-                > wire::MAX_DATAGRAM_LEN - wire::AUTH_TAG_LEN
+            || wire::HEADER_LEN + self.segment_bytes() > wire::MAX_DATAGRAM_LEN - wire::AUTH_TAG_LEN
         {
             return bad(
                 "segment_elems",

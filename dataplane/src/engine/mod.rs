@@ -46,6 +46,7 @@ pub use config::{EngineConfig, EngineError};
 pub use path::rate_sample::RateSample;
 
 use crate::auth::{PacketMac, PayloadHash};
+use crate::kernel16;
 use crate::policy::{PathId, Policy};
 use crate::probe::{ProbeReceiver, ProbeSample, ProbeSender};
 use crate::topology::Topology;
@@ -55,6 +56,7 @@ use pacing::Pacer;
 use path::recv::Arrival;
 use path::Paths;
 use relay::Relay;
+pub use round::RoundStats;
 use round::{CompiledPolicy, Delivery, EarlyPool, RoundState};
 use std::collections::VecDeque;
 use timers::{Timer, TimerTable};
@@ -133,6 +135,12 @@ pub struct Counters {
     pub tx_probes: u64,
     pub tx_probe_bytes: u64,
     pub rx_probes: u64,
+    /// Packets whose payload type is not the job's (dropped).
+    pub rx_wrong_payload: u64,
+    /// Over all rounds: NaN/infinite contribution values and saturated encodes (see
+    /// [`RoundStats`]).
+    pub nonfinite_inputs: u64,
+    pub saturated: u64,
 }
 
 /// One node's synchronization engine. See the module documentation.
@@ -361,6 +369,22 @@ impl Engine {
             paths.enqueue(path, item);
             timers.set(Timer::Data, 0);
         });
+        let nonfinite = kernel16::count_nonfinite(&self.buf);
+        self.round.stats.nonfinite_inputs = nonfinite;
+        self.counters.nonfinite_inputs += nonfinite;
+        if self.cfg.wire.is_16bit() {
+            // A tree in which this node is the root and has no children: its contribution is
+            // already final (no packet will complete it), so it is rounded here.
+            for tree in policy
+                .trees
+                .iter()
+                .filter(|t| t.is_root && t.full_mask == 0)
+            {
+                let range = tree.range.clone();
+                let saturated = self.round.round_final(self.cfg.wire, &mut self.buf[range]);
+                self.counters.saturated += saturated;
+            }
+        }
         // Replay what arrived early for this round.
         let mut held = std::mem::take(&mut self.early);
         for pkt in held.packets() {
@@ -389,6 +413,7 @@ impl Engine {
         let delivery = self.round.apply(
             policy,
             self.cfg.segment_elems,
+            self.cfg.wire,
             &mut self.buf,
             pkt,
             payload_hash,
@@ -455,6 +480,11 @@ impl Engine {
                 return;
             };
             payload_hash = Some(hash);
+        }
+        if pkt.payload_type() != self.cfg.wire {
+            // A peer configured for another payload type: never misread its payloads.
+            self.counters.rx_wrong_payload += 1;
+            return;
         }
         let me = self.cfg.node;
         let path = pkt.path() as usize;

@@ -11,9 +11,9 @@
 use super::path::send::SendItem;
 use super::Counters;
 use crate::auth::PayloadHash;
-use crate::kernel;
+use crate::kernel16;
 use crate::policy::{ForwardMode, PathId, Policy, TreeEdge};
-use crate::wire::{Packet, PacketKind};
+use crate::wire::{Packet, PacketKind, PayloadType};
 use crate::NodeId;
 use std::ops::Range;
 
@@ -57,15 +57,15 @@ impl EdgeSend {
 /// One tree as seen from this node.
 #[derive(Debug, Clone)]
 pub(crate) struct TreeAtNode {
-    range: Range<usize>,
+    pub range: Range<usize>,
     /// Offset of this tree's segments in the per-node segment state arrays.
     pub seg_base: usize,
     seg_count: u32,
-    is_root: bool,
+    pub is_root: bool,
     forward: ForwardMode,
     /// `child_slot[v]` = index of `v` among this node's reduce children, or `u8::MAX`.
     child_slot: Vec<u8>,
-    full_mask: u64,
+    pub full_mask: u64,
     reduce_send: Option<EdgeSend>,
     bcast_parent: Option<NodeId>,
     bcast_send: Vec<EdgeSend>,
@@ -190,6 +190,17 @@ pub(crate) enum Delivery {
     Rejected,
 }
 
+/// What a round saw of its values at this node (see [`crate::engine::Engine::round_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundStats {
+    /// NaN or infinite values in this node's contribution when the round started (reported,
+    /// never replaced: they propagate into the sum as IEEE arithmetic makes them).
+    pub nonfinite_inputs: u64,
+    /// Finite values clamped to the largest finite value of a 16-bit payload type instead
+    /// of overflowing to infinity (partial sums this node sent, final values it rounded).
+    pub saturated: u64,
+}
+
 /// The round running (or last run) here.
 #[derive(Debug, Default)]
 pub(crate) struct RoundState {
@@ -202,6 +213,7 @@ pub(crate) struct RoundState {
     /// `ResultReady` was emitted for this round.
     pub result_reported: bool,
     pub segs: Segments,
+    pub stats: RoundStats,
 }
 
 impl RoundState {
@@ -231,6 +243,7 @@ impl RoundState {
         self.last = Some(round);
         self.active = true;
         self.result_reported = false;
+        self.stats = RoundStats::default();
         self.finals_left = policy.total_segs;
         self.segs.mask.fill(0);
         self.segs.flags.fill(0);
@@ -252,13 +265,16 @@ impl RoundState {
     }
 
     /// Applies data packet `pkt` of the running round to `buf`. `payload_hash`: the MAC's
-    /// hash of its payload, when it was just verified.
+    /// hash of its payload, when it was just verified. `wire`: the job's payload type (the
+    /// caller dropped packets of other types); the root of a tree rounds a completed
+    /// segment to it before it becomes final, so its own copy is the value it broadcasts.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub fn apply(
         &mut self,
         policy: &mut CompiledPolicy,
         seg_elems: usize,
+        wire: PayloadType,
         buf: &mut [f32],
         pkt: &Packet<&[u8]>,
         payload_hash: Option<PayloadHash>,
@@ -280,7 +296,7 @@ impl RoundState {
             return Delivery::Rejected;
         }
         let range = tree.seg_range(seg, seg_elems);
-        if pkt.payload().len() != range.len() * 4 {
+        if pkt.payload_type() != wire || pkt.payload().len() != range.len() * wire.elem_bytes() {
             counters.rx_invalid += 1;
             return Delivery::Rejected;
         }
@@ -298,9 +314,13 @@ impl RoundState {
                     return Delivery::Duplicate;
                 }
                 let full = tree.full_mask;
-                kernel::add_assign_le_bytes(&mut buf[range], pkt.payload());
+                let is_root = tree.is_root;
+                kernel16::add_assign_wire(wire, &mut buf[range.clone()], pkt.payload());
                 self.segs.mask[idx] |= bit;
                 if self.segs.mask[idx] == full {
+                    if is_root {
+                        counters.saturated += self.round_final(wire, &mut buf[range]);
+                    }
                     self.on_reduced(policy, t, seg, enqueue);
                 }
             }
@@ -313,9 +333,10 @@ impl RoundState {
                     counters.rx_duplicate += 1;
                     return Delivery::Duplicate;
                 }
-                kernel::copy_from_le_bytes(&mut buf[range], pkt.payload());
-                // Sent on to the children byte for byte as received (the f32 round trip
-                // is bit-exact), so the verified hash is theirs too.
+                kernel16::copy_from_wire(wire, &mut buf[range], pkt.payload());
+                // Sent on to the children byte for byte as received (decoding and
+                // re-encoding is bit-exact for every value an encoder emits), so the
+                // verified hash is theirs too.
                 if let Some(hash) = payload_hash {
                     self.segs.hash[idx] = hash;
                     self.segs.flags[idx] |= SEG_HASHED;
@@ -325,6 +346,15 @@ impl RoundState {
             _ => return Delivery::Rejected,
         }
         Delivery::Applied
+    }
+
+    /// The root's final value of a segment, `values`, becomes what its payload type can
+    /// carry: encoded once, so every node (the root included) ends with the same bits.
+    #[inline]
+    pub fn round_final(&mut self, wire: PayloadType, values: &mut [f32]) -> u64 {
+        let saturated = u64::from(kernel16::round_trip_in_place(wire, values));
+        self.stats.saturated += saturated;
+        saturated
     }
 
     /// Segment `seg` of tree `t` holds this node's complete partial sum.

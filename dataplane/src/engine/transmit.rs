@@ -11,7 +11,7 @@ use super::round::SEG_HASHED;
 use super::timers::Timer;
 use super::{Engine, Transmit};
 use crate::auth;
-use crate::kernel;
+use crate::kernel16;
 use crate::policy::PathId;
 use crate::wire::{self, HeaderRepr, PacketKind, ProbeRepr};
 use crate::{Nanos, NodeId};
@@ -42,6 +42,7 @@ impl Engine {
             dst: rp.origin,
             ttl: 64,
             timestamp_ns: now,
+            payload_type: self.cfg.wire,
             ..HeaderRepr::default()
         };
         hdr.emit(out).ok()?;
@@ -64,7 +65,8 @@ impl Engine {
         let c = self.current.as_ref().expect("sending requires a policy");
         let tree = &c.trees[item.tree as usize];
         let range = tree.seg_range(item.seg, self.cfg.segment_elems);
-        let payload_len = range.len() * 4;
+        let wire_type = self.cfg.wire;
+        let payload_len = range.len() * wire_type.elem_bytes();
         let hdr = HeaderRepr {
             kind: item.packet_kind(),
             flags: auth::flags_for(self.mac.as_ref()),
@@ -80,12 +82,20 @@ impl Engine {
             segment: item.seg,
             ttl: (sp.hops.len() - 1) as u8,
             timestamp_ns: now,
+            payload_type: wire_type,
         };
         hdr.emit(out).ok()?;
-        kernel::write_le_bytes(
+        let saturated = kernel16::write_wire(
+            wire_type,
             &mut out[wire::HEADER_LEN..wire::HEADER_LEN + payload_len],
             &self.buf[range],
         );
+        if saturated != 0 && !retransmit {
+            // Only partial sums can saturate (final values were rounded already); a
+            // retransmission re-encodes the same values and is not counted again.
+            self.round.stats.saturated += u64::from(saturated);
+            self.counters.saturated += u64::from(saturated);
+        }
         let body_len = wire::HEADER_LEN + payload_len;
         let len = match &self.mac {
             Some(mac) => {
@@ -146,7 +156,7 @@ impl Engine {
     }
 
     fn probe_datagram_len(&self) -> usize {
-        wire::HEADER_LEN + self.cfg.segment_elems * 4 + self.cfg.auth.tag_len()
+        wire::HEADER_LEN + self.cfg.segment_bytes() + self.cfg.auth.tag_len()
     }
 
     #[inline]
@@ -167,6 +177,7 @@ impl Engine {
             dst: to,
             ttl: 1,
             timestamp_ns: now,
+            payload_type: self.cfg.wire,
             ..HeaderRepr::default()
         };
         hdr.emit(out).ok()?;

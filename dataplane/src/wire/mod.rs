@@ -17,6 +17,7 @@ pub mod ethernet;
 pub mod frame;
 pub mod ipv4;
 mod netstorm;
+mod payload;
 pub mod udp;
 
 pub use checksum::{ipv4_checksum, udp_checksum};
@@ -26,6 +27,7 @@ pub use frame::{
 };
 pub use ipv4::{Ipv4Packet, Ipv4Repr, IPPROTO_UDP, IPV4_HEADER_LEN};
 pub use netstorm::*;
+pub use payload::{PayloadType, UnknownPayloadType};
 pub use udp::{UdpPacket, UdpRepr, UDP_HEADER_LEN};
 
 /// Why a datagram could not be parsed or a structure could not be emitted.
@@ -54,6 +56,9 @@ pub enum WireError {
     /// The reserved header field is not zero.
     #[error("reserved header field is not zero")]
     Reserved,
+    /// The header names a payload type this version does not know.
+    #[error("unknown payload type {0}")]
+    UnknownPayloadType(u8),
     /// The datagram length disagrees with the header (`HEADER_LEN + payload_len` + tag).
     #[error("length mismatch: header says {expected} bytes, datagram has {got}")]
     LengthMismatch {

@@ -3,9 +3,14 @@
 //!
 //! ```text
 //!  0      2   3    4     5    6            8      12      16      20    22    24   26   28    32        36         40            48
-//!  | magic | ver | kind | flags | ttl | payload_len | job | epoch | round | tree | path | src | dst | seq | segment | reserved=0 | timestamp_ns |
+//!  | magic | ver | kind | flags | ttl | payload_len | job | epoch | round | tree | path | src | dst | seq | segment | payload_type | reserved=0 | timestamp_ns |
 //!  | payload (payload_len bytes) | auth tag (AUTH_TAG_LEN bytes, only if flags & AUTH) |
 //! ```
+//!
+//! `payload_type` (byte 36, [`PayloadType`]) was the first byte of the reserved word; its
+//! f32 code is 0, so f32 datagrams are unchanged and version 1 stays the version: a reader
+//! from before the field rejects a 16-bit datagram (non-zero reserved) instead of misreading
+//! it. Bytes 37..40 stay reserved and must be zero.
 //!
 //! Parsing follows smoltcp's `wire` habit: [`Packet::new_checked`] validates a datagram once
 //! (lengths, magic, version, kind, flags, reserved bits, per-kind payload rules) and after that
@@ -14,7 +19,7 @@
 //!
 //! Nothing here allocates: the engine parses every received packet on its hot path.
 
-use super::WireError;
+use super::{PayloadType, WireError};
 use zerocopy::byteorder::network_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -89,13 +94,23 @@ impl PacketKind {
         matches!(self, PacketKind::ReduceData | PacketKind::BroadcastData)
     }
 
-    /// Checks the per-kind payload length rule enforced by [`Packet::new_checked`]:
-    /// data kinds need a multiple of 4 bytes (whole f32s), `Ack` exactly
-    /// [`ACK_PAYLOAD_LEN`], `Probe`/`ProbeReply` at least [`PROBE_MIN_LEN`]; `Control` any.
+    /// Checks the per-kind payload length rule for f32 payloads (see
+    /// [`PacketKind::payload_len_ok_for`]).
     #[inline]
     pub const fn payload_len_ok(self, len: usize) -> bool {
+        self.payload_len_ok_for(PayloadType::F32, len)
+    }
+
+    /// Checks the per-kind payload length rule enforced by [`Packet::new_checked`]:
+    /// data kinds need whole elements of `payload_type` (a multiple of 4 bytes for f32, of 2
+    /// for the 16-bit types), `Ack` exactly [`ACK_PAYLOAD_LEN`], `Probe`/`ProbeReply` at
+    /// least [`PROBE_MIN_LEN`]; `Control` any.
+    #[inline]
+    pub const fn payload_len_ok_for(self, payload_type: PayloadType, len: usize) -> bool {
         match self {
-            PacketKind::ReduceData | PacketKind::BroadcastData => len & 3 == 0, // whole f32s
+            PacketKind::ReduceData | PacketKind::BroadcastData => {
+                len % payload_type.elem_bytes() == 0
+            }
             PacketKind::Ack => len == ACK_PAYLOAD_LEN,
             PacketKind::Probe | PacketKind::ProbeReply => len >= PROBE_MIN_LEN,
             PacketKind::Control => true,
@@ -131,7 +146,8 @@ struct RawHeader {
     dst: U16,
     seq: U32,
     segment: U32,
-    reserved: U32,
+    payload_type: u8,
+    reserved: [u8; 3],
     timestamp_ns: U64,
 }
 
@@ -155,12 +171,16 @@ static ZERO_HEADER: RawHeader = RawHeader {
     dst: U16::ZERO,
     seq: U32::ZERO,
     segment: U32::ZERO,
-    reserved: U32::ZERO,
+    payload_type: 0,
+    reserved: [0; 3],
     timestamp_ns: U64::ZERO,
 };
 
 /// The decoded header: every field of the 48-byte header except the constant ones
 /// (magic, version, reserved).
+///
+/// `payload_type` applies to every kind: an engine stamps its job's type on everything it
+/// sends and drops (and counts) packets of another type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct HeaderRepr {
     /// What the packet carries.
@@ -191,6 +211,8 @@ pub struct HeaderRepr {
     pub segment: u32,
     /// Sender timestamp (ns, sender's clock), echoed back in acks for RTT samples.
     pub timestamp_ns: u64,
+    /// Encoding of data payload elements (the job's type).
+    pub payload_type: PayloadType,
 }
 
 impl HeaderRepr {
@@ -235,7 +257,8 @@ impl HeaderRepr {
             dst: U16::new(self.dst),
             seq: U32::new(self.seq),
             segment: U32::new(self.segment),
-            reserved: U32::ZERO,
+            payload_type: self.payload_type.as_u8(),
+            reserved: [0; 3],
             timestamp_ns: U64::new(self.timestamp_ns),
         }
     }
@@ -265,6 +288,7 @@ impl HeaderRepr {
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
     kind: PacketKind,
+    payload_type: PayloadType,
     payload_len: usize,
     has_tag: bool,
 }
@@ -299,11 +323,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if unknown != 0 {
             return Err(WireError::UnknownFlags(unknown));
         }
-        if raw.reserved.get() != 0 {
+        if raw.reserved != [0; 3] {
             return Err(WireError::Reserved);
         }
+        let payload_type = PayloadType::from_u8(raw.payload_type)
+            .ok_or(WireError::UnknownPayloadType(raw.payload_type))?;
         let payload_len = usize::from(raw.payload_len.get());
-        if !kind.payload_len_ok(payload_len) {
+        if !kind.payload_len_ok_for(payload_type, payload_len) {
             return Err(WireError::BadPayloadLen {
                 kind,
                 len: payload_len,
@@ -317,6 +343,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(Packet {
             buffer,
             kind,
+            payload_type,
             payload_len,
             has_tag,
         })
@@ -348,6 +375,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
             seq: raw.seq.get(),
             segment: raw.segment.get(),
             timestamp_ns: raw.timestamp_ns.get(),
+            payload_type: self.payload_type,
         }
     }
 
@@ -355,6 +383,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     #[inline]
     pub fn kind(&self) -> PacketKind {
         self.kind
+    }
+    /// Encoding of the payload's elements (meaningful for data kinds).
+    #[inline]
+    pub fn payload_type(&self) -> PayloadType {
+        self.payload_type
     }
     /// Flag bits (only known bits can be set).
     #[inline]
@@ -503,7 +536,7 @@ fn check_emittable(repr: &HeaderRepr, buf_len: usize) -> Result<usize, WireError
         return Err(WireError::UnknownFlags(unknown));
     }
     let len = usize::from(repr.payload_len);
-    if !repr.kind.payload_len_ok(len) {
+    if !repr.kind.payload_len_ok_for(repr.payload_type, len) {
         return Err(WireError::BadPayloadLen {
             kind: repr.kind,
             len,
@@ -724,7 +757,63 @@ mod tests {
             seq: 1000,
             segment: 77,
             timestamp_ns: 0x1122_3344_5566_7788,
+            payload_type: PayloadType::F32,
         }
+    }
+
+    #[test]
+    fn payload_type_byte_length_rule_and_unknown_codes() {
+        // f32 is code 0: the f32 header is the version-1 header with a zero reserved word.
+        let f32_buf = valid_packet(&sample_repr());
+        assert_eq!(&f32_buf[36..40], &[0, 0, 0, 0]);
+        for ty in [PayloadType::Bf16, PayloadType::F16] {
+            let repr = HeaderRepr {
+                payload_type: ty,
+                payload_len: 6, // three 16-bit elements: not whole f32s
+                ..sample_repr()
+            };
+            let buf = valid_packet(&repr);
+            assert_eq!(buf[36], ty.as_u8());
+            let pkt = Packet::new_checked(&buf[..]).unwrap();
+            assert_eq!(pkt.payload_type(), ty);
+            assert_eq!(pkt.header(), repr);
+            let mut odd = vec![0u8; HEADER_LEN + 5];
+            HeaderRepr {
+                payload_len: 5,
+                ..repr
+            }
+            .emit(&mut odd)
+            .unwrap();
+            assert_eq!(
+                Packet::new_checked(&odd[..]).unwrap_err(),
+                WireError::BadPayloadLen {
+                    kind: PacketKind::ReduceData,
+                    len: 5
+                }
+            );
+        }
+        // Six bytes are not whole f32s.
+        let mut buf = valid_packet(&HeaderRepr {
+            payload_type: PayloadType::Bf16,
+            payload_len: 6,
+            ..sample_repr()
+        });
+        buf[36] = 0;
+        assert!(matches!(
+            Packet::new_checked(&buf[..]),
+            Err(WireError::BadPayloadLen { .. })
+        ));
+        buf[36] = 3;
+        assert_eq!(
+            Packet::new_checked(&buf[..]).unwrap_err(),
+            WireError::UnknownPayloadType(3)
+        );
+        buf[36] = 1;
+        buf[37] = 1;
+        assert_eq!(
+            Packet::new_checked(&buf[..]).unwrap_err(),
+            WireError::Reserved
+        );
     }
 
     fn valid_packet(repr: &HeaderRepr) -> Vec<u8> {

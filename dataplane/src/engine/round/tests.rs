@@ -109,6 +109,7 @@ impl Run {
         self.round.apply(
             &mut self.policy,
             SEG_ELEMS,
+            crate::wire::PayloadType::F32,
             &mut self.buf,
             &pkt,
             None,

@@ -1,0 +1,409 @@
+//! Wire-type kernels: decode a payload of any [`PayloadType`] into f32 (adding or copying),
+//! encode f32 into a payload, and the helpers the engine needs around them.
+//!
+//! Tree nodes always aggregate in f32: a node adds the decoded partial sums of its children
+//! to its own f32 value and encodes one partial sum upward; the root encodes its final value
+//! once (see [`round_trip_in_place`]) and that value, bit for bit, is what every node ends
+//! with. f32 payloads go to the f32 kernels of [`crate::kernel`] unchanged.
+//!
+//! # Encodings (all little-endian, round-to-nearest-even)
+//!
+//! * **bf16** — the top half of a binary32. Written here as branch-free integer arithmetic
+//!   that LLVM vectorizes (8 lanes with AVX2): rounding adds `0x7FFF + lsb` before the
+//!   shift; NaN keeps its sign and top payload bits and is made quiet (never becomes
+//!   infinity); a finite value that would round up to infinity (|x| > bf16::MAX) saturates
+//!   to ±bf16::MAX and is counted.
+//! * **f16** — IEEE binary16 through the `half` crate's slice conversions, which use F16C
+//!   (`vcvtps2ph`/`vcvtph2ps`, 8 lanes) when the build targets it (x86-64-v3, this
+//!   workspace's default) and a portable software path otherwise; both round to nearest
+//!   even. Before converting, finite values with |x| ≥ 65520 (those that would overflow to
+//!   infinity) are clamped to ±65504 and counted. Infinity and NaN inputs stay infinity and
+//!   NaN: non-finite gradients are reported by the engine ([`count_nonfinite`]), never
+//!   turned into numbers.
+//!
+//! Decoding is exact; `decode(encode(x))` re-encodes to the same bytes for every value an
+//! encoder produces (encoders never emit a signalling NaN), which is what lets a broadcast
+//! be forwarded byte for byte and its MAC hash be reused.
+//!
+//! # Error bound of a 16-bit reduction (what the experiment checks)
+//!
+//! With unit roundoff `u` (2^-8 bf16, 2^-11 f16, [`PayloadType::unit_roundoff`]) every
+//! encode of a normal value changes it by at most `u|x|`. A node at height `h` (leaves 0)
+//! sends `enc(own + Σ dec(children))`, the f32 additions adding at most 2^-24 relative each;
+//! by induction the root's encoded result `r` of a tree of depth `D` (edges from the deepest
+//! leaf to the root, root included in the encode count: `D + 1` encodes on the longest
+//! path) satisfies
+//!
+//! `|r - Σ xᵢ| ≤ ((1 + u)^(D+1) (1 + 2^-24)^n - 1) · Σ|xᵢ| + (D+1)·n·s`
+//!
+//! where `n` is the number of contributions and `s` the half subnormal spacing
+//! ([`PayloadType::subnormal_half_ulp`]). [`reduction_error_bound`] computes it; the
+//! property test in `tests/wire16_bound.rs` checks it over random trees and shows that
+//! 16-bit accumulation (rounding after every single addition) breaks it.
+
+use crate::kernel;
+use crate::wire::PayloadType;
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+
+/// Elements converted per block by the f16 kernels (stack buffers; L1-resident).
+const BLOCK: usize = 128;
+/// Largest finite binary16.
+pub const F16_MAX: f32 = 65504.0;
+/// Smallest magnitude that rounds to infinity in binary16 (65504 + half an ulp).
+const F16_OVERFLOW: f32 = 65520.0;
+
+// -- bf16 ----------------------------------------------------------------------------------
+
+#[inline(always)]
+fn bf16_decode(s: &[u8]) -> f32 {
+    f32::from_bits(u32::from(u16::from_le_bytes([s[0], s[1]])) << 16)
+}
+
+/// RNE encode of `x` to bf16 bits, saturating; the second value is 1 if it saturated.
+#[inline(always)]
+fn bf16_encode(x: f32) -> (u16, u32) {
+    let b = x.to_bits();
+    let abs = b & 0x7FFF_FFFF;
+    let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16;
+    let is_nan = abs > 0x7F80_0000;
+    let overflow = abs < 0x7F80_0000 && (rounded & 0x7FFF) == 0x7F80;
+    let out = if is_nan {
+        (b >> 16) | 0x0040
+    } else if overflow {
+        (rounded & 0x8000) | 0x7F7F
+    } else {
+        rounded
+    };
+    (out as u16, u32::from(overflow))
+}
+
+// -- f16 -----------------------------------------------------------------------------------
+
+/// Clamps finite values that would overflow binary16 to ±65504; returns how many.
+#[inline(always)]
+fn f16_saturate(xs: &mut [f32]) -> u32 {
+    let mut n = 0u32;
+    for x in xs.iter_mut() {
+        let over = x.is_finite() && x.abs() >= F16_OVERFLOW;
+        n += u32::from(over);
+        if over {
+            *x = F16_MAX.copysign(*x);
+        }
+    }
+    n
+}
+
+/// Decodes the f16 block `src` (2 bytes per element) into `out`.
+#[inline(always)]
+fn f16_decode_block(src: &[u8], out: &mut [f32]) {
+    let mut bits = [0u16; BLOCK];
+    let bits = &mut bits[..out.len()];
+    for (b, s) in bits.iter_mut().zip(src.chunks_exact(2)) {
+        *b = u16::from_le_bytes([s[0], s[1]]);
+    }
+    bits.reinterpret_cast::<half::f16>()
+        .convert_to_f32_slice(out);
+}
+
+/// Encodes the f32 block `src` into f16 bytes `dst`; returns the saturation count.
+#[inline(always)]
+fn f16_encode_block(src: &[f32], dst: &mut [u8]) -> u32 {
+    let mut tmp = [0f32; BLOCK];
+    let tmp = &mut tmp[..src.len()];
+    tmp.copy_from_slice(src);
+    let sat = f16_saturate(tmp);
+    let mut halfs = [half::f16::ZERO; BLOCK];
+    let halfs = &mut halfs[..src.len()];
+    halfs.convert_from_f32_slice(tmp);
+    for (d, h) in dst.chunks_exact_mut(2).zip(halfs.iter()) {
+        d.copy_from_slice(&h.to_bits().to_le_bytes());
+    }
+    sat
+}
+
+// -- the kernels ---------------------------------------------------------------------------
+
+/// `dst[i] += decode(src, i)` for every element of `dst`, in f32.
+///
+/// # Panics
+/// If `src.len() != ty.elem_bytes() * dst.len()` (callers check lengths when parsing).
+#[inline]
+pub fn add_assign_wire(ty: PayloadType, dst: &mut [f32], src: &[u8]) {
+    assert_eq!(
+        src.len(),
+        dst.len() * ty.elem_bytes(),
+        "payload length mismatch"
+    );
+    match ty {
+        PayloadType::F32 => kernel::add_assign_le_bytes(dst, src),
+        PayloadType::Bf16 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d += bf16_decode(s);
+            }
+        }
+        PayloadType::F16 => {
+            let mut tmp = [0f32; BLOCK];
+            for (d, s) in dst.chunks_mut(BLOCK).zip(src.chunks(2 * BLOCK)) {
+                let tmp = &mut tmp[..d.len()];
+                f16_decode_block(s, tmp);
+                kernel::add_assign(d, tmp);
+            }
+        }
+    }
+}
+
+/// `dst[i] = decode(src, i)`: exact.
+///
+/// # Panics
+/// If `src.len() != ty.elem_bytes() * dst.len()`.
+#[inline]
+pub fn copy_from_wire(ty: PayloadType, dst: &mut [f32], src: &[u8]) {
+    assert_eq!(
+        src.len(),
+        dst.len() * ty.elem_bytes(),
+        "payload length mismatch"
+    );
+    match ty {
+        PayloadType::F32 => kernel::copy_from_le_bytes(dst, src),
+        PayloadType::Bf16 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = bf16_decode(s);
+            }
+        }
+        PayloadType::F16 => {
+            for (d, s) in dst.chunks_mut(BLOCK).zip(src.chunks(2 * BLOCK)) {
+                f16_decode_block(s, d);
+            }
+        }
+    }
+}
+
+/// Encodes `src` into `dst` (`dst.len() == ty.elem_bytes() * src.len()`); returns how many
+/// finite values saturated (always 0 for f32, which is written bit for bit).
+///
+/// # Panics
+/// If the lengths disagree.
+#[inline]
+pub fn write_wire(ty: PayloadType, dst: &mut [u8], src: &[f32]) -> u32 {
+    assert_eq!(
+        dst.len(),
+        src.len() * ty.elem_bytes(),
+        "payload length mismatch"
+    );
+    match ty {
+        PayloadType::F32 => {
+            kernel::write_le_bytes(dst, src);
+            0
+        }
+        PayloadType::Bf16 => {
+            let mut sat = 0u32;
+            for (d, x) in dst.chunks_exact_mut(2).zip(src) {
+                let (bits, over) = bf16_encode(*x);
+                sat += over;
+                d.copy_from_slice(&bits.to_le_bytes());
+            }
+            sat
+        }
+        PayloadType::F16 => {
+            let mut sat = 0u32;
+            for (s, d) in src.chunks(BLOCK).zip(dst.chunks_mut(2 * BLOCK)) {
+                sat += f16_encode_block(s, d);
+            }
+            sat
+        }
+    }
+}
+
+/// `xs[i] = decode(encode(xs[i]))`: the value every node will hold once `xs` is sent. The
+/// root applies it to its final sums before broadcasting, so its own copy matches. Returns
+/// the saturation count. Identity for f32.
+#[inline]
+pub fn round_trip_in_place(ty: PayloadType, xs: &mut [f32]) -> u32 {
+    match ty {
+        PayloadType::F32 => 0,
+        PayloadType::Bf16 => {
+            let mut sat = 0u32;
+            for x in xs.iter_mut() {
+                let (bits, over) = bf16_encode(*x);
+                sat += over;
+                *x = f32::from_bits(u32::from(bits) << 16);
+            }
+            sat
+        }
+        PayloadType::F16 => {
+            let mut sat = 0u32;
+            let mut halfs = [half::f16::ZERO; BLOCK];
+            for block in xs.chunks_mut(BLOCK) {
+                sat += f16_saturate(block);
+                let halfs = &mut halfs[..block.len()];
+                halfs.convert_from_f32_slice(block);
+                halfs.convert_to_f32_slice(block);
+            }
+            sat
+        }
+    }
+}
+
+/// Number of NaN or infinite values in `xs` (a trainer's gradient at round start).
+#[inline]
+pub fn count_nonfinite(xs: &[f32]) -> u64 {
+    xs.iter().map(|x| u64::from(!x.is_finite())).sum()
+}
+
+/// The documented worst-case absolute error of a 16-bit reduction (see the module docs):
+/// `n` contributions with `Σ|xᵢ| = abs_sum`, reduced over a tree whose longest leaf-to-root
+/// path has `depth` edges.
+pub fn reduction_error_bound(ty: PayloadType, depth: usize, n: usize, abs_sum: f64) -> f64 {
+    if !ty.is_16bit() {
+        // f32 sums are checked for exactness against the reference, not against a bound.
+        return 0.0;
+    }
+    let encodes = (depth + 1) as i32;
+    let rel = (1.0 + ty.unit_roundoff()).powi(encodes)
+        * (1.0 + PayloadType::F32.unit_roundoff()).powi(n as i32)
+        - 1.0;
+    rel * abs_sum + f64::from(encodes) * n as f64 * ty.subnormal_half_ulp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(ty: PayloadType, xs: &[f32]) -> (Vec<u8>, u32) {
+        let mut out = vec![0u8; xs.len() * ty.elem_bytes()];
+        let sat = write_wire(ty, &mut out, xs);
+        (out, sat)
+    }
+
+    fn dec(ty: PayloadType, bytes: &[u8]) -> Vec<f32> {
+        let mut out = vec![0f32; bytes.len() / ty.elem_bytes()];
+        copy_from_wire(ty, &mut out, bytes);
+        out
+    }
+
+    /// Every bf16 / f16 bit pattern decodes like `half` and re-encodes to itself (quiet NaNs
+    /// included; signalling NaNs come back quiet, and no encoder emits one).
+    #[test]
+    fn every_16bit_pattern_round_trips() {
+        let patterns: Vec<u16> = (0..=u16::MAX).collect();
+        let bytes: Vec<u8> = patterns.iter().flat_map(|p| p.to_le_bytes()).collect();
+        for ty in [PayloadType::Bf16, PayloadType::F16] {
+            let vals = dec(ty, &bytes);
+            let (back, sat) = enc(ty, &vals);
+            assert_eq!(sat, 0, "{ty}");
+            for (i, p) in patterns.iter().enumerate() {
+                let expect = match ty {
+                    PayloadType::Bf16 => half::bf16::from_bits(*p).to_f32(),
+                    _ => half::f16::from_bits(*p).to_f32(),
+                };
+                if expect.is_nan() {
+                    assert!(vals[i].is_nan(), "{ty} {p:#06x}");
+                    if ty == PayloadType::Bf16 {
+                        // bf16 decodes by a shift: even NaN payloads are kept exactly.
+                        assert_eq!(vals[i].to_bits(), u32::from(*p) << 16);
+                    }
+                } else {
+                    assert_eq!(vals[i].to_bits(), expect.to_bits(), "{ty} {p:#06x}");
+                }
+                let got = u16::from_le_bytes([back[2 * i], back[2 * i + 1]]);
+                let quiet = match ty {
+                    PayloadType::Bf16 => 0x0040,
+                    _ => 0x0200,
+                };
+                if vals[i].is_nan() {
+                    assert_eq!(got, p | quiet, "{ty} {p:#06x}: NaN stays NaN, made quiet");
+                } else {
+                    assert_eq!(got, *p, "{ty} {p:#06x}");
+                }
+            }
+        }
+    }
+
+    /// Encoding rounds to nearest even exactly like `half` on many f32 values, except for
+    /// the documented saturation.
+    #[test]
+    fn encode_matches_half_rne_and_saturates() {
+        let mut xs: Vec<f32> = (0..200_000u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)))
+            .collect();
+        xs.extend([
+            65504.0,
+            65519.9,
+            65520.0,
+            -65520.0,
+            1e6,
+            -1e30,
+            f32::MAX,
+            f32::MIN,
+        ]);
+        xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.0, -0.0]);
+        for ty in [PayloadType::Bf16, PayloadType::F16] {
+            let (bytes, sat) = enc(ty, &xs);
+            let mut expect_sat = 0;
+            for (i, x) in xs.iter().enumerate() {
+                let got = u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]);
+                let (want, max_bits) = match ty {
+                    PayloadType::Bf16 => (half::bf16::from_f32(*x).to_bits(), 0x7F7F),
+                    _ => (half::f16::from_f32(*x).to_bits(), 0x7BFF),
+                };
+                let inf_bits = if ty == PayloadType::Bf16 {
+                    0x7F80
+                } else {
+                    0x7C00
+                };
+                if x.is_finite() && want & 0x7FFF == inf_bits {
+                    expect_sat += 1;
+                    assert_eq!(got, (want & 0x8000) | max_bits, "{ty} {x}");
+                } else if x.is_nan() {
+                    assert!(dec(ty, &bytes[2 * i..2 * i + 2])[0].is_nan(), "{ty} {x}");
+                } else {
+                    assert_eq!(got, want, "{ty} {x:e}");
+                }
+            }
+            assert_eq!(sat, expect_sat, "{ty}");
+            assert!(sat >= 2, "{ty}: the test values include overflows");
+        }
+        let (_, sat) = enc(PayloadType::F16, &[65519.0, 65520.0, f32::INFINITY]);
+        assert_eq!(
+            sat, 1,
+            "65519 rounds to 65504, 65520 saturates, inf stays inf"
+        );
+        let back = dec(PayloadType::F16, &enc(PayloadType::F16, &[f32::INFINITY]).0);
+        assert_eq!(back[0], f32::INFINITY);
+    }
+
+    #[test]
+    fn add_copy_and_round_trip_agree_with_scalar_definitions() {
+        for ty in PayloadType::ALL {
+            for n in [0usize, 1, 7, 127, 128, 129, 704, 1000] {
+                let xs: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 300.0).collect();
+                let ys: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos() * 7.0).collect();
+                let (bytes, _) = enc(ty, &ys);
+                for offset in 0..3 {
+                    let mut shifted = vec![0u8; offset];
+                    shifted.extend_from_slice(&bytes);
+                    let mut acc = xs.clone();
+                    add_assign_wire(ty, &mut acc, &shifted[offset..]);
+                    let dy = dec(ty, &bytes);
+                    for i in 0..n {
+                        assert_eq!(acc[i].to_bits(), (xs[i] + dy[i]).to_bits());
+                    }
+                }
+                let mut rt = xs.clone();
+                round_trip_in_place(ty, &mut rt);
+                assert_eq!(rt, dec(ty, &enc(ty, &xs).0), "{ty} n={n}");
+                // Re-encoding a decoded value is a fixed point.
+                assert_eq!(enc(ty, &rt).0, enc(ty, &xs).0);
+            }
+        }
+    }
+
+    #[test]
+    fn nonfinite_counted() {
+        assert_eq!(
+            count_nonfinite(&[1.0, f32::NAN, f32::INFINITY, -0.0, f32::NEG_INFINITY]),
+            3
+        );
+        assert_eq!(count_nonfinite(&[]), 0);
+    }
+}
