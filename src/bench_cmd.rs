@@ -5,7 +5,8 @@
 //! * `bench udp` — the batched kernel UDP port (`recvmmsg`/`sendmmsg`, GSO/GRO) vs a plain
 //!   one-datagram-per-syscall `std::net::UdpSocket` loop, sender and receiver threads on
 //!   loopback (`scripts/bench-udp.sh` adds iperf3 as a second reference).
-//! * `bench kernel` — the f32 aggregation kernel vs memcpy.
+//! * `bench kernel` — the f32 aggregation kernel vs memcpy; `--wire bf16|f16`: the 16-bit
+//!   step of a tree node (decode + add in f32 + encode) vs memcpy of the same payload bytes.
 //! * `bench dataplane` — C children → one aggregating core → root on the emu, udp or dpdk
 //!   backend (see `bench_dataplane.rs`).
 
@@ -59,6 +60,9 @@ pub struct KernelBenchArgs {
     /// Also write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Payload type: f32 (add only) or bf16 / f16 (decode + add in f32 + encode).
+    #[arg(long, default_value = "f32")]
+    pub wire: netstorm_dataplane::wire::PayloadType,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -133,7 +137,14 @@ struct KernelRow {
 }
 
 fn run_kernel(a: &KernelBenchArgs) -> Result<()> {
-    println!("aggregation kernel vs memcpy (GB/s = 1e9 bytes/s; ratio 1.0 = memcpy speed):");
+    if a.wire.is_16bit() {
+        println!(
+            "{} aggregation kernel (decode + add in f32 + encode) vs memcpy of the same payload bytes (GB/s = 1e9 bytes/s; ratio 1.0 = memcpy speed):",
+            a.wire
+        );
+    } else {
+        println!("aggregation kernel vs memcpy (GB/s = 1e9 bytes/s; ratio 1.0 = memcpy speed):");
+    }
     println!(
         "{:>10} {:>8} {:>12} {:>12} {:>7}",
         "bytes", "iters", "kernel GB/s", "memcpy GB/s", "ratio"
@@ -142,7 +153,7 @@ fn run_kernel(a: &KernelBenchArgs) -> Result<()> {
     for bytes in [4usize << 10, 64 << 10, 64 << 20] {
         // About 1 GiB through each side, at least 10 passes.
         let iters = ((1usize << 30) / bytes).max(10);
-        let r = netstorm_dataplane::kernel::measure_kernel_vs_memcpy(bytes, iters);
+        let r = netstorm_dataplane::kernel16::measure_wire_kernel_vs_memcpy(a.wire, bytes, iters);
         println!(
             "{:>10} {:>8} {:>12.2} {:>12.2} {:>6.2}x",
             bytes, iters, r.kernel_gbps, r.memcpy_gbps, r.ratio

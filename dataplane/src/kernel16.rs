@@ -13,13 +13,18 @@
 //!   shift; NaN keeps its sign and top payload bits and is made quiet (never becomes
 //!   infinity); a finite value that would round up to infinity (|x| > bf16::MAX) saturates
 //!   to ±bf16::MAX and is counted.
-//! * **f16** — IEEE binary16 through the `half` crate's slice conversions, which use F16C
-//!   (`vcvtps2ph`/`vcvtph2ps`, 8 lanes) when the build targets it (x86-64-v3, this
-//!   workspace's default) and a portable software path otherwise; both round to nearest
-//!   even. Before converting, finite values with |x| ≥ 65520 (those that would overflow to
-//!   infinity) are clamped to ±65504 and counted. Infinity and NaN inputs stay infinity and
-//!   NaN: non-finite gradients are reported by the engine ([`count_nonfinite`]), never
-//!   turned into numbers.
+//! * **f16** — IEEE binary16, branch-free integer/float arithmetic (F. Giesen's
+//!   `half_to_float` / `float_to_half_rtne`) that LLVM vectorizes like the bf16 code; the same
+//!   safe code is the portable path on any target. Finite values with |x| ≥ 65520 (those
+//!   that would overflow to infinity) saturate to ±65504 and are counted. Infinity and NaN
+//!   inputs stay infinity and NaN: non-finite gradients are reported by the engine
+//!   ([`count_nonfinite`]), never turned into numbers.
+//!
+//! Why not F16C's `vcvtph2ps`/`vcvtps2ph`: the intrinsics need `unsafe` (a
+//! `#[target_feature]` call), which this crate keeps to FFI, shared-memory and socket
+//! modules; and the `half` crate's slice conversions (which use them) measured 0.02-0.03x
+//! memcpy here (`netstorm bench kernel --wire f16`), against the figures in the report for
+//! this code.
 //!
 //! Decoding is exact; `decode(encode(x))` re-encodes to the same bytes for every value an
 //! encoder produces (encoders never emit a signalling NaN), which is what lets a broadcast
@@ -43,20 +48,33 @@
 
 use crate::kernel;
 use crate::wire::PayloadType;
-use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+use zerocopy::byteorder::little_endian::U16;
+use zerocopy::FromBytes;
 
-/// Elements converted per block by the f16 kernels (stack buffers; L1-resident).
-const BLOCK: usize = 128;
 /// Largest finite binary16.
 pub const F16_MAX: f32 = 65504.0;
-/// Smallest magnitude that rounds to infinity in binary16 (65504 + half an ulp).
-const F16_OVERFLOW: f32 = 65520.0;
+
+// Every conversion below is a branch-free function of one element (selects, no early
+// returns), so the loops over whole payloads vectorize (8 lanes with AVX2). Payload bytes
+// are viewed as `[U16]` (little-endian, alignment 1): contiguous loads and stores at any
+// packet offset, no per-element byte shuffling on little-endian targets.
+
+/// Views payload bytes as little-endian 16-bit elements.
+#[inline(always)]
+fn halves(bytes: &[u8]) -> &[U16] {
+    <[U16]>::ref_from_bytes(bytes).expect("caller checked an even length")
+}
+
+#[inline(always)]
+fn halves_mut(bytes: &mut [u8]) -> &mut [U16] {
+    <[U16]>::mut_from_bytes(bytes).expect("caller checked an even length")
+}
 
 // -- bf16 ----------------------------------------------------------------------------------
 
 #[inline(always)]
-fn bf16_decode(s: &[u8]) -> f32 {
-    f32::from_bits(u32::from(u16::from_le_bytes([s[0], s[1]])) << 16)
+fn bf16_decode(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
 }
 
 /// RNE encode of `x` to bf16 bits, saturating; the second value is 1 if it saturated.
@@ -79,46 +97,61 @@ fn bf16_encode(x: f32) -> (u16, u32) {
 
 // -- f16 -----------------------------------------------------------------------------------
 
-/// Clamps finite values that would overflow binary16 to ±65504; returns how many.
+/// Exact binary16 → binary32 (subnormals renormalized by a float subtraction, NaN payloads
+/// kept), after F. Giesen's `half_to_float_fast3`, as selects.
 #[inline(always)]
-fn f16_saturate(xs: &mut [f32]) -> u32 {
-    let mut n = 0u32;
-    for x in xs.iter_mut() {
-        let over = x.is_finite() && x.abs() >= F16_OVERFLOW;
-        n += u32::from(over);
-        if over {
-            *x = F16_MAX.copysign(*x);
-        }
-    }
-    n
+fn f16_decode(h: u16) -> f32 {
+    const SHIFTED_EXP: u32 = 0x7C00 << 13;
+    let h = u32::from(h);
+    let em = (h & 0x7FFF) << 13;
+    let exp = em & SHIFTED_EXP;
+    let normal = em + ((127 - 15) << 23);
+    let special = normal + ((128 - 16) << 23); // inf / NaN: exponent all ones
+    let sub = f32::from_bits(normal + (1 << 23)) - f32::from_bits(113 << 23);
+    let bits = if exp == SHIFTED_EXP {
+        special
+    } else if exp == 0 {
+        sub.to_bits()
+    } else {
+        normal
+    };
+    f32::from_bits(bits | ((h & 0x8000) << 16))
 }
 
-/// Decodes the f16 block `src` (2 bytes per element) into `out`.
+/// RNE binary32 → binary16 bits, saturating finite overflow at ±65504 (second value 1 then);
+/// infinity stays infinity, NaN stays NaN (quiet, top payload bits kept). After F. Giesen's
+/// `float_to_half_fast3_rtne`, as selects.
 #[inline(always)]
-fn f16_decode_block(src: &[u8], out: &mut [f32]) {
-    let mut bits = [0u16; BLOCK];
-    let bits = &mut bits[..out.len()];
-    for (b, s) in bits.iter_mut().zip(src.chunks_exact(2)) {
-        *b = u16::from_le_bytes([s[0], s[1]]);
-    }
-    bits.reinterpret_cast::<half::f16>()
-        .convert_to_f32_slice(out);
-}
-
-/// Encodes the f32 block `src` into f16 bytes `dst`; returns the saturation count.
-#[inline(always)]
-fn f16_encode_block(src: &[f32], dst: &mut [u8]) -> u32 {
-    let mut tmp = [0f32; BLOCK];
-    let tmp = &mut tmp[..src.len()];
-    tmp.copy_from_slice(src);
-    let sat = f16_saturate(tmp);
-    let mut halfs = [half::f16::ZERO; BLOCK];
-    let halfs = &mut halfs[..src.len()];
-    halfs.convert_from_f32_slice(tmp);
-    for (d, h) in dst.chunks_exact_mut(2).zip(halfs.iter()) {
-        d.copy_from_slice(&h.to_bits().to_le_bytes());
-    }
-    sat
+fn f16_encode(x: f32) -> (u16, u32) {
+    const F32_INF: u32 = 0x7F80_0000;
+    const DENORM_MAGIC: u32 = ((127 - 15) + (23 - 10) + 1) << 23;
+    let b = x.to_bits();
+    let sign = (b >> 16) & 0x8000;
+    let abs = b & 0x7FFF_FFFF;
+    // Results below the smallest normal: the float addition rounds (to nearest even) at the
+    // subnormal spacing.
+    let sub = (f32::from_bits(abs) + f32::from_bits(DENORM_MAGIC))
+        .to_bits()
+        .wrapping_sub(DENORM_MAGIC);
+    let mant_odd = (abs >> 13) & 1;
+    let normal =
+        abs.wrapping_add((15u32.wrapping_sub(127) << 23).wrapping_add(0xFFF) + mant_odd) >> 13;
+    let rounded = if abs < (113 << 23) { sub } else { normal };
+    let is_nan = abs > F32_INF;
+    let is_inf = abs == F32_INF;
+    // Finite but at or past 65520 (rounds to infinity); `abs >= 2^16` covers the values for
+    // which `normal` is meaningless.
+    let overflow = !is_nan && !is_inf && (abs >= (143 << 23) || rounded >= 0x7C00);
+    let out = if is_nan {
+        0x7E00 | ((abs >> 13) & 0x3FF)
+    } else if is_inf {
+        0x7C00
+    } else if overflow {
+        0x7BFF
+    } else {
+        rounded
+    };
+    ((out | sign) as u16, u32::from(overflow))
 }
 
 // -- the kernels ---------------------------------------------------------------------------
@@ -137,16 +170,13 @@ pub fn add_assign_wire(ty: PayloadType, dst: &mut [f32], src: &[u8]) {
     match ty {
         PayloadType::F32 => kernel::add_assign_le_bytes(dst, src),
         PayloadType::Bf16 => {
-            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d += bf16_decode(s);
+            for (d, s) in dst.iter_mut().zip(halves(src)) {
+                *d += bf16_decode(s.get());
             }
         }
         PayloadType::F16 => {
-            let mut tmp = [0f32; BLOCK];
-            for (d, s) in dst.chunks_mut(BLOCK).zip(src.chunks(2 * BLOCK)) {
-                let tmp = &mut tmp[..d.len()];
-                f16_decode_block(s, tmp);
-                kernel::add_assign(d, tmp);
+            for (d, s) in dst.iter_mut().zip(halves(src)) {
+                *d += f16_decode(s.get());
             }
         }
     }
@@ -166,16 +196,42 @@ pub fn copy_from_wire(ty: PayloadType, dst: &mut [f32], src: &[u8]) {
     match ty {
         PayloadType::F32 => kernel::copy_from_le_bytes(dst, src),
         PayloadType::Bf16 => {
-            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = bf16_decode(s);
+            for (d, s) in dst.iter_mut().zip(halves(src)) {
+                *d = bf16_decode(s.get());
             }
         }
         PayloadType::F16 => {
-            for (d, s) in dst.chunks_mut(BLOCK).zip(src.chunks(2 * BLOCK)) {
-                f16_decode_block(s, d);
+            for (d, s) in dst.iter_mut().zip(halves(src)) {
+                *d = f16_decode(s.get());
             }
         }
     }
+}
+
+#[inline(always)]
+fn encode_with(dst: &mut [u8], src: &[f32], encode: impl Fn(f32) -> (u16, u32)) -> u32 {
+    let mut saturated = 0u32;
+    for (d, x) in halves_mut(dst).iter_mut().zip(src) {
+        let (bits, over) = encode(*x);
+        saturated += over;
+        *d = U16::new(bits);
+    }
+    saturated
+}
+
+#[inline(always)]
+fn round_trip_with(
+    xs: &mut [f32],
+    encode: impl Fn(f32) -> (u16, u32),
+    decode: impl Fn(u16) -> f32,
+) -> u32 {
+    let mut saturated = 0u32;
+    for x in xs.iter_mut() {
+        let (bits, over) = encode(*x);
+        saturated += over;
+        *x = decode(bits);
+    }
+    saturated
 }
 
 /// Encodes `src` into `dst` (`dst.len() == ty.elem_bytes() * src.len()`); returns how many
@@ -195,22 +251,8 @@ pub fn write_wire(ty: PayloadType, dst: &mut [u8], src: &[f32]) -> u32 {
             kernel::write_le_bytes(dst, src);
             0
         }
-        PayloadType::Bf16 => {
-            let mut sat = 0u32;
-            for (d, x) in dst.chunks_exact_mut(2).zip(src) {
-                let (bits, over) = bf16_encode(*x);
-                sat += over;
-                d.copy_from_slice(&bits.to_le_bytes());
-            }
-            sat
-        }
-        PayloadType::F16 => {
-            let mut sat = 0u32;
-            for (s, d) in src.chunks(BLOCK).zip(dst.chunks_mut(2 * BLOCK)) {
-                sat += f16_encode_block(s, d);
-            }
-            sat
-        }
+        PayloadType::Bf16 => encode_with(dst, src, bf16_encode),
+        PayloadType::F16 => encode_with(dst, src, f16_encode),
     }
 }
 
@@ -221,26 +263,8 @@ pub fn write_wire(ty: PayloadType, dst: &mut [u8], src: &[f32]) -> u32 {
 pub fn round_trip_in_place(ty: PayloadType, xs: &mut [f32]) -> u32 {
     match ty {
         PayloadType::F32 => 0,
-        PayloadType::Bf16 => {
-            let mut sat = 0u32;
-            for x in xs.iter_mut() {
-                let (bits, over) = bf16_encode(*x);
-                sat += over;
-                *x = f32::from_bits(u32::from(bits) << 16);
-            }
-            sat
-        }
-        PayloadType::F16 => {
-            let mut sat = 0u32;
-            let mut halfs = [half::f16::ZERO; BLOCK];
-            for block in xs.chunks_mut(BLOCK) {
-                sat += f16_saturate(block);
-                let halfs = &mut halfs[..block.len()];
-                halfs.convert_from_f32_slice(block);
-                halfs.convert_to_f32_slice(block);
-            }
-            sat
-        }
+        PayloadType::Bf16 => round_trip_with(xs, bf16_encode, bf16_decode),
+        PayloadType::F16 => round_trip_with(xs, f16_encode, f16_decode),
     }
 }
 
@@ -263,6 +287,91 @@ pub fn reduction_error_bound(ty: PayloadType, depth: usize, n: usize, abs_sum: f
         * (1.0 + PayloadType::F32.unit_roundoff()).powi(n as i32)
         - 1.0;
     rel * abs_sum + f64::from(encodes) * n as f64 * ty.subnormal_half_ulp()
+}
+
+/// Measures the 16-bit aggregation step of a tree node — decode a child's payload and add it
+/// to the f32 partial sum ([`add_assign_wire`]), then encode the sum for the parent
+/// ([`write_wire`]) — on `bytes` of `ty` payload against `memcpy` of the same payload bytes.
+/// For f32 this is [`kernel::measure_kernel_vs_memcpy`] (add only, as before).
+///
+/// **Benchmark helper, not for the hot path:** it allocates and reads the wall clock.
+/// `bytes` is rounded down to whole elements (at least one); `iters` of 0 counts as 1; the
+/// fastest of many short alternating batches per side is reported.
+pub fn measure_wire_kernel_vs_memcpy(
+    ty: PayloadType,
+    bytes: usize,
+    iters: usize,
+) -> kernel::KernelReport {
+    if !ty.is_16bit() {
+        return kernel::measure_kernel_vs_memcpy(bytes, iters);
+    }
+    const CACHE_LINE: usize = 64;
+    // Short batches (about 256 KiB of payload each, at least one pass), many of them: on a
+    // shared machine a long batch is almost always preempted, so the best of many short
+    // ones is the undisturbed speed for both sides alike.
+    const BATCH_BYTES: usize = 256 << 10;
+    let elems = (bytes / ty.elem_bytes()).max(1);
+    let bytes = elems * ty.elem_bytes();
+    let iters = iters.max(1);
+    let per_batch = (BATCH_BYTES / bytes).clamp(1, iters);
+    let batches = iters.div_ceil(per_batch).max(10);
+    let aligned = |v: &mut Vec<u8>| v.as_ptr().align_offset(CACHE_LINE).min(CACHE_LINE);
+
+    let values: Vec<f32> = (0..elems).map(|i| (i % 251) as f32 * 0.25).collect();
+    let mut src_buf = vec![0u8; bytes + CACHE_LINE];
+    let at = aligned(&mut src_buf);
+    let src = &mut src_buf[at..at + bytes];
+    write_wire(ty, src, &values);
+    let src = &*src;
+    let mut out_buf = vec![0u8; bytes + CACHE_LINE];
+    let at = aligned(&mut out_buf);
+    let out = &mut out_buf[at..at + bytes];
+    let mut copy_buf = vec![0u8; bytes + CACHE_LINE];
+    let at = aligned(&mut copy_buf);
+    let copy_dst = &mut copy_buf[at..at + bytes];
+    let mut acc_buf = vec![0f32; elems + CACHE_LINE / 4];
+    let at = acc_buf
+        .as_ptr()
+        .align_offset(CACHE_LINE)
+        .min(CACHE_LINE / 4);
+    let acc = &mut acc_buf[at..at + elems];
+
+    add_assign_wire(ty, acc, src);
+    write_wire(ty, out, acc);
+    copy_dst.copy_from_slice(src);
+    let mut best_kernel = f64::INFINITY;
+    let mut best_memcpy = f64::INFINITY;
+    for _ in 0..batches {
+        acc.fill(0.0);
+        let start = std::time::Instant::now();
+        for _ in 0..per_batch {
+            add_assign_wire(
+                ty,
+                std::hint::black_box(&mut *acc),
+                std::hint::black_box(src),
+            );
+            write_wire(
+                ty,
+                std::hint::black_box(&mut *out),
+                std::hint::black_box(&*acc),
+            );
+        }
+        best_kernel = best_kernel.min(start.elapsed().as_secs_f64());
+        let start = std::time::Instant::now();
+        for _ in 0..per_batch {
+            std::hint::black_box(&mut *copy_dst).copy_from_slice(std::hint::black_box(src));
+        }
+        best_memcpy = best_memcpy.min(start.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&*out);
+    let batch_bytes = (bytes * per_batch) as f64;
+    let gbps = |secs: f64| batch_bytes / secs.max(1e-9) / 1e9;
+    let (kernel_gbps, memcpy_gbps) = (gbps(best_kernel), gbps(best_memcpy));
+    kernel::KernelReport {
+        kernel_gbps,
+        memcpy_gbps,
+        ratio: kernel_gbps / memcpy_gbps,
+    }
 }
 
 #[cfg(test)]
