@@ -3,7 +3,10 @@
 //! ```toml
 //! job = 7                        # job id carried in every packet, > 0
 //! buffer_elems = 262144          # f32 elements per all-reduce (the trainer's buffer length)
-//! segment_elems = 352            # elements per datagram, default 352 (1408 B payload)
+//! segment_elems = 352            # elements per datagram, default 352 (1408 B payload); 704 with a 16-bit wire
+//! wire = "f32"                   # payload type on the wire: "f32" (default), "bf16" or "f16"; nodes
+//!                                # aggregate in f32 either way. Every node must agree: packets of
+//!                                # another type are dropped and counted (rx_wrong_payload)
 //! shm_dir = "/dev/shm"           # ring, node and lock files, default /dev/shm
 //! planner = "packing"            # any netstorm_controlplane::planner::PLANNER_NAMES, default packing
 //! replan_threshold = 0.3         # relative change of a measured link rate that re-plans, default 0.3
@@ -43,6 +46,7 @@ use netstorm_dataplane::auth::{Auth, MacKey};
 use netstorm_dataplane::scenario::BPS_PER_MBPS;
 use netstorm_dataplane::toml_error::{text_position, KeyContext, Located, TomlSource};
 use netstorm_dataplane::topology::{Link, Node, Topology};
+use netstorm_dataplane::wire::PayloadType;
 use netstorm_dataplane::NodeId;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -141,6 +145,8 @@ pub struct ClusterConfig {
     pub job: u32,
     pub buffer_elems: usize,
     pub segment_elems: usize,
+    /// Payload type of data packets (`wire = "f32" | "bf16" | "f16"`, default f32).
+    pub wire: PayloadType,
     pub shm_dir: PathBuf,
     pub planner: String,
     /// How the coordinator learns and re-plans from measured telemetry.
@@ -301,6 +307,7 @@ struct RawCluster {
     job: Spanned<u32>,
     buffer_elems: Spanned<u64>,
     segment_elems: Option<Spanned<u64>>,
+    wire: Option<Spanned<String>>,
     shm_dir: Option<String>,
     planner: Option<Spanned<String>>,
     replan_threshold: Option<Spanned<f64>>,
@@ -395,13 +402,20 @@ impl Source<'_> {
                 format!("{buffer_elems} is outside 1..=2147483648"),
             ));
         }
+        let wire = match &raw.wire {
+            Some(w) => w
+                .get_ref()
+                .parse::<PayloadType>()
+                .map_err(|e| self.invalid(w.span(), "wire", e.to_string()))?,
+            None => PayloadType::F32,
+        };
         let segment_elems = match &raw.segment_elems {
             Some(s) => {
                 let v = *s.get_ref();
                 let max = (netstorm_dataplane::wire::MAX_DATAGRAM_LEN
                     - netstorm_dataplane::wire::HEADER_LEN
                     - netstorm_dataplane::wire::AUTH_TAG_LEN)
-                    / 4;
+                    / wire.elem_bytes();
                 if v == 0 || v as usize > max {
                     return Err(self.invalid(
                         s.span(),
@@ -411,7 +425,8 @@ impl Source<'_> {
                 }
                 v as usize
             }
-            None => 352,
+            // 1408 payload bytes: 352 f32 or 704 16-bit elements.
+            None => wire.elems_per_segment(1408),
         };
         let planner = match &raw.planner {
             Some(p) => {
@@ -724,6 +739,7 @@ impl Source<'_> {
             job: *raw.job.get_ref(),
             buffer_elems: buffer_elems as usize,
             segment_elems,
+            wire,
             shm_dir: PathBuf::from(raw.shm_dir.unwrap_or_else(|| "/dev/shm".into())),
             planner,
             replan,
@@ -907,6 +923,24 @@ bidirectional = true
         assert_eq!(c.worker_range(1, 2), 500..1000);
         assert_eq!(c.nodes[0].worker_addr(1).port(), 9001);
         assert_eq!(c.planner, "packing");
+    }
+
+    #[test]
+    fn wire_payload_type() {
+        let c = ClusterConfig::parse_str(GOOD, "c.toml").unwrap();
+        assert_eq!((c.wire, c.segment_elems), (PayloadType::F32, 352));
+        for (name, ty) in [("bf16", PayloadType::Bf16), ("f16", PayloadType::F16)] {
+            let t = GOOD.replace(
+                "shm_dir = \"/tmp\"",
+                &format!("shm_dir = \"/tmp\"\nwire = \"{name}\""),
+            );
+            let c = ClusterConfig::parse_str(&t, "c.toml").unwrap();
+            // The same 1408-byte segment carries twice the elements.
+            assert_eq!((c.wire, c.segment_elems), (ty, 704));
+        }
+        let e = err(&GOOD.replace("shm_dir = \"/tmp\"", "shm_dir = \"/tmp\"\nwire = \"f64\""));
+        assert!(e.starts_with("c.toml:5: invalid 'wire'"), "{e}");
+        assert!(e.contains("\"f64\""), "{e}");
     }
 
     #[test]

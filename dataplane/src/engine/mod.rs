@@ -223,6 +223,12 @@ impl Engine {
         &self.counters
     }
 
+    /// What the running (or last) round saw of its values at this node: NaN/infinite
+    /// inputs (reported, never replaced) and 16-bit saturations.
+    pub fn round_stats(&self) -> RoundStats {
+        self.round.stats
+    }
+
     /// The gradient buffer: write this node's contribution before [`Engine::start_round`],
     /// read the synchronized result after [`EngineEvent::ResultReady`].
     pub fn buffer(&self) -> &[f32] {

@@ -384,6 +384,7 @@ fn engine_config(cfg: &ClusterConfig, me: &NodeConfig, w: usize) -> EngineConfig
     let mut ec = EngineConfig::new(me.id, cfg.nodes.len() as u16, range.len());
     ec.job = cfg.job;
     ec.segment_elems = cfg.segment_elems;
+    ec.wire = cfg.wire;
     ec.auth = cfg.auth;
     ec
 }
@@ -414,7 +415,7 @@ fn open_dpdk(setup: &DpdkSetup, max_datagram: usize) -> anyhow::Result<Vec<Worke
     use netstorm_dataplane::port::dpdk::{eal_init, DpdkPort};
     if max_datagram > setup.port.max_datagram_len() {
         bail!(
-            "port.mtu {}: carries datagrams up to {} bytes, but the engine sends {max_datagram} (segment_elems x 4 + header + tag); raise port.mtu to at least {} or lower segment_elems",
+            "port.mtu {}: carries datagrams up to {} bytes, but the engine sends {max_datagram} (segment_elems x element bytes + header + tag); raise port.mtu to at least {} or lower segment_elems",
             setup.port.mtu,
             setup.port.max_datagram_len(),
             max_datagram + 28
