@@ -38,6 +38,7 @@ fn data_repr() -> HeaderRepr {
         seq: 123_456,
         segment: 789,
         timestamp_ns: 1_700_000_000_000_000_000,
+        payload_type: netstorm_dataplane::wire::PayloadType::F32,
     }
 }
 

@@ -81,6 +81,7 @@ fn data_packet(job: u32, epoch: u32, path: u16, tree: u16, segment: u32, tag: Ta
         segment,
         ttl: 1,
         timestamp_ns: 1,
+        payload_type: netstorm_dataplane::wire::PayloadType::F32,
     };
     // Poison values: if any of these were ever added, the result checks would fail.
     let payload: Vec<u8> = (0..352).flat_map(|_| 1.0e9f32.to_le_bytes()).collect();

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use netstorm_dataplane::wire::{
-    emit_packet, flags, AckRepr, HeaderRepr, Packet, PacketKind, ProbeRepr, WireError,
+    emit_packet, flags, AckRepr, HeaderRepr, Packet, PacketKind, PayloadType, ProbeRepr, WireError,
     ACK_PAYLOAD_LEN, AUTH_TAG_LEN, HEADER_LEN, MAGIC, PROBE_MIN_LEN, VERSION,
 };
 use proptest::prelude::*;
@@ -129,6 +129,7 @@ fn arb_valid_repr() -> impl Strategy<Value = HeaderRepr> {
                         seq,
                         segment,
                         timestamp_ns,
+                        payload_type: PayloadType::F32,
                     },
                 )
         })
@@ -292,10 +293,26 @@ proptest! {
         let mut buf = buf;
         buf[index] ^= mask;
         let result = Packet::new_checked(&buf[..]);
-        // Bytes 0..5 (magic, version, kind, flags), 6..8 (payload_len) and 36..40 (reserved)
-        // are validated: corrupting magic/version/reserved must always be rejected.
-        if index < 3 || (36..40).contains(&index) {
+        // Bytes 0..5 (magic, version, kind, flags), 6..8 (payload_len), 36 (payload type)
+        // and 37..40 (reserved) are validated: corrupting magic/version/reserved must always
+        // be rejected; the payload type byte (0 = f32 in these datagrams) is rejected unless
+        // it became another known type, and then the datagram parses as that type.
+        if index < 3 || (37..40).contains(&index) {
             prop_assert!(result.is_err());
+        }
+        if index == 36 {
+            match PayloadType::from_u8(mask) {
+                None => prop_assert_eq!(result.unwrap_err(), WireError::UnknownPayloadType(mask)),
+                Some(ty) => {
+                    let kind = _repr.kind;
+                    let len = usize::from(_repr.payload_len);
+                    if kind.payload_len_ok_for(ty, len) {
+                        prop_assert_eq!(result.unwrap().payload_type(), ty);
+                    } else {
+                        prop_assert!(result.is_err());
+                    }
+                }
+            }
         }
         check_accepted(&buf)?;
     }
@@ -352,6 +369,7 @@ fn seed_inputs() -> Vec<(&'static str, Vec<u8>)> {
         seq: 17,
         segment: 5,
         timestamp_ns: 1_000_000,
+        payload_type: PayloadType::F32,
     };
     let mut seeds = Vec::new();
 
