@@ -109,7 +109,7 @@ impl PacketKind {
     pub const fn payload_len_ok_for(self, payload_type: PayloadType, len: usize) -> bool {
         match self {
             PacketKind::ReduceData | PacketKind::BroadcastData => {
-                len % payload_type.elem_bytes() == 0
+                len.is_multiple_of(payload_type.elem_bytes())
             }
             PacketKind::Ack => len == ACK_PAYLOAD_LEN,
             PacketKind::Probe | PacketKind::ProbeReply => len >= PROBE_MIN_LEN,
