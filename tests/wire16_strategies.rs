@@ -46,18 +46,17 @@ fn every_strategy_is_bit_identical_and_within_bound_in_bf16_and_f16() {
         let runs = run_all("paper9-static100.toml", elems, wire);
         for ((name, s16, b16), (_, s32, b32)) in runs.iter().zip(&f32_runs) {
             let bytes = *b16 as f64 / *b32 as f64;
-            assert!((0.45..0.56).contains(&bytes), "{name} {wire}: WAN bytes x{bytes}");
+            assert!(
+                (0.45..0.56).contains(&bytes),
+                "{name} {wire}: WAN bytes x{bytes}"
+            );
             assert!(s16 < s32, "{name} {wire}: {s16} s vs f32 {s32} s");
         }
-        let packing = |runs: &[(String, f64, u64)]| {
-            runs.iter().find(|r| r.0 == "packing").unwrap().1
-        };
+        let packing =
+            |runs: &[(String, f64, u64)]| runs.iter().find(|r| r.0 == "packing").unwrap().1;
         let ratio = packing(&runs) / packing(&f32_runs);
         assert!(ratio <= 0.55, "packing {wire} / f32 round time = {ratio}");
-        let best = runs
-            .iter()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap();
+        let best = runs.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
         assert!(
             best.1 >= packing(&runs) * 0.999,
             "{wire}: {} ({} s) beat packing ({} s)",
