@@ -6,6 +6,7 @@
 //! * [`planner`] — the planner interface, the fluid round-time model, and every planner:
 //!   NetStorm's own (`paper`), ours (`packing`), and the baselines as topologies.
 //! * [`bounds`] — the physical limit: the fluid-optimum LP and the latency lower bound.
+//! * [`round_bound`] — the proven lower bound on a round: bandwidth and latency together.
 //! * [`models`] — per-tensor parameter counts of the paper's DNNs.
 #![deny(unsafe_code)]
 
@@ -18,3 +19,4 @@ pub mod experiment;
 pub mod models;
 pub mod network;
 pub mod planner;
+pub mod round_bound;
