@@ -9,6 +9,7 @@ pub mod baselines;
 pub mod multipath;
 pub mod packing;
 pub mod paper;
+pub mod prune;
 
 use crate::network::NetworkModel;
 use netstorm_dataplane::policy::{

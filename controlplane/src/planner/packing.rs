@@ -60,7 +60,7 @@ use netstorm_dataplane::policy::MAX_CHILDREN;
 use netstorm_dataplane::NodeId;
 
 /// Latency caps tried by the share LP when trees differ in latency.
-const LATENCY_SWEEP_STEPS: usize = 5;
+const LATENCY_SWEEP_STEPS: usize = 6;
 
 /// Shares below this fraction of the model are dropped from a plan.
 const MIN_SHARE: f64 = 1e-6;
@@ -93,6 +93,10 @@ pub struct PackingPlanner {
     /// Upper bound on packing iterations (one routed tree pair each); the planner runs
     /// [`PackingPlanner::ITERATIONS_PER_NODE`] × nodes when that is fewer (default 4096).
     pub max_iterations: usize,
+    /// Trees a plan keeps (default 8): every candidate plan is pruned to at most this many
+    /// by marginal modeled gain, its shares re-solved ([`super::prune`]), unless that
+    /// would raise its modeled time by more than [`PackingPlanner::PRUNE_TOLERANCE`].
+    pub max_trees: usize,
 }
 
 impl Default for PackingPlanner {
@@ -102,6 +106,7 @@ impl Default for PackingPlanner {
             epsilon: 0.1,
             latency_weight: 1.0,
             max_iterations: 4096,
+            max_trees: 8,
         }
     }
 }
@@ -114,6 +119,9 @@ impl PackingPlanner {
     /// without a 0.1% gain. Fewer run on large networks, where one LP costs more:
     /// `⌈MAX_REFINE_ROUNDS × (24 / n)²⌉`, at least 2 (5 at 64 nodes).
     pub const MAX_REFINE_ROUNDS: usize = 30;
+
+    /// Most a plan's modeled time may grow by pruning it to [`PackingPlanner::max_trees`].
+    pub const PRUNE_TOLERANCE: f64 = 0.01;
 
     pub fn new() -> Self {
         Self::default()
@@ -151,6 +159,26 @@ struct TreeRef {
 struct Shares {
     refs: Vec<TreeRef>,
     sol: MasterSolution,
+}
+
+/// Per root, the deepest in-tree and out-tree (seconds of latency) a share LP may use;
+/// negative: the root takes no share.
+#[derive(Debug, Clone, PartialEq)]
+struct DepthCaps(Vec<(f64, f64)>);
+
+impl DepthCaps {
+    fn unlimited(n: usize) -> Self {
+        Self(vec![(f64::INFINITY, f64::INFINITY); n])
+    }
+
+    fn cap(&self, root: usize, out: bool) -> f64 {
+        let (i, o) = self.0[root];
+        if out {
+            o
+        } else {
+            i
+        }
+    }
 }
 
 /// Everything the planner precomputes about the network.
@@ -273,7 +301,7 @@ impl Planner for PackingPlanner {
             scaled.clamp(2, Self::MAX_REFINE_ROUNDS)
         };
         let (kept, shares) = self
-            .refine(&ctx, kept, k, f64::INFINITY, rounds)?
+            .refine(&ctx, kept, k, &DepthCaps::unlimited(n), rounds)?
             .ok_or_else(|| PlanError::Other("packing found no tree pair".into()))?;
         candidates.push(self.build_plan(&ctx, &kept, &shares));
         // Every root's shortest-path trees: the low-latency end.
@@ -283,7 +311,7 @@ impl Planner for PackingPlanner {
                 out_trees: vec![shortest_path_tree(&ctx, r, true)],
             })
             .collect();
-        if let Some(shares) = solve_shares(&ctx, &spt, f64::INFINITY)? {
+        if let Some(shares) = solve_shares(&ctx, &spt, &DepthCaps::unlimited(n))? {
             candidates.push(self.build_plan(&ctx, &spt, &shares));
         }
         candidates.push(self.best_single_root(&ctx, &spt, model_bits));
@@ -291,8 +319,9 @@ impl Planner for PackingPlanner {
         if ctx.has_latency {
             let best_so_far = candidates
                 .iter()
-                .map(|p| p.modeled_time(net, model_bits).total_s)
-                .fold(f64::INFINITY, f64::min);
+                .map(|p| p.modeled_time(net, model_bits))
+                .min_by(|a, b| a.total_s.total_cmp(&b.total_s))
+                .map_or((f64::INFINITY, f64::INFINITY), |m| (m.total_s, m.latency_s));
             candidates.extend(self.latency_sweep(&ctx, &kept, &spt, k, model_bits, best_so_far)?);
         }
 
@@ -304,8 +333,19 @@ impl Planner for PackingPlanner {
                 best = Some((t, plan));
             }
         }
-        best.map(|(_, p)| p)
-            .ok_or_else(|| PlanError::Other("packing produced no plan".into()))
+        let (_, plan) = best.ok_or_else(|| PlanError::Other("packing produced no plan".into()))?;
+        // Step 5: few trees.
+        Ok(if plan.trees.len() > self.max_trees {
+            super::prune::prune(
+                &plan,
+                net,
+                model_bits,
+                self.max_trees,
+                Self::PRUNE_TOLERANCE,
+            )
+        } else {
+            plan
+        })
     }
 }
 
@@ -411,14 +451,14 @@ impl PackingPlanner {
         ctx: &Context<'_>,
         mut kept: Vec<RootTrees>,
         k: usize,
-        max_depth_s: f64,
+        caps: &DepthCaps,
         rounds: usize,
     ) -> Result<Option<(Vec<RootTrees>, Shares)>, PlanError> {
         // One LP per round: the enlarged set's LP prices the next trees and, restricted
         // to the trees kept, is a feasible solution for them (an upper bound on their
         // optimum), which is what the rounds compare. The best set is solved exactly once
         // at the end.
-        let Some(shares) = solve_shares(ctx, &kept, max_depth_s)? else {
+        let Some(shares) = solve_shares(ctx, &kept, caps)? else {
             return Ok(None);
         };
         let (pruned, mut tau) = prune_by_weight(&kept, &shares, k);
@@ -428,10 +468,10 @@ impl PackingPlanner {
         let mut stall = 0;
         for _ in 0..rounds {
             let mut grown = kept.clone();
-            if !add_improving_trees(ctx, &mut grown, &prices, max_depth_s) {
+            if !add_improving_trees(ctx, &mut grown, &prices, caps) {
                 break;
             }
-            let Some(grown_shares) = solve_shares(ctx, &grown, max_depth_s)? else {
+            let Some(grown_shares) = solve_shares(ctx, &grown, caps)? else {
                 break;
             };
             (kept, tau) = prune_by_weight(&grown, &grown_shares, k);
@@ -448,15 +488,19 @@ impl PackingPlanner {
                 break;
             }
         }
-        let Some(shares) = solve_shares(ctx, &best.0, max_depth_s)? else {
+        let Some(shares) = solve_shares(ctx, &best.0, caps)? else {
             return Ok(None);
         };
         Ok(Some((best.0, shares)))
     }
 
-    /// Step 4: the packing re-run under a few caps on tree depth (only trees at most that
-    /// deep may get a share; pricing builds depth-bounded trees), seeded with the packed
-    /// and the shortest-path trees that fit. Returns one plan per cap tried.
+    /// Step 4: the packing re-run under a few budgets `λ` on the plan's latency (reduce
+    /// + broadcast depth of every tree). Only roots at least `ecc_in + ecc_out ≤ λ` deep
+    /// take part, and each splits its slack evenly: in-trees at most
+    /// `ecc_in(r) + (λ − e(r))/2` deep, out-trees `ecc_out(r) + (λ − e(r))/2` (pricing then
+    /// builds depth-bounded trees), seeded with the packed and the shortest-path trees
+    /// that fit. Budgets run from the best plan's latency down to the shallowest root's
+    /// `e(r)`. Returns one plan per budget tried.
     fn latency_sweep(
         &self,
         ctx: &Context<'_>,
@@ -464,46 +508,51 @@ impl PackingPlanner {
         spt: &[RootTrees],
         k: usize,
         model_bits: f64,
-        mut best_total: f64,
+        best: (f64, f64),
     ) -> Result<Vec<Plan>, PlanError> {
-        let depths = |sets: &[RootTrees]| -> Vec<f64> {
-            sets.iter()
-                .flat_map(|rt| {
-                    rt.in_trees
-                        .iter()
-                        .map(|t| ctx.depth_s(t, false))
-                        .chain(rt.out_trees.iter().map(|t| ctx.depth_s(t, true)))
-                })
-                .collect()
-        };
-        // Caps between the shallowest root's shortest-path trees and the deepest packed tree.
-        let lowest = spt
+        let (mut best_total, best_latency) = best;
+        let n = ctx.n;
+        let ecc: Vec<(f64, f64)> = spt
             .iter()
             .map(|rt| {
-                ctx.depth_s(&rt.in_trees[0], false)
-                    .max(ctx.depth_s(&rt.out_trees[0], true))
+                (
+                    ctx.depth_s(&rt.in_trees[0], false),
+                    ctx.depth_s(&rt.out_trees[0], true),
+                )
             })
-            .fold(f64::INFINITY, f64::min);
-        let highest = depths(kept)
-            .into_iter()
-            .chain(depths(spt))
-            .fold(0.0, f64::max);
+            .collect();
+        let lowest = ecc.iter().map(|e| e.0 + e.1).fold(f64::INFINITY, f64::min);
+        let highest = best_latency;
         if highest.is_nan() || highest <= lowest {
             return Ok(Vec::new());
         }
         let mut plans = Vec::new();
-        // From the loosest cap down: the bandwidth term only grows as the cap tightens,
-        // so stop once the bandwidth alone exceeds the best total found.
+        // From the loosest budget down: the bandwidth term only grows as it tightens, so
+        // stop once the bandwidth alone exceeds the best total found.
         for step in (0..LATENCY_SWEEP_STEPS).rev() {
-            let cap = lowest + (highest - lowest) * step as f64 / LATENCY_SWEEP_STEPS as f64;
+            let budget = lowest + (highest - lowest) * step as f64 / LATENCY_SWEEP_STEPS as f64;
+            let caps = DepthCaps(
+                (0..n)
+                    .map(|r| {
+                        let slack = budget - ecc[r].0 - ecc[r].1;
+                        if slack < -1e-12 {
+                            (-1.0, -1.0)
+                        } else {
+                            let half = slack.max(0.0) / 2.0;
+                            (ecc[r].0 + half + 1e-12, ecc[r].1 + half + 1e-12)
+                        }
+                    })
+                    .collect(),
+            );
             let seed: Vec<RootTrees> = kept
                 .iter()
                 .zip(spt)
-                .map(|(a, b)| {
+                .enumerate()
+                .map(|(r, (a, b))| {
                     let pick = |x: &[Parents], y: &[Parents], out: bool| -> Vec<Parents> {
                         let mut v: Vec<Parents> = Vec::new();
                         for t in x.iter().chain(y) {
-                            if ctx.depth_s(t, out) <= cap && !v.contains(t) {
+                            if ctx.depth_s(t, out) <= caps.cap(r, out) && !v.contains(t) {
                                 v.push(t.clone());
                             }
                         }
@@ -515,7 +564,7 @@ impl PackingPlanner {
                     }
                 })
                 .collect();
-            let Some((trees, shares)) = self.refine(ctx, seed, k, cap, LATENCY_REFINE_ROUNDS)?
+            let Some((trees, shares)) = self.refine(ctx, seed, k, &caps, LATENCY_REFINE_ROUNDS)?
             else {
                 continue;
             };
@@ -645,16 +694,16 @@ impl PackingPlanner {
 fn solve_shares(
     ctx: &Context<'_>,
     trees: &[RootTrees],
-    max_depth_s: f64,
+    caps: &DepthCaps,
 ) -> Result<Option<Shares>, PlanError> {
     let mut refs = Vec::new();
     let mut cols = Vec::new();
     for (root, rt) in trees.iter().enumerate() {
         let ok_in: Vec<usize> = (0..rt.in_trees.len())
-            .filter(|&i| ctx.depth_s(&rt.in_trees[i], false) <= max_depth_s)
+            .filter(|&i| ctx.depth_s(&rt.in_trees[i], false) <= caps.cap(root, false))
             .collect();
         let ok_out: Vec<usize> = (0..rt.out_trees.len())
-            .filter(|&i| ctx.depth_s(&rt.out_trees[i], true) <= max_depth_s)
+            .filter(|&i| ctx.depth_s(&rt.out_trees[i], true) <= caps.cap(root, true))
             .collect();
         if ok_in.is_empty() || ok_out.is_empty() {
             continue;
@@ -691,7 +740,7 @@ fn add_improving_trees(
     ctx: &Context<'_>,
     trees: &mut [RootTrees],
     prices: &[f64],
-    max_depth_s: f64,
+    caps: &DepthCaps,
 ) -> bool {
     let n = ctx.n;
     let cost = ctx.res.edge_cost_matrix(prices);
@@ -718,6 +767,10 @@ fn add_improving_trees(
         best_pair = best_pair.min(cheapest(&rt.in_trees, false) + cheapest(&rt.out_trees, true));
     }
     let new_tree = |root: usize, out: bool| -> Option<Parents> {
+        let max_depth_s = caps.cap(root, out);
+        if max_depth_s < 0.0 {
+            return None;
+        }
         let t = min_arborescence_matrix(n, root, if out { &cost } else { &cost_rev })?;
         if ctx.depth_s(&t, out) <= max_depth_s {
             Some(t)
