@@ -256,3 +256,45 @@ fn negative_and_non_finite_latencies_are_refused_with_file_line_and_key() {
         assert!(err.contains("'latency_ms'"), "{err}");
     }
 }
+
+#[test]
+fn an_unmeetable_latency_budget_falls_back_to_a_full_plan() {
+    use netstorm_controlplane::planner::packing::PackingPlanner;
+    use netstorm_controlplane::planner::Planner;
+    let net = NetworkModel::from_topology(random_net(6, 0.5, 9, (20.0, 155.0), (10, 60)));
+    let unbounded = PackingPlanner::default().plan(&net, 800e6).unwrap();
+    let planner = PackingPlanner {
+        latency_budget_s: Some(1e-6),
+        ..PackingPlanner::default()
+    };
+    let plan = planner.plan(&net, 800e6).unwrap();
+    assert!(!plan.trees.is_empty());
+    assert_eq!(plan, unbounded);
+    // A budget below the unbounded plan's latency: met by another candidate, or the
+    // same fallback.
+    let budget = unbounded.modeled_time(&net, 800e6).latency_s * 0.999;
+    let tight = PackingPlanner {
+        latency_budget_s: Some(budget),
+        ..PackingPlanner::default()
+    };
+    let plan = tight.plan(&net, 800e6).unwrap();
+    assert!(plan.modeled_time(&net, 800e6).latency_s <= budget || plan == unbounded);
+}
+
+#[test]
+fn plans_keep_few_trees_on_the_shipped_scenarios() {
+    use netstorm_controlplane::planner::packing::PackingPlanner;
+    use netstorm_controlplane::planner::Planner;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    for file in [
+        "paper9-static100.toml",
+        "paper9-dynamic.toml",
+        "aws10-latency.toml",
+    ] {
+        let s = Scenario::load(&dir.join(file)).unwrap();
+        let net = NetworkModel::from_topology(s.topology_at(0));
+        let bits = 102e6 * 8.0;
+        let plan = PackingPlanner::default().plan(&net, bits).unwrap();
+        assert!(plan.trees.len() <= 8, "{file}: {} trees", plan.trees.len());
+    }
+}

@@ -97,6 +97,10 @@ pub struct PackingPlanner {
     /// by marginal modeled gain, its shares re-solved ([`super::prune`]), unless that
     /// would raise its modeled time by more than [`PackingPlanner::PRUNE_TOLERANCE`].
     pub max_trees: usize,
+    /// Most latency (reduce + broadcast depth, seconds) a plan may have (default none).
+    /// If no plan found meets it — it is below the shallowest root's `ecc_in + ecc_out`,
+    /// say — the planner says so in a warning and plans without it: never an empty plan.
+    pub latency_budget_s: Option<f64>,
 }
 
 impl Default for PackingPlanner {
@@ -107,6 +111,7 @@ impl Default for PackingPlanner {
             latency_weight: 1.0,
             max_iterations: 4096,
             max_trees: 8,
+            latency_budget_s: None,
         }
     }
 }
@@ -325,6 +330,21 @@ impl Planner for PackingPlanner {
             candidates.extend(self.latency_sweep(&ctx, &kept, &spt, k, model_bits, best_so_far)?);
         }
 
+        if let Some(budget) = self.latency_budget_s {
+            let within: Vec<Plan> = candidates
+                .iter()
+                .filter(|p| p.modeled_time(net, model_bits).latency_s <= budget)
+                .cloned()
+                .collect();
+            if within.is_empty() {
+                tracing::warn!(
+                    budget_s = budget,
+                    "packing: no plan meets the latency budget; planning without it"
+                );
+            } else {
+                candidates = within;
+            }
+        }
         let mut best: Option<(f64, Plan)> = None;
         for plan in candidates {
             let t = plan.modeled_time(net, model_bits).total_s;
@@ -494,13 +514,13 @@ impl PackingPlanner {
         Ok(Some((best.0, shares)))
     }
 
-    /// Step 4: the packing re-run under a few budgets `λ` on the plan's latency (reduce
-    /// + broadcast depth of every tree). Only roots at least `ecc_in + ecc_out ≤ λ` deep
-    /// take part, and each splits its slack evenly: in-trees at most
-    /// `ecc_in(r) + (λ − e(r))/2` deep, out-trees `ecc_out(r) + (λ − e(r))/2` (pricing then
-    /// builds depth-bounded trees), seeded with the packed and the shortest-path trees
-    /// that fit. Budgets run from the best plan's latency down to the shallowest root's
-    /// `e(r)`. Returns one plan per budget tried.
+    /// Step 4: the packing re-run under a few budgets `λ` on the plan's latency (the
+    /// reduce plus broadcast depth of every tree). Only roots with `e(r) = ecc_in(r) +
+    /// ecc_out(r) ≤ λ` take part, and each splits its slack evenly: in-trees at most
+    /// `ecc_in(r) + (λ − e(r))/2` deep, out-trees at most `ecc_out(r) + (λ − e(r))/2`
+    /// (pricing then builds depth-bounded trees), seeded with the packed and the
+    /// shortest-path trees that fit. Budgets run from the best plan's latency down to the
+    /// shallowest root's `e(r)`. Returns one plan per budget tried.
     fn latency_sweep(
         &self,
         ctx: &Context<'_>,

@@ -241,7 +241,7 @@ fn resolve(
         }
     }
     let sum: f64 = trees.iter().map(|t| t.share).sum();
-    if trees.is_empty() || !(sum > 0.0) {
+    if trees.is_empty() || sum.is_nan() || sum <= 0.0 {
         return None;
     }
     for t in trees.iter_mut() {
