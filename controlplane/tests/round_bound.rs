@@ -284,7 +284,7 @@ fn an_unmeetable_latency_budget_falls_back_to_a_full_plan() {
 #[test]
 fn plans_keep_few_trees_on_the_shipped_scenarios() {
     use netstorm_controlplane::planner::packing::PackingPlanner;
-    use netstorm_controlplane::planner::Planner;
+    use netstorm_controlplane::planner::{prune, Planner};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     for file in [
         "paper9-static100.toml",
@@ -295,6 +295,24 @@ fn plans_keep_few_trees_on_the_shipped_scenarios() {
         let net = NetworkModel::from_topology(s.topology_at(0));
         let bits = 102e6 * 8.0;
         let plan = PackingPlanner::default().plan(&net, bits).unwrap();
-        assert!(plan.trees.len() <= 8, "{file}: {} trees", plan.trees.len());
+        if plan.trees.len() > 8 {
+            // More trees only where 8 would cost more than 1 % of the unpruned plan.
+            let unpruned = PackingPlanner {
+                max_trees: usize::MAX,
+                ..PackingPlanner::default()
+            }
+            .plan(&net, bits)
+            .unwrap();
+            let base = unpruned.modeled_time(&net, bits).total_s;
+            let forced = prune::prune(&unpruned, &net, bits, 8, f64::INFINITY);
+            assert!(forced.trees.len() <= 8);
+            assert!(
+                forced.modeled_time(&net, bits).total_s > base * 1.01,
+                "{file}: {} trees though 8 stay within 1 %",
+                plan.trees.len()
+            );
+        }
+        let m = plan.modeled_time(&net, bits).total_s;
+        println!("{file}: {} trees, modeled {m:.4} s", plan.trees.len());
     }
 }

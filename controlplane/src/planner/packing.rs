@@ -60,7 +60,7 @@ use netstorm_dataplane::policy::MAX_CHILDREN;
 use netstorm_dataplane::NodeId;
 
 /// Latency caps tried by the share LP when trees differ in latency.
-const LATENCY_SWEEP_STEPS: usize = 6;
+const LATENCY_SWEEP_STEPS: usize = 8;
 
 /// Shares below this fraction of the model are dropped from a plan.
 const MIN_SHARE: f64 = 1e-6;
