@@ -30,10 +30,16 @@
 //!    large networks). Pruning the packing's heaviest trees alone leaves 20–50% on a
 //!    heterogeneous full mesh; refinement brings it to a few percent.
 //! 4. **Latency.** Latency is a max over the trees used, so when links have latency the
-//!    refinement is re-run under a few caps on tree depth (only trees at most that deep
-//!    may get a share; pricing then builds depth-bounded Prim–Dijkstra trees), seeded with
-//!    the packed and the shortest-path trees that fit, and the best bandwidth + latency
-//!    total is kept.
+//!    refinement is re-run under a few budgets `λ` on a tree's reduce + broadcast depth:
+//!    only roots with `ecc_in(r) + ecc_out(r) ≤ λ` take part, each splitting its slack
+//!    evenly between in-tree and out-tree depth caps (pricing then builds depth-bounded
+//!    Prim–Dijkstra trees), seeded with the packed and the shortest-path trees that fit,
+//!    and the best bandwidth + latency total is kept. An optional
+//!    [`PackingPlanner::latency_budget_s`] keeps only plans within it (falling back, with a
+//!    warning, when none is).
+//! 5. **Few trees.** The chosen plan is pruned to [`PackingPlanner::max_trees`] by
+//!    marginal modeled gain, its shares re-solved ([`super::prune`]), within
+//!    [`PackingPlanner::PRUNE_TOLERANCE`] of its modeled time.
 //!
 //! The share LP also runs on every root's latency-shortest-path trees (on a full mesh
 //! without latency these are the direct stars: a bandwidth-proportional mesh), and the
