@@ -1,11 +1,14 @@
 //! NetStorm data plane.
 //!
-//! * [`wire`] — the versioned packet format (checked parse/emit).
+//! * [`wire`] — the versioned packet format and the Ethernet/IPv4/UDP framing under it (checked
+//!   parse/emit, no libdpdk needed).
 //! * [`auth`] — the per-job packet MAC (AES-128-GCM-SIV tag: POLYVAL + AES) carried in the wire tag.
 //! * [`policy`] — what the control plane installs: trees, shares, routes, pacing rates.
 //! * [`engine`] — the sans-IO synchronization engine (one per node).
 //! * [`kernel`] — the f32 aggregation kernels used on the hot path.
 //! * [`topology`] / [`scenario`] — the network description and its TOML file format.
+//! * [`toml_error`] — TOML errors naming file, line and key (scenario files here, cluster
+//!   configs in `netstorm-node`).
 //! * [`emu`] — the emulated WAN and the virtual-time driver that runs N engines.
 //! * [`port`] — real-time backends behind one batch rx/tx trait, and the poll-mode driver.
 //! * [`shm`] / [`shm_records`] — the shared-memory policy and telemetry rings between
@@ -22,6 +25,7 @@ pub mod probe;
 pub mod scenario;
 pub mod shm;
 pub mod shm_records;
+pub mod toml_error;
 pub mod topology;
 pub mod wire;
 

@@ -41,6 +41,7 @@
 
 use netstorm_dataplane::auth::{Auth, MacKey};
 use netstorm_dataplane::scenario::BPS_PER_MBPS;
+use netstorm_dataplane::toml_error::{text_position, KeyContext, Located, TomlSource};
 use netstorm_dataplane::topology::{Link, Node, Topology};
 use netstorm_dataplane::NodeId;
 use serde::Deserialize;
@@ -346,6 +347,7 @@ struct RawLink {
     bidirectional: bool,
 }
 
+/// The text being parsed and its name, for turning byte spans into messages.
 struct Source<'a> {
     text: &'a str,
     origin: &'a str,
@@ -354,34 +356,16 @@ struct Source<'a> {
 impl Source<'_> {
     /// 1-based (line, column) of a byte offset.
     fn position(&self, offset: usize) -> (usize, usize) {
-        netstorm_dataplane::scenario::text_position(self.text, offset)
+        text_position(self.text, offset)
     }
 
+    /// A TOML or serde error, reworded to name the key.
     fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
-        let span = err.span().unwrap_or(0..0);
-        let (line, column) = self.position(span.start);
-        let raw = err.message().trim();
-        let message = if let Some(rest) = raw.strip_prefix("unknown field `") {
-            let key = rest.split('`').next().unwrap_or(rest);
-            let expected = rest.split_once(", expected ").map(|x| x.1).unwrap_or("");
-            format!("unknown key '{key}' (expected {expected})")
-        } else if let Some(rest) = raw.strip_prefix("missing field `") {
-            let key = rest.split('`').next().unwrap_or(rest);
-            format!("missing required key '{key}'")
-        } else if raw.starts_with("invalid type") || raw.starts_with("invalid value") {
-            let line_text = self.text.lines().nth(line - 1).unwrap_or("");
-            match line_text.split_once('=') {
-                Some((key, _)) if !key.trim().is_empty() => {
-                    format!(
-                        "invalid value for '{}': {raw}",
-                        key.trim().trim_matches('"')
-                    )
-                }
-                _ => raw.to_string(),
-            }
-        } else {
-            raw.to_string()
-        };
+        let Located {
+            line,
+            column,
+            message,
+        } = TomlSource::new(self.text, self.origin).locate(err, KeyContext::Key);
         ConfigError::Parse {
             file: self.origin.to_string(),
             line,

@@ -14,6 +14,7 @@
 //!
 //! Nothing here allocates: the engine parses every received packet on its hot path.
 
+use super::WireError;
 use zerocopy::byteorder::network_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -108,58 +109,6 @@ impl TryFrom<u8> for PacketKind {
     fn try_from(value: u8) -> Result<Self, WireError> {
         PacketKind::from_u8(value).ok_or(WireError::UnknownKind(value))
     }
-}
-
-/// Why a datagram could not be parsed or a structure could not be emitted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    /// The input is shorter than the structure being parsed.
-    #[error("truncated: need at least {need} bytes, got {got}")]
-    Truncated {
-        /// Bytes required.
-        need: usize,
-        /// Bytes available.
-        got: usize,
-    },
-    /// The first two bytes are not [`MAGIC`].
-    #[error("bad magic 0x{0:04x} (expected 0x4e53 \"NS\")")]
-    BadMagic(u16),
-    /// The version byte is not [`VERSION`].
-    #[error("unsupported wire version {0} (expected 1)")]
-    BadVersion(u8),
-    /// The kind byte is not a [`PacketKind`].
-    #[error("unknown packet kind {0}")]
-    UnknownKind(u8),
-    /// Flag bits outside [`flags::KNOWN`] are set; carries those unknown bits.
-    #[error("unknown flag bits 0x{0:02x}")]
-    UnknownFlags(u8),
-    /// The reserved header field is not zero.
-    #[error("reserved header field is not zero")]
-    Reserved,
-    /// The datagram length disagrees with the header (`HEADER_LEN + payload_len` + tag).
-    #[error("length mismatch: header says {expected} bytes, datagram has {got}")]
-    LengthMismatch {
-        /// Length implied by the header.
-        expected: usize,
-        /// Actual length.
-        got: usize,
-    },
-    /// The payload length breaks the rule for its kind (see [`PacketKind::payload_len_ok`]).
-    #[error("bad payload length {len} for {kind:?} packet")]
-    BadPayloadLen {
-        /// The packet kind.
-        kind: PacketKind,
-        /// The offending payload length.
-        len: usize,
-    },
-    /// The output buffer is too small for what is being emitted.
-    #[error("buffer too small: need {need} bytes, got {got}")]
-    BufferTooSmall {
-        /// Bytes required.
-        need: usize,
-        /// Bytes available.
-        got: usize,
-    },
 }
 
 /// The on-wire header layout. All multi-byte fields are big-endian; alignment 1, so it can be
