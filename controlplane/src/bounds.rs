@@ -38,7 +38,7 @@
 //! loop stops when they agree to [`FLUID_RELATIVE_GAP`]. The returned time is the lower
 //! bound, so it never exceeds what any plan achieves.
 //!
-//! Beyond [`crate::round_bound::LP_MAX_NODES`] nodes the master's capacity rows fill in
+//! Beyond `round_bound::LP_MAX_NODES` (32) nodes the master's capacity rows fill in
 //! densely in the interior-point factorization (a 64-node sparse WAN took minutes), so
 //! the same weak-duality certificate is evaluated on the lengths of a Garg–Könemann
 //! packing instead ([`crate::round_bound`]): still a lower bound, within about 1–3 % of
@@ -80,6 +80,9 @@ pub struct FluidOptimum {
     /// Bandwidth-limited round time, seconds (a certified lower bound within
     /// [`FLUID_RELATIVE_GAP`] of the LP value).
     pub time_s: f64,
+    /// How far above `time_s` the optimum may lie (relative): the solver's certified gap,
+    /// 0 where the LP was solved exactly.
+    pub gap: f64,
     /// Optimal share of the model owned by every node as a root, indexed by node; sums to 1.
     pub shares: Vec<f64>,
 }
@@ -436,6 +439,7 @@ fn prepare(
     if res.n == 1 {
         return Ok(Err(FluidOptimum {
             time_s: 0.0,
+            gap: 0.0,
             shares: vec![1.0],
         }));
     }
@@ -462,6 +466,11 @@ pub fn fluid_optimum(net: &NetworkModel, model_bits: f64) -> Result<FluidOptimum
         );
         return Ok(FluidOptimum {
             time_s: m.lower * model_bits / res.scale_bps,
+            gap: if m.lower > 0.0 {
+                (m.upper / m.lower - 1.0).max(0.0)
+            } else {
+                0.0
+            },
             shares,
         });
     }
@@ -478,8 +487,14 @@ pub fn fluid_optimum(net: &NetworkModel, model_bits: f64) -> Result<FluidOptimum
         }
     }
     normalize(&mut shares);
+    let lower = cg.lower.min(cg.master.tau);
     Ok(FluidOptimum {
-        time_s: cg.lower.min(cg.master.tau) * model_bits / res.scale_bps,
+        time_s: lower * model_bits / res.scale_bps,
+        gap: if lower > 0.0 {
+            (cg.master.tau / lower - 1.0).max(0.0)
+        } else {
+            0.0
+        },
         shares,
     })
 }
@@ -776,6 +791,7 @@ pub fn fluid_optimum_flow_lp(
     normalize(&mut shares);
     Ok(FluidOptimum {
         time_s: sol.value(tau).max(0.0) * model_bits / res.scale_bps,
+        gap: 0.0,
         shares,
     })
 }

@@ -155,15 +155,25 @@ pub fn round_lower_bound(net: &NetworkModel, model_bits: f64) -> Result<RoundBou
             min_depth_s,
         });
     }
+    let fluid = crate::bounds::fluid_optimum_cached(net, model_bits)?;
+    let windows = lat.link_s.iter().any(|&l| l > 0.0 && l.is_finite());
+    if !windows {
+        // No latency: the windows are `[0, T]` for every link and root, so `T*` is the
+        // fluid optimum itself (module documentation), already certified.
+        return Ok(RoundBound {
+            time_s: fluid.time_s,
+            relaxation_s: fluid.time_s * (1.0 + fluid.gap),
+            gap: fluid.gap,
+            min_depth_s,
+        });
+    }
     // Normalized time: one unit moves one model over the fastest link.
     let unit_s = model_bits / res.scale_bps;
     let mut solver = Relaxation::new(&res, &lat, unit_s);
     let t_hi = solver.single_root_upper();
     // T* ≥ the fluid optimum (certified) and ≥ the shallowest root's depth.
-    let fluid = crate::bounds::fluid_optimum_cached(net, model_bits)?.time_s / unit_s;
-    let mut t_lo = (min_depth_s / unit_s).max(fluid);
+    let mut t_lo = (min_depth_s / unit_s).max(fluid.time_s / unit_s);
     let mut relaxation = t_hi;
-    let windows = lat.link_s.iter().any(|&l| l > 0.0 && l.is_finite());
     for outer in 0..MAX_OUTER {
         let (lower, master) = if n <= LP_MAX_NODES {
             solver.solve(t_lo, t_hi)?
@@ -926,6 +936,7 @@ impl Relaxation<'_> {
         MwuResult {
             lower,
             upper: upper.min(t_hi).max(lower),
+            theta,
             root_flow,
         }
     }
@@ -937,6 +948,9 @@ pub(crate) struct MwuResult {
     pub lower: f64,
     /// Upper bound on the relaxation.
     pub upper: f64,
+    /// The packing's throughput at `t_test`: it fits the capacities of `t_test / theta`
+    /// where those grow in proportion with `T` (no latency).
+    pub theta: f64,
     /// Flow the packing routed through every root (its share, unnormalized).
     pub root_flow: Vec<f64>,
 }
@@ -955,5 +969,11 @@ pub(crate) fn fluid_by_mwu(net: &NetworkModel, res: &Resources) -> MwuResult {
         *l = 0.0;
     }
     let t_hi = zero.single_root_bandwidth();
-    zero.solve_mwu(0.0, t_hi, t_hi, false)
+    let mut m = zero.solve_mwu(0.0, t_hi, t_hi, false);
+    // Without latency the capacities are `c · T`: the packing fits at `t_hi / θ` even
+    // for `θ > 1`, a much tighter upper bound than `t_hi`.
+    if m.theta > 0.0 {
+        m.upper = (t_hi / m.theta).max(m.lower);
+    }
+    m
 }

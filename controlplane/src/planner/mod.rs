@@ -125,6 +125,18 @@ pub struct ModeledTime {
     pub total_s: f64,
 }
 
+impl ModeledTime {
+    /// `bandwidth_weight × bandwidth + latency`: the cost planners compare plans by when
+    /// the bandwidth term is dearer than the fluid model says (1: `total_s`).
+    pub fn weighted_s(&self, bandwidth_weight: f64) -> f64 {
+        if bandwidth_weight == 1.0 {
+            self.total_s
+        } else {
+            bandwidth_weight * self.bandwidth_s + self.latency_s
+        }
+    }
+}
+
 impl Plan {
     /// The data-plane policy for `epoch`; pacing rates are the model's capacities.
     pub fn to_policy(&self, builder: &mut PolicyBuilder, net: &NetworkModel, epoch: u32) -> Policy {
