@@ -326,3 +326,45 @@ fn plans_keep_few_trees_on_the_shipped_scenarios() {
         );
     }
 }
+
+#[test]
+fn pruning_removes_redundant_trees_within_the_tolerance() {
+    use netstorm_controlplane::planner::packing::PackingPlanner;
+    use netstorm_controlplane::planner::{prune, Plan, PlannedTree, Planner};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let s = Scenario::load(&dir.join("aws10-latency.toml")).unwrap();
+    let net = NetworkModel::from_topology(s.topology_at(0));
+    let bits = 102e6 * 8.0;
+    let w = PackingPlanner::EMULATED_BANDWIDTH_WEIGHT;
+    let plan = PackingPlanner::default().plan(&net, bits).unwrap();
+    // Every tree split into three copies: the same loads and latency, three times the trees.
+    let split = Plan {
+        planner: plan.planner.clone(),
+        trees: plan
+            .trees
+            .iter()
+            .flat_map(|t| {
+                std::iter::repeat_n(
+                    PlannedTree {
+                        share: t.share / 3.0,
+                        ..t.clone()
+                    },
+                    3,
+                )
+            })
+            .collect(),
+    };
+    let cost = |p: &Plan| p.modeled_time(&net, bits).weighted_s(w);
+    let base = cost(&split);
+    assert!((base - cost(&plan)).abs() <= 1e-9 * base);
+    let pruned = prune::prune(&split, &net, bits, plan.trees.len(), 0.01, w);
+    assert!(
+        pruned.trees.len() <= plan.trees.len(),
+        "{} trees left of {}",
+        pruned.trees.len(),
+        split.trees.len()
+    );
+    assert!(cost(&pruned) <= base * 1.01, "{} vs {base}", cost(&pruned));
+    let total: f64 = pruned.trees.iter().map(|t| t.share).sum();
+    assert!((total - 1.0).abs() < 1e-9);
+}

@@ -39,6 +39,10 @@ pub fn prune(
     bandwidth_weight: f64,
 ) -> Plan {
     let max_trees = max_trees.max(1);
+    // Identical trees (same root and routes) are one tree with the summed share: the same
+    // loads and latency, so merging them is free.
+    let merged = merge_identical(plan);
+    let plan = &merged;
     let base = plan
         .modeled_time(net, model_bits)
         .weighted_s(bandwidth_weight);
@@ -161,6 +165,21 @@ pub fn prune(
         }
     }
     best_plan
+}
+
+/// `plan` with every group of identical trees (apart from the share) merged into the first.
+fn merge_identical(plan: &Plan) -> Plan {
+    let mut trees: Vec<PlannedTree> = Vec::with_capacity(plan.trees.len());
+    for t in &plan.trees {
+        match trees.iter_mut().find(|x| same_tree(x, t)) {
+            Some(x) => x.share += t.share,
+            None => trees.push(t.clone()),
+        }
+    }
+    Plan {
+        planner: plan.planner.clone(),
+        trees,
+    }
 }
 
 /// Same tree apart from its share.
