@@ -108,10 +108,13 @@ pub fn prune(
         }
         m *= 2;
     }
-    // One at a time only while the budget can still reach `max_trees` (from hundreds of
-    // trees on a 64-site WAN it cannot: then stop at once instead of spending it).
+    // One at a time while the budget lasts, from a few dozen trees or where the budget can
+    // still reach `max_trees` (from hundreds of trees on a 64-site WAN it cannot: then
+    // stop at once instead of spending it).
     while best_plan.trees.len() > max_trees
-        && solves_left.get() >= (best_plan.trees.len() - max_trees) * (SMALLEST_CANDIDATES + 1)
+        && solves_left.get() > SMALLEST_CANDIDATES
+        && (best_plan.trees.len() <= 8 * max_trees
+            || solves_left.get() >= (best_plan.trees.len() - max_trees) * (SMALLEST_CANDIDATES + 1))
     {
         let mut candidates: Vec<usize> = Vec::new();
         let mut by_share: Vec<usize> = (0..best_plan.trees.len()).collect();
