@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """All-reduce of a ResNet-50-sized buffer (25.6 M floats) through the Python package against
 the Rust ``Session`` (``netstorm-trainer``), on the same 2-node loopback cluster in the same
-run, alternating: R rounds by the Rust trainers, then R by Python sessions, K times.
+run, alternating: R rounds by the Rust trainers, then R by Python sessions (one process per
+node, as the trainers, filling the buffer before each round, as they do), K times.
 
     python examples/bench_allreduce.py [--elems 25600000] [--rounds 5] [--repeats 3]
 
@@ -10,17 +11,12 @@ result back; for Python also the wall time of the whole ``allreduce`` call) and 
 """
 
 import argparse
+import json
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-
-import numpy as np
-
-import netstorm
 from netstorm.testing import Cluster, bin_dir
 
 
@@ -41,23 +37,40 @@ def rust_rounds(cl, rounds):
     return times
 
 
+NODE_SCRIPT = """
+import json, sys, time
+import numpy as np
+import netstorm
+config, node, rounds, elems = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+s = netstorm.Session(config, node, connect_timeout=60)
+src = np.arange(elems, dtype=np.float32) % 1024
+buf = np.empty(elems, dtype=np.float32)
+times, walls = [], []
+for _ in range(rounds):
+    np.copyto(buf, src)  # like netstorm-trainer, which fills its buffer before each round
+    t0 = time.perf_counter()
+    st = s.allreduce(buf)
+    walls.append(time.perf_counter() - t0)
+    times.append(st.time)
+print(json.dumps([times, walls]))
+"""
+
+
 def python_rounds(cl, rounds, elems):
+    """One Python process per node, like the Rust trainers."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", NODE_SCRIPT, str(cl.config), n, str(rounds),
+                          str(elems)], stdout=subprocess.PIPE, text=True)
+        for n in cl.names
+    ]
     times, walls = [], []
-
-    def node(name):
-        s = netstorm.Session(cl.config, name, connect_timeout=60)
-        buf = np.ones(elems, dtype=np.float32)
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            st = s.allreduce(buf)
-            walls.append(time.perf_counter() - t0)
-            times.append(st.time)
-
-    ts = [threading.Thread(target=node, args=(n,)) for n in cl.names]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        if p.returncode != 0:
+            sys.exit("python node failed")
+        t, w = json.loads(out)
+        times += t
+        walls += w
     return times, walls
 
 

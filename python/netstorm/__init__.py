@@ -99,7 +99,9 @@ class Session:
     Waits up to ``connect_timeout`` seconds for the dp, then raises
     :class:`DataPlaneNotFoundError` ("no netstorm-dp serves node X"); a bad config raises
     :class:`ConfigError` (``file``, ``line``, ``key``). Rounds wait up to ``timeout``
-    seconds (default: the config's ``trainer_timeout_s``), then raise :class:`TimeoutError`.
+    seconds (default: the config's ``trainer_timeout_s``), then raise :class:`TimeoutError`;
+    the timed-out round may still be running, so the session refuses further calls: open a
+    new one (it waits for that round to end before starting the next).
     Every call releases the GIL while its rounds run; buffers are reduced in place with no
     copy besides the one into the dp's shared memory and the one out of it.
     """

@@ -217,8 +217,6 @@ class _StepPacker:
     def add(self, bucket):
         fut = torch.futures.Future()
         self.pending.append((bucket.buffer(), fut))
-        if len(self.pending) == 1:
-            self.first_index = bucket.index()
         return fut
 
     def take(self):

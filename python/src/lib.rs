@@ -63,6 +63,9 @@ pub struct PySession {
     host: String,
     timeout: f64,
     last: Option<PyRoundStats>,
+    /// The round a call timed out in: the dp may still run it and write the shared buffer,
+    /// so this session refuses further calls (a new one waits for that round first).
+    timed_out: Option<u64>,
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -131,6 +134,16 @@ impl PySession {
         average: bool,
         check_layout: bool,
     ) -> PyResult<PyRoundStats> {
+        if let Some(round) = self.timed_out {
+            return Err(raise(
+                py,
+                Kind::Netstorm,
+                format!(
+                    "this session timed out in round {round}, which the dp may still be \
+                     running: open a new netstorm.Session (it waits for that round to end)"
+                ),
+            ));
+        }
         let mut held = Buffers::get(bufs)?;
         let elems = held.lens().iter().sum();
         let contributors = self.contributors();
@@ -145,7 +158,12 @@ impl PySession {
             Ok(st)
         });
         let st = res.map_err(|e| match e {
-            CallError::Session(e) => session_error(py, &e, &self.config),
+            CallError::Session(e) => {
+                if let SessionError::Timeout { round, .. } = e {
+                    self.timed_out = Some(round);
+                }
+                session_error(py, &e, &self.config)
+            }
             e @ CallError::Layout { .. } => raise(py, Kind::Buffer, e.to_string()),
         })?;
         let stats = PyRoundStats {
@@ -205,6 +223,7 @@ impl PySession {
             host,
             timeout,
             last: None,
+            timed_out: None,
         })
     }
 

@@ -162,6 +162,9 @@ def test_a_round_nobody_answers_raises_the_typed_timeout(make_cluster):
     assert isinstance(e.value, builtins.TimeoutError)
     assert e.value.round == 0 and e.value.waited >= 0.5
     assert "round 0: netstorm-dp (pid" in str(e.value)
+    # The round may still run: this session refuses more calls, a new one waits for it.
+    with pytest.raises(netstorm.NetstormError, match="timed out in round 0, which the dp may"):
+        s.allreduce(np.ones(100, np.float32))
 
 
 def test_a_missing_dp_is_named_after_the_connect_timeout(make_cluster):
