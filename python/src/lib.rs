@@ -68,6 +68,14 @@ pub struct PySession {
     timed_out: Option<u64>,
 }
 
+/// A timeout given in seconds: negative or NaN is zero, too large (or infinite) is forever.
+fn seconds(s: f64) -> Duration {
+    if s.is_nan() || s <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+}
+
 fn pid_alive(pid: u32) -> bool {
     pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -197,7 +205,7 @@ impl PySession {
         let me = cfg.node(node).map_err(|e| config_error(py, &e))?;
         let (node_id, host) = (me.id as usize, me.address.ip().to_string());
         let config_name = config.display().to_string();
-        let wait = Duration::from_secs_f64(connect_timeout.max(0.0));
+        let wait = seconds(connect_timeout);
         let mut session = py
             .detach(|| connect_waiting(&cfg, node, wait))
             .map_err(|f| match f {
@@ -213,7 +221,7 @@ impl PySession {
                 ),
             })?;
         let timeout = timeout.unwrap_or(cfg.trainer_timeout_s);
-        session.set_timeout(Duration::from_secs_f64(timeout.max(0.0)));
+        session.set_timeout(seconds(timeout));
         Ok(Self {
             session,
             config: config_name,
@@ -332,10 +340,9 @@ impl PySession {
         self.timeout
     }
     #[setter]
-    fn set_timeout(&mut self, seconds: f64) {
-        self.timeout = seconds;
-        self.session
-            .set_timeout(Duration::from_secs_f64(seconds.max(0.0)));
+    fn set_timeout(&mut self, secs: f64) {
+        self.timeout = secs;
+        self.session.set_timeout(seconds(secs));
     }
     /// The round the next call starts with.
     #[getter]

@@ -150,6 +150,8 @@ def test_bad_buffers_are_refused_with_what_to_do(make_cluster):
     with pytest.raises(netstorm.NetstormError, match="broadcast root 'zz' is not a node"):
         s.broadcast(np.zeros(4, np.float32), root="zz")
     assert s.next_round == 0  # nothing was started
+    s.timeout = float("inf")  # forever, not a panic
+    assert s.timeout == float("inf")
 
 
 def test_a_round_nobody_answers_raises_the_typed_timeout(make_cluster):

@@ -61,3 +61,21 @@ def test_hierarchical_hook_equals_a_flat_allreduce(make_cluster, integer_data):
         # Every bucket of the step plus the process count in one round, both sites in.
         assert rounds == 1 and contributors == 2
         assert elems == sum(h.size for h in res[0][0]) + 1
+
+
+def test_backend_setup_errors_say_what_to_set(make_cluster, monkeypatch):
+    import datetime
+
+    import torch.distributed as dist
+
+    import netstorm
+    import netstorm.torch
+
+    monkeypatch.delenv("NETSTORM_CONFIG", raising=False)
+    monkeypatch.delenv("NETSTORM_NODE", raising=False)
+    t = datetime.timedelta(seconds=10)
+    with pytest.raises(netstorm.ConfigError, match="set NETSTORM_CONFIG and NETSTORM_NODE"):
+        netstorm.torch.ProcessGroupNetStorm(dist.HashStore(), 0, 1, t)
+    cl = make_cluster(nodes=2, buffer_elems=100)
+    with pytest.raises(netstorm.ConfigError, match=r"world_size=1\), but .* has 2 nodes \(a, b\)"):
+        netstorm.torch.ProcessGroupNetStorm(dist.HashStore(), 0, 1, t, config=str(cl.config), node="a")
