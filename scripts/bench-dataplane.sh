@@ -4,7 +4,8 @@
 #   1. dpdk-testpmd, one forwarding core (the core netstorm's aggregator gets), one net_ring
 #      ethdev looped onto itself (--port-topology=loop, seeded with --tx-first), macswap
 #      forwarding, frames as long as netstorm's; its Rx-pps is read from --stats-period output.
-#   2. `netstorm bench dataplane --backend dpdk` in raw mode (port + kernel) and engine mode.
+#   2. `netstorm bench dataplane --backend dpdk` in raw mode (port + kernel) and engine mode
+#      (the aggregator runs netstorm-dp's own worker loop: the path netstorm-dp ships).
 # Prints both packet rates, the same in Gbit/s of payload at netstorm's segment size, and the
 # ratio netstorm / testpmd. No NICs, no hugepages; every step is bounded by `timeout`.
 #
@@ -79,6 +80,13 @@ for mode in raw engine engine-no-mac; do
   printf '%-44s %10.3f %14.2f %8.4f %18s\n' "netstorm aggregator ($mode mode)" "$mpps" "$gbps" \
     "$(awk -v a="$mpps" -v b="$testpmd_mpps" 'BEGIN { print a / b }')" "$cap"
 done
+raw_cap=$(jq -r '.aggregator_capacity_gbps // 0' "$work/raw.json")
+for mode in engine engine-no-mac; do
+  cap=$(jq -r '.aggregator_capacity_gbps // 0' "$work/$mode.json")
+  printf 'capacity %s / raw: %s\n' "$mode" "$(awk -v a="$cap" -v b="$raw_cap" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }')"
+done
+echo "(engine mode: the aggregator is netstorm-dp's worker loop, recv_each/send_each in place on"
+echo " the mbufs, policy intake, node-file round gate and telemetry sampling included)"
 echo "(capacity: child payload per second of the aggregator's busy time, i.e. what its core"
 echo " takes when the senders keep up; on a 2-core machine the 2 children and the root share"
 echo " the other core, so the end-to-end rate is the senders' limit, not the aggregator's)"

@@ -1,5 +1,6 @@
 //! `netstorm bench`: data-plane backends and kernels measured on this machine, each reported
-//! next to a reference as a ratio.
+//! next to a reference as a ratio. Arguments and printing; the harnesses are in
+//! `netstorm_node::bench`.
 //!
 //! * `bench udp` — the batched kernel UDP port (`recvmmsg`/`sendmmsg`, GSO/GRO) vs a plain
 //!   one-datagram-per-syscall `std::net::UdpSocket` loop, sender and receiver threads on
@@ -8,16 +9,11 @@
 //! * `bench dataplane` — C children → one aggregating core → root on the emu, udp or dpdk
 //!   backend (see `bench_dataplane.rs`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use netstorm_dataplane::port::udp::{UdpConfig, UdpPort};
-use netstorm_dataplane::port::{PacketBuf, Port};
+use netstorm_node::bench::udp::{UdpBenchConfig, UdpRun};
 use serde::Serialize;
-use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier, OnceLock};
-use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -31,7 +27,8 @@ pub enum BenchCommand {
     Udp(UdpBenchArgs),
     /// Aggregation kernel vs memcpy at 4 KiB, 64 KiB and 64 MiB.
     Kernel(KernelBenchArgs),
-    /// C child senders -> ONE aggregating core -> root, on the emu, udp or dpdk backend.
+    /// C child senders -> ONE aggregating core -> root, on the emu, udp or dpdk backend; the
+    /// aggregator runs netstorm-dp's worker loop (the path netstorm-dp ships).
     Dataplane(crate::bench_dataplane::DataplaneBenchArgs),
 }
 
@@ -72,205 +69,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
 }
 
-/// One side-by-side measurement of a UDP sender/receiver pair.
-#[derive(Debug, Clone, Serialize)]
-struct UdpRun {
-    backend: String,
-    segment_bytes: usize,
-    seconds: f64,
-    sent_datagrams: u64,
-    received_datagrams: u64,
-    /// Received datagrams per second.
-    datagrams_per_sec: f64,
-    /// Received UDP payload, Gbit/s (1e9 bit/s).
-    payload_gbps: f64,
-    /// Sent-but-not-received fraction (receive-buffer overflow on loopback).
-    loss: f64,
-    pinned: bool,
-    gso: bool,
-    gro: bool,
-    send_syscalls: u64,
-    recv_syscalls: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct UdpReport {
-    port: UdpRun,
-    plain: UdpRun,
-    /// `port.payload_gbps / plain.payload_gbps`.
-    ratio_port_vs_plain: f64,
-}
-
-/// Pins the calling thread to the `i`-th core of those this process may use at its first
-/// call, when there are at least two (the list is taken once: after a thread is pinned, it
-/// would only see its own core).
-fn pin(i: usize) -> bool {
-    static CORES: OnceLock<Vec<core_affinity::CoreId>> = OnceLock::new();
-    let cores = CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default());
-    cores.len() >= 2 && core_affinity::set_for_current(cores[i % cores.len()])
-}
-
-fn finish(
-    backend: &str,
-    segment_bytes: usize,
-    elapsed: Duration,
-    sent: u64,
-    received: u64,
-) -> UdpRun {
-    let secs = elapsed.as_secs_f64().max(1e-9);
-    UdpRun {
-        backend: backend.into(),
-        segment_bytes,
-        seconds: secs,
-        sent_datagrams: sent,
-        received_datagrams: received,
-        datagrams_per_sec: received as f64 / secs,
-        payload_gbps: (received * segment_bytes as u64) as f64 * 8.0 / secs / 1e9,
-        loss: if sent == 0 {
-            0.0
-        } else {
-            1.0 - received as f64 / sent as f64
-        },
-        pinned: false,
-        gso: false,
-        gro: false,
-        send_syscalls: 0,
-        recv_syscalls: 0,
-    }
-}
-
-/// How long the receiver keeps draining after the sender stopped.
-const DRAIN: Duration = Duration::from_millis(100);
-
-fn bench_port(a: &UdpBenchArgs) -> Result<UdpRun> {
-    let lo: SocketAddr = "127.0.0.1:0".parse()?;
-    let mut cfg = UdpConfig::new(lo);
-    cfg.max_datagram_len = a.segment_bytes;
-    cfg.gso = !a.no_offload;
-    cfg.gro = !a.no_offload;
-    cfg.socket_buffer_bytes = Some(16 << 20);
-    let mut tx = UdpPort::open(&cfg).context("opening the sending UDP port")?;
-    let mut rx = UdpPort::open(&cfg).context("opening the receiving UDP port")?;
-    tx.set_peers(&[(1, rx.local_addr())])?;
-    rx.set_peers(&[(0, tx.local_addr())])?;
-    let (gso, gro) = (tx.gso_enabled(), rx.gro_enabled());
-    let run_for = Duration::from_secs_f64(a.seconds);
-    let batch = a.batch;
-    let seg = a.segment_bytes;
-    let idle = (a.idle_sleep_us > 0).then(|| Duration::from_micros(a.idle_sleep_us));
-    let start = Arc::new(Barrier::new(2));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (start2, stop2) = (start.clone(), stop.clone());
-    let receiver = std::thread::spawn(move || {
-        let pinned = pin(1);
-        let mut bufs = PacketBuf::batch(batch, seg);
-        let mut received = 0u64;
-        start2.wait();
-        let mut quiet_since: Option<Instant> = None;
-        loop {
-            let k = rx.recv_batch(&mut bufs)?;
-            received += bufs[..k].iter().filter(|b| b.len == seg).count() as u64;
-            if k > 0 {
-                quiet_since = None;
-            } else if stop2.load(Ordering::Acquire) {
-                let q = *quiet_since.get_or_insert_with(Instant::now);
-                if q.elapsed() >= DRAIN {
-                    break;
-                }
-            } else if let Some(d) = idle {
-                std::thread::sleep(d);
-            }
-        }
-        anyhow::Ok((received, rx.counters(), pinned))
-    });
-    let pinned = pin(0);
-    let mut bufs = PacketBuf::batch(batch, seg);
-    for b in &mut bufs {
-        b.len = seg;
-        b.peer = 1;
-    }
-    start.wait();
-    let t0 = Instant::now();
-    let mut sent = 0u64;
-    while t0.elapsed() < run_for {
-        let n = tx.send_batch(&bufs)?;
-        sent += n as u64;
-        if n == 0 {
-            std::hint::spin_loop();
-        }
-    }
-    let elapsed = t0.elapsed();
-    stop.store(true, Ordering::Release);
-    let (received, rc, rx_pinned) = receiver
-        .join()
-        .map_err(|_| anyhow::anyhow!("receiver thread panicked"))??;
-    let tc = tx.counters();
-    let mut r = finish("udp-port", seg, elapsed, sent, received);
-    r.pinned = pinned && rx_pinned;
-    r.gso = gso;
-    r.gro = gro;
-    r.send_syscalls = tc.tx_syscalls;
-    r.recv_syscalls = rc.rx_syscalls;
-    Ok(r)
-}
-
-fn bench_plain(a: &UdpBenchArgs) -> Result<UdpRun> {
-    let rx = UdpSocket::bind("127.0.0.1:0").context("binding the receiving socket")?;
-    let tx = UdpSocket::bind("127.0.0.1:0").context("binding the sending socket")?;
-    let to = rx.local_addr()?;
-    rx.set_read_timeout(Some(Duration::from_millis(10)))?;
-    let run_for = Duration::from_secs_f64(a.seconds);
-    let seg = a.segment_bytes;
-    let start = Arc::new(Barrier::new(2));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (start2, stop2) = (start.clone(), stop.clone());
-    let receiver = std::thread::spawn(move || {
-        let pinned = pin(1);
-        let mut buf = vec![0u8; seg.max(1) + 1];
-        let (mut received, mut calls) = (0u64, 0u64);
-        start2.wait();
-        let mut quiet_since: Option<Instant> = None;
-        loop {
-            calls += 1;
-            match rx.recv_from(&mut buf) {
-                Ok((n, _)) => {
-                    received += u64::from(n == seg);
-                    quiet_since = None;
-                }
-                Err(_) if stop2.load(Ordering::Acquire) => {
-                    let q = *quiet_since.get_or_insert_with(Instant::now);
-                    if q.elapsed() >= DRAIN {
-                        break;
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-        (received, calls, pinned)
-    });
-    let pinned = pin(0);
-    let payload = vec![0u8; seg];
-    start.wait();
-    let t0 = Instant::now();
-    let (mut sent, mut calls) = (0u64, 0u64);
-    while t0.elapsed() < run_for {
-        calls += 1;
-        if tx.send_to(&payload, to).is_ok() {
-            sent += 1;
-        }
-    }
-    let elapsed = t0.elapsed();
-    stop.store(true, Ordering::Release);
-    let (received, rx_calls, rx_pinned) = receiver
-        .join()
-        .map_err(|_| anyhow::anyhow!("receiver thread panicked"))?;
-    let mut r = finish("std-udpsocket", seg, elapsed, sent, received);
-    r.pinned = pinned && rx_pinned;
-    r.send_syscalls = calls;
-    r.recv_syscalls = rx_calls;
-    Ok(r)
-}
-
 fn print_run(r: &UdpRun) {
     println!(
         "{:<14} {:>12.0} {:>10.2} {:>9.2} {:>7.1}% {:>9} {:>5} {:>5} {:>12} {:>12}",
@@ -288,22 +86,13 @@ fn print_run(r: &UdpRun) {
 }
 
 fn run_udp(a: &UdpBenchArgs) -> Result<()> {
-    if a.segment_bytes == 0 || a.segment_bytes > netstorm_dataplane::port::udp::MAX_UDP_PAYLOAD {
-        bail!(
-            "--segment-bytes {} is not in 1..={}",
-            a.segment_bytes,
-            netstorm_dataplane::port::udp::MAX_UDP_PAYLOAD
-        );
-    }
-    if !(a.seconds > 0.0 && a.seconds <= 600.0) {
-        bail!("--seconds {} is not in (0, 600]", a.seconds);
-    }
-    if a.batch == 0 || a.batch > 1 << 16 {
-        bail!("--batch {} is not in 1..=65536", a.batch);
-    }
-    let port = bench_port(a)?;
-    let plain = bench_plain(a)?;
-    let ratio = port.payload_gbps / plain.payload_gbps.max(1e-12);
+    let report = netstorm_node::bench::udp::run_udp(&UdpBenchConfig {
+        segment_bytes: a.segment_bytes,
+        seconds: a.seconds,
+        no_offload: a.no_offload,
+        batch: a.batch,
+        idle_sleep_us: a.idle_sleep_us,
+    })?;
     println!(
         "UDP on loopback, {} B datagrams, {} s each (goodput = payload received):",
         a.segment_bytes, a.seconds
@@ -321,15 +110,13 @@ fn run_udp(a: &UdpBenchArgs) -> Result<()> {
         "send calls",
         "recv calls"
     );
-    print_run(&port);
-    print_run(&plain);
-    println!("ratio udp-port / std-udpsocket: {ratio:.2}x");
+    print_run(&report.port);
+    print_run(&report.plain);
+    println!(
+        "ratio udp-port / std-udpsocket: {:.2}x",
+        report.ratio_port_vs_plain
+    );
     if let Some(path) = &a.json {
-        let report = UdpReport {
-            port,
-            plain,
-            ratio_port_vs_plain: ratio,
-        };
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
     }

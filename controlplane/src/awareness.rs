@@ -100,6 +100,16 @@ pub struct LinkEstimate {
     window: VecDeque<(Nanos, f64, bool)>,
 }
 
+/// A link whose estimate moved past the change threshold since the last plan.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkChange {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The rate the last plan assumed.
+    pub planned_bps: f64,
+    pub estimated_bps: f64,
+}
+
 /// Counters of what the estimator did with telemetry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AwarenessCounters {
@@ -271,6 +281,27 @@ impl NetworkEstimator {
             };
             changed && self.link_confidence(i, now) >= self.cfg.min_confidence
         })
+    }
+
+    /// Links whose estimate differs from the rate the last plan assumed by more than the
+    /// change threshold, confident or not (what a re-plan saw, for the operator).
+    pub fn changed_links(&self) -> Vec<LinkChange> {
+        self.base
+            .links
+            .iter()
+            .zip(&self.links)
+            .zip(&self.planned_bps)
+            .filter(|((_, est), &planned)| {
+                planned > 0.0
+                    && (est.rate_bps - planned).abs() / planned > self.cfg.change_threshold
+            })
+            .map(|((link, est), &planned)| LinkChange {
+                from: link.from,
+                to: link.to,
+                planned_bps: planned,
+                estimated_bps: est.rate_bps,
+            })
+            .collect()
     }
 
     /// Records that a plan was made from the current estimates at `now`.

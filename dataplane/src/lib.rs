@@ -22,6 +22,7 @@ pub mod kernel;
 pub mod policy;
 pub mod port;
 pub mod probe;
+pub mod reference;
 pub mod scenario;
 pub mod shm;
 pub mod shm_records;

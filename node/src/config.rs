@@ -25,8 +25,8 @@
 //! address = "10.0.0.1:9000"      # UDP ip:port of worker 0; worker w uses port + w
 //! cores = [0]                    # one poll-mode worker per core, pinned; default [0]
 //! backend = "udp"                # "udp" (default) or "dpdk" (netstorm-dp built with feature `dpdk`)
-//! dpdk = "dpdk-a.toml"           # backend "dpdk" only: the node's [eal] + [port] file (README,
-//!                                # "Running on a gateway"); relative to this file
+//! dpdk = "dpdk-a.toml"           # backend "dpdk" only: the node's [eal] + [port] file
+//!                                # (docs/gateway.md); relative to this file
 //!
 //! [[link]]                       # the network the planner starts from (scenario format)
 //! from = "a"

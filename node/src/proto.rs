@@ -26,7 +26,7 @@
 //! The engine's packet-train probes are not used as a rate source here: over kernel UDP the
 //! driver reads the clock once per receive batch, so a train that arrives within one batch
 //! has no measurable dispersion, and a tbf/policer's burst lets a whole idle-time train
-//! through at line rate (see the README's "Running on real hosts").
+//! through at line rate (see docs/real-hosts.md).
 
 use netstorm_controlplane::coordinator::ControlMsg;
 use netstorm_dataplane::shm_records::TelemetryRecord;

@@ -2,6 +2,12 @@
 //! node's buffer, its own port — a UDP socket (port + worker index) or, for backend "dpdk",
 //! its queue pair of the node's DPDK port ([`WorkerPort`]) — busy-polling on a pinned core.
 //!
+//! The worker runs the data plane's one real-time loop ([`run_loop`]: receive, one clock
+//! read after the receive, engine, in-place send with `recv_each`/`send_each`, zero-copy on
+//! DPDK) with its own hook (`WorkerHook`) for what a dp adds per iteration: policy intake,
+//! the round gate, telemetry sampling, counters. `netstorm bench dataplane` runs this same
+//! worker as its aggregator, so the loop it measures is the one netstorm-dp ships.
+//!
 //! Workers share no mutable state: each owns its engine, port and buffer; the dp's main
 //! thread hands them policies over a channel (checked once per loop iteration, a couple of
 //! atomic loads when empty) and they report installs, telemetry and counters back over
@@ -19,18 +25,28 @@
 
 use crate::nodefile::NodeFile;
 use crate::proto::LinkEstimate;
-use netstorm_dataplane::engine::{Counters, Engine, EngineEvent};
+use netstorm_dataplane::engine::{Counters, Engine, EngineError, EngineEvent};
 use netstorm_dataplane::policy::Policy;
 #[cfg(feature = "dpdk")]
 use netstorm_dataplane::port::dpdk::DpdkPort;
 use netstorm_dataplane::port::udp::UdpPort;
-use netstorm_dataplane::port::{PacketBuf, Port};
+use netstorm_dataplane::port::{
+    run_loop, Flow, LoopHook, LoopStats, MonotonicClock, PacketBuf, Port, PortError, RxSink, TxFill,
+};
 use netstorm_dataplane::{Nanos, NodeId};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Datagrams per rx/tx batch of netstorm-dp's workers (the DPDK port's largest burst; on
+/// the 2-core VM `bench dataplane` measured ~10 % more aggregator capacity than with 32).
+pub const DEFAULT_BATCH: usize = 64;
+/// How often netstorm-dp's workers report counters and link estimates.
+pub const REPORT_EVERY: Duration = Duration::from_millis(100);
+/// How often netstorm-dp's workers sample path telemetry while a round runs.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(2);
 
 /// A path's rate sample counts as "backlogged now" for this long after it was taken.
 const FRESH_NS: Nanos = 10_000_000;
@@ -98,15 +114,9 @@ pub struct PortCounters {
     pub tx_would_block: u64,
 }
 
-impl WorkerPort {
-    fn port(&mut self) -> &mut dyn Port {
-        match self {
-            WorkerPort::Udp(p) => p.as_mut(),
-            #[cfg(feature = "dpdk")]
-            WorkerPort::Dpdk(p) => p.as_mut(),
-        }
-    }
-
+/// The backend's own calls: its `recv_each`/`send_each` (in place from and into mbufs on
+/// DPDK), not the trait's copying defaults.
+impl Port for WorkerPort {
     fn max_datagram_len(&self) -> usize {
         match self {
             WorkerPort::Udp(p) => p.max_datagram_len(),
@@ -115,6 +125,50 @@ impl WorkerPort {
         }
     }
 
+    fn recv_batch(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, PortError> {
+        match self {
+            WorkerPort::Udp(p) => p.recv_batch(bufs),
+            #[cfg(feature = "dpdk")]
+            WorkerPort::Dpdk(p) => p.recv_batch(bufs),
+        }
+    }
+
+    fn send_batch(&mut self, bufs: &[PacketBuf]) -> Result<usize, PortError> {
+        match self {
+            WorkerPort::Udp(p) => p.send_batch(bufs),
+            #[cfg(feature = "dpdk")]
+            WorkerPort::Dpdk(p) => p.send_batch(bufs),
+        }
+    }
+
+    #[inline]
+    fn recv_each(
+        &mut self,
+        scratch: &mut [PacketBuf],
+        sink: &mut dyn RxSink,
+    ) -> Result<usize, PortError> {
+        match self {
+            WorkerPort::Udp(p) => p.recv_each(scratch, sink),
+            #[cfg(feature = "dpdk")]
+            WorkerPort::Dpdk(p) => p.recv_each(scratch, sink),
+        }
+    }
+
+    #[inline]
+    fn send_each(
+        &mut self,
+        scratch: &mut [PacketBuf],
+        fill: &mut TxFill<'_>,
+    ) -> Result<(usize, usize), PortError> {
+        match self {
+            WorkerPort::Udp(p) => p.send_each(scratch, fill),
+            #[cfg(feature = "dpdk")]
+            WorkerPort::Dpdk(p) => p.send_each(scratch, fill),
+        }
+    }
+}
+
+impl WorkerPort {
     /// The port's counters so far.
     pub fn counters(&self) -> PortCounters {
         match self {
@@ -167,6 +221,53 @@ pub struct Worker {
     /// Path telemetry is sampled this often while a round runs.
     pub sample_every: Duration,
     pub batch: usize,
+    /// What the worker keeps from one [`Worker::run`] to the next (`WorkerState::default()`
+    /// for a new worker).
+    pub state: WorkerState,
+}
+
+/// What a worker keeps across runs: the policies it installed.
+#[derive(Debug, Default)]
+pub struct WorkerState {
+    /// Policies handed to the engine (the sampler needs the active one's routes).
+    known: Vec<Arc<Policy>>,
+    /// First round any installed policy covers (no start is announced before it).
+    first_covered: Option<u32>,
+}
+
+/// Why a worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{0}")]
+    Port(#[from] PortError),
+    #[error("worker {worker}: round {round}: {source}")]
+    Round {
+        worker: usize,
+        round: u32,
+        source: EngineError,
+    },
+}
+
+/// A round's moment in a [`Worker::run`]: the loop's time and counters then.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoundMark {
+    pub round: u32,
+    /// Loop time (ns since [`Worker::clock_base`]).
+    pub at: Nanos,
+    pub stats: LoopStats,
+}
+
+/// What one [`Worker::run`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerRun {
+    /// The loop's counters over the whole run.
+    pub stats: LoopStats,
+    /// The first round started in this run: its start (the iteration's clock read).
+    pub first_start: Option<RoundMark>,
+    /// The newest round completed in this run, taken at the next iteration's clock read (so
+    /// the completing iteration's work is in it), or at the last one's if the run stopped in
+    /// the completing iteration.
+    pub last_done: Option<RoundMark>,
 }
 
 /// Per outgoing link: the best rates since the last report (of stretches in which a queue
@@ -307,179 +408,264 @@ impl LinkSampler {
 }
 
 impl Worker {
-    /// Runs until `stop` is set. Errors are reported as [`WorkerEvent::Fatal`].
-    pub fn run(mut self) {
-        if let Err(error) = self.run_inner() {
+    /// Runs the worker's loop until `stop` is set. An error is also reported as
+    /// [`WorkerEvent::Fatal`]. A worker may run again after a stop (the bench runs its
+    /// phases so); rounds and policies carry over.
+    pub fn run(&mut self) -> Result<WorkerRun, WorkerError> {
+        let result = self.run_loop();
+        if let Err(error) = &result {
             let _ = self.events.send(WorkerEvent::Fatal {
                 worker: self.index,
-                error,
+                error: error.to_string(),
             });
+        }
+        result
+    }
+
+    fn run_loop(&mut self) -> Result<WorkerRun, WorkerError> {
+        let node = self.engine.config().node;
+        let mut hook = WorkerHook {
+            w: self.index,
+            node,
+            range: self.range.clone(),
+            node_file: &self.node_file,
+            policies: &self.policies,
+            events: &self.events,
+            stop: &self.stop,
+            report_every: self.report_every.as_nanos() as Nanos,
+            sample_every: self.sample_every.as_nanos() as Nanos,
+            state: &mut self.state,
+            running: 0,
+            done: self.node_file.done(self.index),
+            next_report: None,
+            next_sample: 0,
+            sampler: LinkSampler::default(),
+            told_uncovered: 0,
+            run: WorkerRun::default(),
+            completed: None,
+        };
+        let stats = run_loop(
+            &mut self.engine,
+            &mut self.port,
+            &mut hook,
+            self.batch,
+            self.idle_backoff,
+            MonotonicClock::new(self.clock_base),
+        )?;
+        hook.run.stats = stats;
+        Ok(hook.run)
+    }
+}
+
+/// What netstorm-dp's worker adds to each iteration of the loop: policy intake and the
+/// round gate (before the engine sees the iteration's datagrams), round completion into the
+/// node file, telemetry sampling and reports.
+#[derive(Debug)]
+struct WorkerHook<'a> {
+    w: usize,
+    node: NodeId,
+    range: Range<usize>,
+    node_file: &'a NodeFile,
+    policies: &'a Receiver<(Arc<Policy>, u32)>,
+    events: &'a Sender<WorkerEvent>,
+    stop: &'a AtomicBool,
+    report_every: Nanos,
+    sample_every: Nanos,
+    state: &'a mut WorkerState,
+    /// Round + 1 of the round running here (0 = none).
+    running: u64,
+    /// Round + 1 of the newest round completed here.
+    done: u64,
+    next_report: Option<Nanos>,
+    next_sample: Nanos,
+    sampler: LinkSampler,
+    /// The request last reported as covered by no policy (said once, not per poll).
+    told_uncovered: u64,
+    run: WorkerRun,
+    /// A round completed in this iteration (its mark is taken at the next clock read).
+    completed: Option<u32>,
+}
+
+impl WorkerHook<'_> {
+    /// Policies from the main thread.
+    fn take_policies(&mut self, engine: &mut Engine) {
+        let w = self.w;
+        while let Ok((policy, at)) = self.policies.try_recv() {
+            let epoch = policy.epoch;
+            let ev = match engine.install_policy((*policy).clone(), at) {
+                Ok(()) => {
+                    let state = &mut *self.state;
+                    state.known.retain(|p| p.epoch + 4 > epoch);
+                    state.known.push(policy);
+                    state.first_covered = Some(state.first_covered.map_or(at, |f| f.min(at)));
+                    WorkerEvent::Installed { worker: w, epoch }
+                }
+                Err(e) => WorkerEvent::InstallFailed {
+                    worker: w,
+                    epoch,
+                    error: e.to_string(),
+                },
+            };
+            let _ = self.events.send(ev);
         }
     }
 
-    fn run_inner(&mut self) -> Result<(), String> {
-        let start = self.clock_base;
-        let clock = || start.elapsed().as_nanos() as Nanos + 1;
-        let cap = self
-            .port
-            .max_datagram_len()
-            .max(self.engine.config().max_datagram_len());
-        let mut rx = PacketBuf::batch(self.batch, cap);
-        let mut tx = PacketBuf::batch(self.batch, cap);
-        let node = self.engine.config().node;
-        let w = self.index;
-        // Round + 1 of the round running here (0 = none).
-        let mut running: u64 = 0;
-        let mut done = self.node_file.done(w);
-        let mut next_report = Instant::now() + self.report_every;
-        let mut next_sample = Instant::now();
-        let mut sampler = LinkSampler::default();
-        // Policies handed to the engine (the sampler needs the active one's routes).
-        let mut known: Vec<Arc<Policy>> = Vec::new();
-        // First round any installed policy covers (no start is announced before it).
-        let mut first_covered: Option<u32> = None;
-        // The request last reported as covered by no policy (said once, not per poll).
-        let mut told_uncovered: u64 = 0;
-        let mut iterations: u64 = 0;
-        while !self.stop.load(Ordering::Relaxed) {
-            iterations += 1;
-            // The clock is read after the receive: a datagram that arrived while this thread
-            // was descheduled between the two would otherwise get an arrival time before it
-            // was sent, and a too-small one-way delay or RTT sample becomes the path's
-            // baseline, against which every later sample looks like a queue.
-            let k = self
-                .port
-                .port()
-                .recv_batch(&mut rx)
-                .map_err(|e| e.to_string())?;
-            let now = clock();
-            // Policies from the main thread.
-            while let Ok((policy, at)) = self.policies.try_recv() {
-                let epoch = policy.epoch;
-                let ev = match self.engine.install_policy((*policy).clone(), at) {
-                    Ok(()) => {
-                        known.retain(|p| p.epoch + 4 > epoch);
-                        known.push(policy);
-                        first_covered = Some(first_covered.map_or(at, |f| f.min(at)));
-                        WorkerEvent::Installed { worker: w, epoch }
-                    }
-                    Err(e) => WorkerEvent::InstallFailed {
-                        worker: w,
-                        epoch,
-                        error: e.to_string(),
-                    },
-                };
-                let _ = self.events.send(ev);
+    /// A new round asked for by the trainer and below the cp's start barrier.
+    fn gate_round(
+        &mut self,
+        engine: &mut Engine,
+        now: Nanos,
+        stats: &LoopStats,
+    ) -> Result<(), WorkerError> {
+        let w = self.w;
+        let nf = self.node_file;
+        let req = nf.request();
+        let first_covered = self.state.first_covered;
+        let covered = first_covered.is_some_and(|f| u64::from(f) < req);
+        if let Some(f) = first_covered.filter(|_| req > self.done && !covered) {
+            if self.told_uncovered != req {
+                // Waits for a policy that covers it; said so that a hang is explained.
+                self.told_uncovered = req;
+                eprintln!("netstorm-dp: worker {w}: round {} requested, but the earliest installed policy activates at round {f}; waiting for one that covers it", req - 1);
             }
-            // A new round asked for by the trainer and below the cp's start barrier.
-            if running == 0 {
-                let req = self.node_file.request();
-                let covered = first_covered.is_some_and(|f| u64::from(f) < req);
-                if let Some(f) = first_covered.filter(|_| req > done && !covered) {
-                    if told_uncovered != req {
-                        // Waits for a policy that covers it; said so that a hang is explained.
-                        told_uncovered = req;
-                        eprintln!("netstorm-dp: worker {w}: round {} requested, but the earliest installed policy activates at round {f}; waiting for one that covers it", req - 1);
-                    }
-                }
-                if req > done && covered && req - 1 < self.node_file.barrier() {
-                    let round = (req - 1) as u32;
-                    // The start gate: announce, then re-check the barrier (see nodefile).
-                    let before = self.node_file.started(w);
-                    self.node_file.set_started(w, req);
-                    if req > self.node_file.barrier() {
-                        self.node_file.set_started(w, before);
-                    } else {
-                        let buf = self.engine.buffer_mut();
-                        self.node_file.read_buffer(self.range.clone(), buf);
-                        match self.engine.start_round(now, round) {
-                            Ok(()) => {
-                                running = req;
-                                let epoch = self.engine.epoch().unwrap_or(0);
-                                let _ = self.events.send(WorkerEvent::Started {
-                                    worker: w,
-                                    round,
-                                    epoch,
-                                });
-                            }
-                            // No policy for this round after all: try again next iteration.
-                            Err(netstorm_dataplane::engine::EngineError::NoPolicy(_)) => {
-                                self.node_file.set_started(w, before);
-                            }
-                            Err(e) => return Err(format!("worker {w}: round {round}: {e}")),
-                        }
-                    }
-                }
+        }
+        if !(req > self.done && covered && req - 1 < nf.barrier()) {
+            return Ok(());
+        }
+        let round = (req - 1) as u32;
+        // The start gate: announce, then re-check the barrier (see nodefile).
+        let before = nf.started(w);
+        nf.set_started(w, req);
+        if req > nf.barrier() {
+            nf.set_started(w, before);
+            return Ok(());
+        }
+        nf.read_buffer(self.range.clone(), engine.buffer_mut());
+        match engine.start_round(now, round) {
+            Ok(()) => {
+                self.running = req;
+                self.run.first_start.get_or_insert(RoundMark {
+                    round,
+                    at: now,
+                    stats: *stats,
+                });
+                let epoch = engine.epoch().unwrap_or(0);
+                let _ = self.events.send(WorkerEvent::Started {
+                    worker: w,
+                    round,
+                    epoch,
+                });
+                Ok(())
             }
-            for b in &rx[..k] {
-                self.engine.handle_packet(now, b.bytes());
+            // No policy for this round after all: try again next iteration.
+            Err(EngineError::NoPolicy(_)) => {
+                nf.set_started(w, before);
+                Ok(())
             }
-            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
-                self.engine.handle_timeout(now);
-            }
-            let mut m = 0;
-            while m < tx.len() {
-                let Some(t) = self.engine.poll_transmit(now, &mut tx[m].data) else {
-                    break;
-                };
-                tx[m].len = t.len;
-                tx[m].peer = t.next_hop;
-                m += 1;
-            }
-            if m > 0 {
-                // Refused datagrams are recovered by the engine's loss recovery.
-                self.port
-                    .port()
-                    .send_batch(&tx[..m])
-                    .map_err(|e| e.to_string())?;
-            }
-            while let Some(ev) = self.engine.poll_event() {
-                if let EngineEvent::RoundComplete { round, .. } = ev {
-                    if running == u64::from(round) + 1 {
-                        sampler.sample(&self.engine, &known, node, now);
-                        self.node_file
-                            .write_buffer(self.range.start, self.engine.buffer());
-                        done = running;
-                        running = 0;
-                        self.node_file.set_done(w, done);
-                    }
-                }
-            }
-            // Samples and reports: one clock comparison every 64 iterations or when idle.
-            if iterations & 63 == 0 || (k == 0 && m == 0) {
-                let inst = Instant::now();
-                if running != 0 && inst >= next_sample {
-                    next_sample = inst + self.sample_every;
-                    sampler.sample(&self.engine, &known, node, clock());
-                }
-                if inst >= next_report {
-                    next_report = inst + self.report_every;
-                    self.report(&mut sampler, node, now, running.max(done));
-                }
-            }
-            if k == 0 && m == 0 {
-                match self.idle_backoff {
-                    Some(d) => std::thread::sleep(d),
-                    None => std::hint::spin_loop(),
-                }
+            Err(source) => Err(WorkerError::Round {
+                worker: w,
+                round,
+                source,
+            }),
+        }
+    }
+
+    /// Sends counters and the link estimates of the interval.
+    fn report(&mut self, engine: &Engine, port: &WorkerPort, now: Nanos) {
+        let _ = self.events.send(WorkerEvent::Counters {
+            worker: self.w,
+            engine: Box::new(*engine.counters()),
+            port: Box::new(port.counters()),
+        });
+        let round_plus_one = self.running.max(self.done);
+        let links = self
+            .sampler
+            .take(self.node, now, round_plus_one.saturating_sub(1));
+        if !links.is_empty() {
+            let _ = self.events.send(WorkerEvent::Links {
+                worker: self.w,
+                links,
+            });
+        }
+    }
+}
+
+impl LoopHook<WorkerPort> for WorkerHook<'_> {
+    type Error = WorkerError;
+
+    fn intake(
+        &mut self,
+        engine: &mut Engine,
+        now: Nanos,
+        stats: &LoopStats,
+    ) -> Result<(), WorkerError> {
+        if self.next_report.is_none() {
+            self.next_report = Some(now + self.report_every);
+            self.next_sample = now;
+        }
+        if let Some(round) = self.completed.take() {
+            self.run.last_done = Some(RoundMark {
+                round,
+                at: now,
+                stats: *stats,
+            });
+        }
+        self.take_policies(engine);
+        if self.running == 0 {
+            self.gate_round(engine, now, stats)?;
+        }
+        Ok(())
+    }
+
+    fn event(
+        &mut self,
+        engine: &mut Engine,
+        now: Nanos,
+        event: EngineEvent,
+    ) -> Result<(), WorkerError> {
+        if let EngineEvent::RoundComplete { round, .. } = event {
+            if self.running == u64::from(round) + 1 {
+                let known = &self.state.known;
+                self.sampler.sample(engine, known, self.node, now);
+                self.node_file
+                    .write_buffer(self.range.start, engine.buffer());
+                self.done = self.running;
+                self.running = 0;
+                self.node_file.set_done(self.w, self.done);
+                self.completed = Some(round);
             }
         }
         Ok(())
     }
 
-    /// Sends counters and the link estimates of the interval.
-    fn report(&self, sampler: &mut LinkSampler, node: NodeId, now: Nanos, round_plus_one: u64) {
-        let _ = self.events.send(WorkerEvent::Counters {
-            worker: self.index,
-            engine: Box::new(*self.engine.counters()),
-            port: Box::new(self.port.counters()),
-        });
-        let links = sampler.take(node, now, round_plus_one.saturating_sub(1));
-        if !links.is_empty() {
-            let _ = self.events.send(WorkerEvent::Links {
-                worker: self.index,
-                links,
+    fn end(
+        &mut self,
+        engine: &Engine,
+        port: &WorkerPort,
+        now: Nanos,
+        stats: &LoopStats,
+    ) -> Result<Flow, WorkerError> {
+        // Samples and reports at the iteration's time: no clock read of their own.
+        if self.running != 0 && now >= self.next_sample {
+            self.next_sample = now + self.sample_every;
+            self.sampler
+                .sample(engine, &self.state.known, self.node, now);
+        }
+        if self.next_report.is_some_and(|t| now >= t) {
+            self.next_report = Some(now + self.report_every);
+            self.report(engine, port, now);
+        }
+        if !self.stop.load(Ordering::Relaxed) {
+            return Ok(Flow::Continue);
+        }
+        // No next clock read: a round completed in this iteration is marked now.
+        if let Some(round) = self.completed.take() {
+            self.run.last_done = Some(RoundMark {
+                round,
+                at: now,
+                stats: *stats,
             });
         }
+        Ok(Flow::Stop)
     }
 }

@@ -1,12 +1,31 @@
 //! Ports: the backends that carry datagrams between nodes in real time, behind one batch
-//! rx/tx trait (smoltcp's `phy::Device`, s2n-quic's queues), and the poll-mode driver that
-//! runs an [`Engine`] on a port with a monotonic clock.
+//! rx/tx trait (smoltcp's `phy::Device`, s2n-quic's queues), and the real-time loop that
+//! runs an [`Engine`](crate::engine::Engine) on a port with a monotonic clock.
 //!
 //! * [`channel`] — in-process, threads joined by bounded queues (tests, real-time emulation).
 //! * [`udp`] — kernel UDP sockets with batched syscalls (`recvmmsg`/`sendmmsg`, GSO/GRO).
 //! * `dpdk` — DPDK ethdev (feature `dpdk`).
 //!
-//! Invariant: a port never blocks in `recv_batch`/`send_batch`; the driver busy-polls.
+//! Invariant: a port never blocks in any of its calls; the loop busy-polls.
+//!
+//! # Receive: burst, clock, hand-over
+//!
+//! The real-time loop ([`EngineLoop`]) receives with [`Port::recv_each`] in three steps, all
+//! inside the one call so that a port which lends its buffers (DPDK's mbufs) never has to
+//! keep them across calls:
+//!
+//! 1. the port takes this call's datagrams off the device (a burst per queue; DPDK keeps the
+//!    mbufs, copying ports fill the caller's `scratch`);
+//! 2. it calls [`RxSink::received`] once: that is where the loop reads its clock — after the
+//!    receive, so a datagram is never stamped with a time before it arrived (and therefore
+//!    never before its sender stamped it);
+//! 3. it hands each datagram to [`RxSink::datagram`] with its arrival time, in place, and
+//!    only then releases the buffers.
+//!
+//! A datagram's arrival time is the port's own stamp when it has one (to come: kernel
+//! `SO_TIMESTAMPING`, a DPDK rx cycle stamp, converted to the loop's clock and never later
+//! than the time `received` returned), otherwise the time `received` returned. Today no port
+//! stamps datagrams itself.
 
 pub mod channel;
 #[cfg(feature = "dpdk")]
@@ -14,9 +33,12 @@ pub mod dpdk;
 mod driver;
 pub mod udp;
 
-pub use driver::{run_engine, run_engines, DriverConfig, DriverReport};
+pub use driver::{
+    run_engine, run_engines, run_loop, run_loops_in_turn, DriverConfig, DriverReport, EngineLoop,
+    FixedRounds, Flow, LoopClock, LoopHook, LoopStats, MonotonicClock, Step, Turn,
+};
 
-use crate::NodeId;
+use crate::{Nanos, NodeId};
 
 /// One datagram buffer: `data[..len]` is the datagram, `peer` the neighbour it came from
 /// (receive) or goes to (send).
@@ -44,6 +66,18 @@ impl PacketBuf {
     pub fn bytes(&self) -> &[u8] {
         &self.data[..self.len]
     }
+}
+
+/// Where [`Port::recv_each`] hands the datagrams it received (the real-time loop).
+pub trait RxSink {
+    /// Called exactly once per successful [`Port::recv_each`], after the port's last device
+    /// read of the call and before the first [`RxSink::datagram`] (also when nothing was
+    /// received). Returns the receive time of every datagram of the call that carries no
+    /// stamp of its own: the loop's one clock read of the iteration.
+    fn received(&mut self) -> Nanos;
+    /// One datagram from `peer`, in place, received at `arrival` (the port's own stamp, or
+    /// the time [`RxSink::received`] returned).
+    fn datagram(&mut self, peer: NodeId, datagram: &[u8], arrival: Nanos);
 }
 
 /// What [`Port::send_each`] calls to write the next datagram in place: returns its
@@ -75,17 +109,20 @@ pub trait Port {
     /// offered again later (back-pressure). Never blocks.
     fn send_batch(&mut self, bufs: &[PacketBuf]) -> Result<usize, PortError>;
 
-    /// Hands each waiting datagram (up to `scratch.len()`) to `f(peer, datagram)` and returns
-    /// how many there were. Ports that can lend their receive buffers (DPDK's mbufs) override
+    /// Receives up to `scratch.len()` waiting datagrams and hands them to `sink` (see the
+    /// module docs: take them off the device, call [`RxSink::received`] once, then
+    /// [`RxSink::datagram`] per datagram with its arrival time). Returns how many datagrams
+    /// were handed over. Ports that can lend their receive buffers (DPDK's mbufs) override
     /// this to skip the copy into `scratch`; the default goes through [`Port::recv_batch`].
     fn recv_each(
         &mut self,
         scratch: &mut [PacketBuf],
-        f: &mut dyn FnMut(NodeId, &[u8]),
+        sink: &mut dyn RxSink,
     ) -> Result<usize, PortError> {
         let k = self.recv_batch(scratch)?;
+        let now = sink.received();
         for b in &scratch[..k] {
-            f(b.peer, b.bytes());
+            sink.datagram(b.peer, b.bytes(), now);
         }
         Ok(k)
     }

@@ -21,16 +21,16 @@ use netstorm_node::config::{Backend, ClusterConfig, NodeConfig};
 use netstorm_node::nodefile::NodeFile;
 use netstorm_node::proto::{link_record, LinkEstimate};
 use netstorm_node::sys::{self, PidLock};
-use netstorm_node::worker::{PortCounters, Worker, WorkerEvent, WorkerPort};
+use netstorm_node::worker::{
+    PortCounters, Worker, WorkerEvent, WorkerPort, WorkerState, DEFAULT_BATCH, REPORT_EVERY,
+    SAMPLE_EVERY,
+};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How often each worker reports counters and link estimates.
-const REPORT_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Parser)]
 #[command(name = "netstorm-dp", about = "NetStorm data plane for one node")]
@@ -157,7 +157,7 @@ fn run() -> anyhow::Result<()> {
         let dpdk_thread = !matches!(port, WorkerPort::Udp(_));
         let (ptx, prx) = mpsc::channel::<(Arc<Policy>, u32)>();
         policy_txs.push(ptx);
-        let worker = Worker {
+        let mut worker = Worker {
             index: w,
             range,
             engine,
@@ -169,8 +169,9 @@ fn run() -> anyhow::Result<()> {
             idle_backoff: cfg.idle_backoff_us.map(Duration::from_micros),
             clock_base,
             report_every: REPORT_EVERY,
-            sample_every: Duration::from_millis(2),
-            batch: 32,
+            sample_every: SAMPLE_EVERY,
+            batch: DEFAULT_BATCH,
+            state: WorkerState::default(),
         };
         handles.push(
             std::thread::Builder::new()
@@ -182,7 +183,8 @@ fn run() -> anyhow::Result<()> {
                     if dpdk_thread {
                         register_dpdk_thread(w);
                     }
-                    worker.run();
+                    // A fatal error reaches the main thread as WorkerEvent::Fatal.
+                    let _ = worker.run();
                     if dpdk_thread {
                         unregister_dpdk_thread();
                     }

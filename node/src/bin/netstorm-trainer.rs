@@ -9,7 +9,7 @@
 //! mismatch or a timeout.
 
 use clap::Parser;
-use netstorm_controlplane::experiment::test_gradient;
+use netstorm_dataplane::reference::{fill_test_gradient, reference_sum};
 use netstorm_node::{ClusterConfig, Session};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,13 +58,11 @@ fn run() -> anyhow::Result<()> {
     let mut epochs = Vec::new();
     for _ in 0..args.rounds {
         let r = session.next_round() as u32;
-        for (i, x) in buf.iter_mut().enumerate() {
-            *x = test_gradient(me, r, i);
-        }
+        fill_test_gradient(&mut buf, me, r);
         let st = session.allreduce(&mut buf)?;
         total += st.elapsed;
         for (i, x) in buf.iter().enumerate() {
-            let want: f32 = (0..n).map(|v| test_gradient(v, r, i)).sum();
+            let want = reference_sum(0..n, r, i);
             if x.to_bits() != want.to_bits() {
                 anyhow::bail!(
                     "round {r}: element {i} is {x}, expected {want} (node {})",

@@ -2,7 +2,7 @@
 //! shown when a test fails), running a binary to its end, trainers checking every element.
 #![allow(dead_code)] // each test file uses a part
 
-use netstorm_controlplane::experiment::test_gradient;
+use netstorm_dataplane::reference::{fill_test_gradient, reference_sum};
 use netstorm_node::{ClusterConfig, Session};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -184,7 +184,7 @@ bidirectional = true
     )
 }
 
-/// A trainer on `node` running `rounds` all-reduces of [`test_gradient`] data over a 2-node
+/// A trainer on `node` running `rounds` all-reduces of test-gradient data over a 2-node
 /// cluster, asserting every element bit for bit.
 pub fn trainer(node: &'static str, rounds: u32, cfg: ClusterConfig) -> JoinHandle<()> {
     std::thread::spawn(move || {
@@ -202,12 +202,10 @@ pub fn trainer(node: &'static str, rounds: u32, cfg: ClusterConfig) -> JoinHandl
         let mut buf = vec![0.0f32; cfg.buffer_elems];
         for _ in 0..rounds {
             let r = s.next_round() as u32;
-            for (i, x) in buf.iter_mut().enumerate() {
-                *x = test_gradient(me, r, i);
-            }
+            fill_test_gradient(&mut buf, me, r);
             s.allreduce(&mut buf).unwrap();
             for (i, x) in buf.iter().enumerate() {
-                let want = test_gradient(0, r, i) + test_gradient(1, r, i);
+                let want = reference_sum(0..2, r, i);
                 assert_eq!(
                     x.to_bits(),
                     want.to_bits(),

@@ -362,7 +362,7 @@ fn vdev_arg<'a>(vdev: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// A whole DPDK setup as one TOML file: `[eal]` ([`EalConfig`]) and `[port]`
-/// ([`DpdkPortConfig`]) — see README.md, "Running on a gateway".
+/// ([`DpdkPortConfig`]) — see docs/gateway.md.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DpdkSetup {
@@ -557,12 +557,10 @@ udp_port = 4791
     }
 
     #[test]
-    fn readme_gateway_example_parses() {
-        let readme = include_str!("../../../../README.md");
-        let start = readme
-            .find("## Running on a gateway")
-            .expect("README section");
-        let section = &readme[start..];
+    fn gateway_guide_example_parses() {
+        let guide = include_str!("../../../../docs/gateway.md");
+        let start = guide.find("# Running on a gateway").expect("guide title");
+        let section = &guide[start..];
         // The section's [eal] + [port] block (another one shows the cluster config's node).
         let toml_start = section.find("```toml\n[eal]").expect("[eal] toml block") + 8;
         let toml_len = section[toml_start..].find("```").expect("end of block");

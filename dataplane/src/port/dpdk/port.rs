@@ -7,7 +7,7 @@ use super::ffi::{AllocError, Device, DeviceSpec, OpenError, QueueSplit, Queues, 
 use super::ffi::{TxBulk, TxPending, TxStash};
 use super::MAX_BURST;
 use super::{device_error, eal_init, DpdkError, DpdkPortConfig, DpdkPortStats, EalConfig};
-use crate::port::{PacketBuf, Port, PortError, TxFill};
+use crate::port::{PacketBuf, Port, PortError, RxSink, TxFill};
 use crate::wire::frame::{parse_frame, FrameAddrs, FrameDrop, HeaderTemplate, FRAME_HEADER_LEN};
 use crate::wire::{udp_checksum, MacAddr, ETH_HEADER_LEN, IPV4_HEADER_LEN};
 use crate::NodeId;
@@ -379,7 +379,7 @@ impl DpdkPort {
         &mut self,
         index: usize,
         max: usize,
-        mut f: impl FnMut(NodeId, &[u8]),
+        f: impl FnMut(NodeId, &[u8]),
     ) -> usize {
         if index >= self.queues.rx_count() {
             return 0;
@@ -393,6 +393,14 @@ impl DpdkPort {
             return 0;
         }
         self.stats.rx_frames += n as u64;
+        self.hand_over_burst(f);
+        n
+    }
+
+    /// Hands each datagram for us among the burst's frames to `f(sender, datagram)` in place
+    /// (the others are counted and dropped), then frees the burst's mbufs.
+    fn hand_over_burst(&mut self, mut f: impl FnMut(NodeId, &[u8])) {
+        let n = self.rx_burst.len();
         self.rx_burst.prefetch(0);
         for i in 0..n {
             if i + 1 < n {
@@ -413,7 +421,6 @@ impl DpdkPort {
             }
         }
         self.rx_burst.free();
-        n
     }
 
     /// Receives up to `max` frames, one burst per rx queue in turn (round robin over calls),
@@ -596,27 +603,31 @@ impl Port for DpdkPort {
     fn recv_each(
         &mut self,
         scratch: &mut [PacketBuf],
-        f: &mut dyn FnMut(NodeId, &[u8]),
+        sink: &mut dyn RxSink,
     ) -> Result<usize, PortError> {
-        // Straight from the mbufs: no copy into `scratch`, whose length only bounds the batch.
-        let mut k = 0;
+        // Straight from the mbufs: no copy into `scratch`, whose length only bounds the batch
+        // (at most one burst array, MAX_BURST frames). First every queue's frames are taken
+        // (round robin), then the loop reads its clock, then they are handed over.
+        let max = scratch.len().min(MAX_BURST);
         let queues = self.rx_queue_count();
+        self.rx_burst.free();
         for i in 0..queues {
             let index = (self.rx_next + i) % queues;
-            while k < scratch.len() {
-                let want = (scratch.len() - k).min(MAX_BURST);
-                let mut taken_here = 0;
-                let taken = self.recv_queue_with(index, want, |from, d| {
-                    taken_here += 1;
-                    f(from, d)
-                });
-                k += taken_here;
-                if taken < want {
+            while self.rx_burst.len() < max {
+                let want = max - self.rx_burst.len();
+                if self.rx_burst.append(&mut self.queues, index, want) < want {
                     break;
                 }
             }
         }
         self.rx_next = (self.rx_next + 1) % queues.max(1);
+        self.stats.rx_frames += self.rx_burst.len() as u64;
+        let now = sink.received();
+        let mut k = 0;
+        self.hand_over_burst(|from, d| {
+            k += 1;
+            sink.datagram(from, d, now);
+        });
         Ok(k)
     }
 

@@ -75,7 +75,21 @@ impl RxBurst {
         want: usize,
     ) -> usize {
         self.free();
-        let want = want.min(MAX_BURST) as u16;
+        self.append(queues, rx, want)
+    }
+
+    /// Takes up to `want` more frames from the set's rx queue `rx`, after those the burst
+    /// holds (at most [`MAX_BURST`] in all): frames of several queues, lent out together.
+    /// Returns how many arrived.
+    #[inline]
+    pub(in crate::port::dpdk) fn append(
+        &mut self,
+        queues: &mut Queues,
+        rx: usize,
+        want: usize,
+    ) -> usize {
+        let at = self.n;
+        let want = want.min(MAX_BURST - at) as u16;
         let Some(&queue) = queues.rx.get(rx) else {
             return 0;
         };
@@ -83,18 +97,26 @@ impl RxBurst {
             return 0;
         }
         // SAFETY: the device is started (the set holds it) and the set is the only user of
-        // its rx queues; the three arrays have room for `want` <= MAX_BURST entries.
+        // its rx queues; from `at` on, the three arrays have room for `want` <= MAX_BURST - at
+        // entries, and entries before `at` are left alone.
         let n = unsafe {
             sys::ns_eth_rx_burst_views(
                 queues.device.port_id(),
                 queue,
-                self.mbufs.as_mut_ptr(),
+                self.mbufs[at..].as_mut_ptr(),
                 want,
-                self.data.as_mut_ptr(),
-                self.lens.as_mut_ptr(),
+                self.data[at..].as_mut_ptr(),
+                self.lens[at..].as_mut_ptr(),
             )
         } as usize;
-        self.n = n.min(MAX_BURST);
+        let n = n.min(want as usize);
+        self.n = at + n;
+        n
+    }
+
+    /// Frames the burst holds.
+    #[inline]
+    pub(in crate::port::dpdk) fn len(&self) -> usize {
         self.n
     }
 

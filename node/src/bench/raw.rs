@@ -1,168 +1,30 @@
-//! `bench dataplane --backend dpdk` (feature `dpdk`): every node gets a net_ring ethdev, joined
-//! point to point by single-producer/single-consumer rte_rings ([`RingLinks`]: one rx queue per
-//! incoming link, one tx queue per outgoing link), in this process's one EAL
-//! (`--no-huge --no-pci`). Engine mode runs the real engines on these ports; raw mode streams
-//! sequence-numbered segments through the port and the aggregation kernel without the engine.
+//! `bench dataplane --backend dpdk --mode raw`: the port and the aggregation kernel without
+//! the engine's reliability layer, to show what one core can aggregate. Children stream
+//! sequence-numbered segments over lossless point-to-point rings (back-pressure instead of
+//! loss recovery); the aggregator sums them in place from the mbufs and forwards each sum once
+//! all C children delivered it. Children and root are driven by one load-generator thread;
+//! latency is per segment (first child's send → sum at the root, stamped once per burst).
 
+use super::common::{
+    aggregator, cpu_delta, expected, input, latency_of, new_histogram, pin_to, root, thread_cpu_ns,
+    CorePlan,
+};
+use super::dpdk::{port_drops, register};
 use super::{
-    aggregator, cpu_delta, latency_of, new_histogram, node_name, pin_to, root, run_engine_backend,
-    thread_cpu_ns, Backend, CorePlan, Cores, DataplaneBenchArgs, DataplaneReport, Latency, Mode,
-    ThreadInfo, Verification,
+    Backend, BenchError, Cores, DataplaneBenchConfig, DataplaneReport, Latency, Mode, ThreadInfo,
+    Verification,
 };
-use anyhow::{anyhow, bail, Result};
 use netstorm_dataplane::kernel;
-use netstorm_dataplane::port::dpdk::{
-    eal_init, register_thread, unregister_thread, DpdkPort, DpdkPortConfig, EalConfig, MacAddr,
-    NeighbourConfig, RingLinks, MBUF_HEADROOM,
-};
-use netstorm_dataplane::{wire, NodeId};
-use std::net::Ipv4Addr;
+use netstorm_dataplane::port::dpdk::{unregister_thread, DpdkPort, RingLinks};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const UDP_PORT: u16 = 4791;
 /// Raw-mode datagram header: sequence number (u64 LE) and the child's send time (u64 LE ns).
-const RAW_HEADER: usize = 16;
-/// Raw mode: distinct payload rows per child (segment `s` carries row `s % ROWS`).
+pub(super) const RAW_HEADER: usize = 16;
+/// Distinct payload rows per child (segment `s` carries row `s % ROWS`).
 const ROWS: usize = 64;
-/// Raw mode: aggregation slots (segments a child may run ahead of the last forwarded sum).
+/// Aggregation slots (segments a child may run ahead of the last forwarded sum).
 const WINDOW: u64 = 256;
-
-/// Threads that got an EAL lcore id (so the mbuf pools' per-lcore caches serve them).
-static REGISTERED: AtomicU64 = AtomicU64::new(0);
-
-fn register() {
-    if register_thread().is_ok() {
-        REGISTERED.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn eal_config() -> EalConfig {
-    let mut e = EalConfig::virtual_devices(&["net_ring0"]);
-    e.memory_mb = 1024;
-    e.file_prefix = Some(format!("netstorm-bench-{}", std::process::id()));
-    e
-}
-
-fn ip(v: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 77, (v >> 8) as u8, (v & 0xff) as u8 + 1)
-}
-
-fn port_cfg(links: &RingLinks, v: usize, mtu: u16, udp_checksum: bool) -> DpdkPortConfig {
-    let mut c = DpdkPortConfig::new(&links.devices[v], v as NodeId, ip(v), UDP_PORT);
-    c.mac = Some(MacAddr::local(v as u16));
-    c.mtu = mtu;
-    c.mbuf_data_room = MBUF_HEADROOM + 14 + mtu;
-    c.mempool_mbufs = 4095;
-    c.rx_desc = 512;
-    c.tx_desc = 512;
-    c.udp_checksum = udp_checksum;
-    let mut peers: Vec<NodeId> = links.tx_to[v].clone();
-    peers.extend(links.rx_from[v].iter().copied());
-    peers.sort_unstable();
-    peers.dedup();
-    c.neighbours = peers
-        .into_iter()
-        .map(|u| NeighbourConfig {
-            node: u,
-            mac: MacAddr::local(u),
-            ip: ip(u as usize),
-            udp_port: UDP_PORT,
-        })
-        .collect();
-    c
-}
-
-pub fn run(a: &DataplaneBenchArgs, mode: Mode) -> Result<DataplaneReport> {
-    let c = a.children;
-    let n = c + 2;
-    let eal = eal_config();
-    eal_init(&eal).map_err(|e| anyhow!("--backend dpdk: {e}"))?;
-    let result = run_inner(a, mode, &eal, c, n);
-    // The EAL's runtime directory (named after our pid) is of no use after this process.
-    if let Some(p) = &eal.file_prefix {
-        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{p}"));
-    }
-    result
-}
-
-fn run_inner(
-    a: &DataplaneBenchArgs,
-    mode: Mode,
-    eal: &EalConfig,
-    c: usize,
-    n: usize,
-) -> Result<DataplaneReport> {
-    let agg = aggregator(c);
-    let rt = root(c);
-    let mut links = Vec::new();
-    for ch in 0..c as NodeId {
-        links.push((ch, agg));
-        links.push((agg, ch));
-    }
-    links.push((agg, rt));
-    links.push((rt, agg));
-    let fabric = RingLinks::new("nsbench", n, &links, a.ring_size)
-        .map_err(|e| anyhow!("--backend dpdk: {e}"))?;
-    let datagram = match mode {
-        Mode::Engine => wire::HEADER_LEN + a.segment_bytes + wire::AUTH_TAG_LEN,
-        Mode::Raw => RAW_HEADER + a.segment_bytes,
-    };
-    let mtu = (datagram + 28).max(1500);
-    if mtu > 9000 {
-        bail!(
-            "--segment-bytes {}: a {datagram}-byte datagram needs an IP MTU of {mtu}, above the DPDK port's 9000",
-            a.segment_bytes
-        );
-    }
-    let mut ports = Vec::with_capacity(n);
-    for v in 0..n {
-        ports.push(
-            fabric
-                .open_port(eal, &port_cfg(&fabric, v, mtu as u16, a.udp_checksum))
-                .map_err(|e| anyhow!("--backend dpdk, {}: {e}", node_name(c, v)))?,
-        );
-    }
-    let info = serde_json::json!({
-        "eal_args": eal.args(),
-        "devices": "net_ring ethdevs joined point to point: one SP/SC rte_ring per directed link (RingLinks), one rx queue per incoming and one tx queue per outgoing link",
-        "ring_size": a.ring_size,
-        "mtu": mtu,
-        "udp_checksum": a.udp_checksum,
-        "ipv4_header_checksum": true,
-    });
-    let setup = register;
-    let teardown = unregister_thread;
-    let mut report = match mode {
-        Mode::Engine => {
-            let mut r = run_engine_backend(a, Backend::Dpdk, &mut ports, &setup, &teardown)?;
-            r.notes.push(format!(
-                "aggregator port: {}",
-                port_drops(&ports[agg as usize])
-            ));
-            r
-        }
-        Mode::Raw => run_raw(a, ports, &fabric)?,
-    };
-    let mut info = info;
-    info["threads_registered_with_eal"] = REGISTERED.load(Ordering::Relaxed).into();
-    report.dpdk = Some(info);
-    Ok(report)
-}
-
-fn port_drops(p: &DpdkPort) -> serde_json::Value {
-    let s = &p.stats;
-    serde_json::json!({
-        "rx_frames": s.rx_frames,
-        "rx_datagrams": s.rx_datagrams,
-        "rx_dropped": s.rx_not_udp + s.rx_malformed + s.rx_fragment + s.rx_bad_checksum
-            + s.rx_not_for_us + s.rx_unknown_neighbour + s.rx_too_long,
-        "tx_frames": s.tx_frames,
-        "tx_refused": s.tx_refused,
-        "tx_bursts": s.tx_bursts,
-        "tx_pool_empty": s.tx_pool_empty,
-    })
-}
 
 /// Counters the raw-mode threads publish (relaxed stores once per poll, never per packet).
 #[derive(Default)]
@@ -209,12 +71,12 @@ struct GenOutcome {
 /// every slot all children completed, in order, to the root. A child's queue is read only
 /// while its next segment has a free slot (flow control by ring back-pressure).
 fn aggregate(
-    a: &DataplaneBenchArgs,
+    a: &DataplaneBenchConfig,
     mut port: DpdkPort,
     child_queues: &[(usize, usize)],
     shared: &Shared,
     core: Option<usize>,
-) -> Result<AggOutcome> {
+) -> Result<AggOutcome, BenchError> {
     let pinned = pin_to(core);
     register();
     let cpu0 = thread_cpu_ns();
@@ -283,7 +145,7 @@ fn aggregate(
                     d[8..16].copy_from_slice(&slot_stamp[slot].to_le_bytes());
                     kernel::write_le_bytes(&mut d[RAW_HEADER..], &acc[slot * e..(slot + 1) * e]);
                 })
-                .map_err(|e| anyhow!("aggregator -> root: {e}"))?;
+                .map_err(BenchError::port("aggregator -> root"))?;
             fwd += sent as u64;
             // A full ring refuses frames that were already built: after a refusal offer one
             // frame at a time until the ring takes whole bursts again.
@@ -331,7 +193,7 @@ fn aggregate(
 /// the root's port (receiving, timing and verifying every sum), on one thread.
 #[allow(clippy::too_many_arguments)]
 fn generate(
-    a: &DataplaneBenchArgs,
+    a: &DataplaneBenchConfig,
     mut children: Vec<DpdkPort>,
     mut root_port: DpdkPort,
     rows: &[Vec<Vec<u8>>],
@@ -339,7 +201,7 @@ fn generate(
     shared: &Shared,
     core: Option<usize>,
     base: Instant,
-) -> Result<GenOutcome> {
+) -> Result<GenOutcome, BenchError> {
     let pinned = pin_to(core);
     register();
     let cpu0 = thread_cpu_ns();
@@ -385,7 +247,7 @@ fn generate(
                         d[8..16].copy_from_slice(&now.to_le_bytes());
                         d[RAW_HEADER..].copy_from_slice(&my_rows[(s % ROWS as u64) as usize]);
                     })
-                    .map_err(|e| anyhow!("child {ch} -> aggregator: {e}"))?;
+                    .map_err(BenchError::port(format!("child {ch} -> aggregator")))?;
                 seq[ch] += sent as u64;
                 tx_burst[ch] = if sent < k {
                     sent.max(1)
@@ -445,23 +307,23 @@ fn generate(
     Ok(out)
 }
 
-fn run_raw(
-    a: &DataplaneBenchArgs,
+pub(super) fn run(
+    a: &DataplaneBenchConfig,
     mut ports: Vec<DpdkPort>,
     fabric: &RingLinks,
-) -> Result<DataplaneReport> {
+) -> Result<DataplaneReport, BenchError> {
     let c = a.children;
     let agg = aggregator(c) as usize;
     let e = a.segment_bytes / 4;
     let rows: Vec<Vec<Vec<u8>>> = (0..c)
         .map(|ch| {
             (0..ROWS)
-                .map(|r| le_row((0..e).map(|i| super::input(c, ch, r as u64, i))))
+                .map(|r| le_row((0..e).map(|i| input(c, ch, r as u64, i))))
                 .collect()
         })
         .collect();
     let expected: Vec<Vec<u8>> = (0..ROWS)
-        .map(|r| le_row((0..e).map(|i| super::expected(c, r as u64, i))))
+        .map(|r| le_row((0..e).map(|i| expected(c, r as u64, i))))
         .collect();
     let child_queues: Vec<(usize, usize)> = fabric.rx_from[agg]
         .iter()
@@ -477,14 +339,15 @@ fn run_raw(
     let base = Instant::now();
     let warmup = Duration::from_secs_f64((a.seconds / 4.0).min(0.25));
     let measure = Duration::from_secs_f64(a.seconds);
-    let (agg_out, gen_out, window) = std::thread::scope(|s| -> Result<_> {
+    let (agg_out, gen_out, window) = std::thread::scope(|s| -> Result<_, BenchError> {
         let agg_h = std::thread::Builder::new()
             .name("aggregator".into())
             .spawn_scoped(s, || {
                 let r = aggregate(a, agg_port, &child_queues, &shared, plan.aggregator_core());
                 shared.agg_done.store(true, Ordering::Release);
                 r
-            })?;
+            })
+            .map_err(BenchError::io("spawning the aggregator thread"))?;
         let gen_h = std::thread::Builder::new()
             .name("generator".into())
             .spawn_scoped(s, || {
@@ -502,7 +365,8 @@ fn run_raw(
                 shared.senders_done.store(true, Ordering::Release);
                 shared.agg_done.store(true, Ordering::Release);
                 r
-            })?;
+            })
+            .map_err(BenchError::io("spawning the generator thread"))?;
         // Measurement window: [warm-up end, warm-up end + --seconds], or up to the moment the
         // senders stopped (--max-rounds) if that comes first.
         let snap = |t: Instant| {
@@ -541,10 +405,10 @@ fn run_raw(
         shared.stop.store(true, Ordering::Relaxed);
         let agg_out = agg_h
             .join()
-            .map_err(|_| anyhow!("aggregator thread panicked"))??;
+            .map_err(|_| BenchError::Run("aggregator thread panicked".into()))??;
         let gen_out = gen_h
             .join()
-            .map_err(|_| anyhow!("generator thread panicked"))??;
+            .map_err(|_| BenchError::Run("generator thread panicked".into()))??;
         Ok((agg_out, gen_out, (first.expect("set before last"), last)))
     })?;
     let ((t1, in1, _polls1, busy1), (t2, in2, _polls2, busy2)) = window;

@@ -1,7 +1,7 @@
 //! Learned network knowledge, end to end in virtual time: the engines measure (delivery
 //! rates, RTTs, losses, capacity probes), each node's control plane ships telemetry to the
-//! coordinator, the coordinator's [`NetworkEstimator`] decides when the network changed,
-//! plans on what it learned and installs the new policy with the two-phase protocol of
+//! coordinator, the coordinator's [`Replanner`] decides when the network changed, plans on
+//! what it learned and proposes the new policy to the two-phase protocol of
 //! [`crate::coordinator`] over an emulated control channel (latency of the WAN path to the
 //! coordinator, optional loss). Nodes gate round starts on undecided activations, so no
 //! round ever mixes epochs.
@@ -9,78 +9,24 @@
 //! The control plane runs in ticks of `tick_ns` of virtual time between emulator events;
 //! the engines and the emulated WAN are the same as with oracle knowledge.
 
-use crate::awareness::{AwarenessConfig, LinkSample, NetworkEstimator};
-use crate::coordinator::{ControlMsg, Coordinator, CoordinatorConfig, NodeAgent};
-use crate::experiment::{
-    build_simulation, check_finished_round, install_everywhere, plan_policy, ExperimentConfig,
-    ExperimentError, RoundResult, StrategyResult,
+use super::harness::{build_simulation, check_finished_round, current_network, install_everywhere};
+use super::spec::{
+    ExperimentConfig, ExperimentError, LearnedConfig, LearningStats, RoundResult, StrategyResult,
 };
+use crate::awareness::LinkSample;
+use crate::coordinator::{ControlMsg, Coordinator, NodeAgent};
 use crate::network::NetworkModel;
-use crate::planner::{Plan, Planner};
+use crate::planner::Planner;
+use crate::replanner::{Replanner, ReplannerConfig};
 use netstorm_dataplane::emu::{EmuError, Simulation};
 use netstorm_dataplane::engine::Engine;
-use netstorm_dataplane::policy::{PathId, PolicyBuilder};
+use netstorm_dataplane::policy::PathId;
 use netstorm_dataplane::scenario::Scenario;
+use netstorm_dataplane::topology::Topology;
 use netstorm_dataplane::{Nanos, NodeId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap};
-
-/// How the control plane learns and installs, when knowledge is learned.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LearnedConfig {
-    pub awareness: AwarenessConfig,
-    pub coordinator: CoordinatorConfig,
-    /// The node whose control plane coordinates.
-    pub coordinator_node: NodeId,
-    /// Control-plane step in virtual time.
-    pub tick_ns: Nanos,
-    /// How often each node ships telemetry.
-    pub telemetry_interval_ns: Nanos,
-    /// Probability that a control message is lost (tests of the install protocol).
-    pub control_loss: f64,
-    /// Added to every control message's WAN latency.
-    pub control_delay_ns: Nanos,
-    /// Time between detecting a change and planning for it (lets related changes arrive).
-    pub settle_ns: Nanos,
-    /// Start-up measurement before the first plan: every link gets a probe train and the
-    /// telemetry reaches the coordinator (0 = plan from the configured rates at once).
-    pub warmup_ns: Nanos,
-}
-
-impl Default for LearnedConfig {
-    fn default() -> Self {
-        Self {
-            awareness: AwarenessConfig::default(),
-            coordinator: CoordinatorConfig::default(),
-            coordinator_node: 0,
-            tick_ns: 5_000_000,
-            telemetry_interval_ns: 250_000_000,
-            control_loss: 0.0,
-            control_delay_ns: 1_000_000,
-            settle_ns: 1_000_000_000,
-            warmup_ns: 1_500_000_000,
-        }
-    }
-}
-
-/// What the control plane did while learning.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LearningStats {
-    /// Policies proposed after the first.
-    pub proposals: u64,
-    pub commits: u64,
-    pub aborts: u64,
-    pub control_messages: u64,
-    pub control_lost: u64,
-    pub telemetry_accepted: u64,
-    pub telemetry_rejected: u64,
-    /// Capacity-probe bytes and all other bytes the engines sent.
-    pub probe_bytes: u64,
-    pub other_bytes: u64,
-    /// Rounds some node had to wait for at a policy decision.
-    pub gated_starts: u64,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Dest {
@@ -209,8 +155,16 @@ pub(crate) fn run_learned(
     let model_bits = elems as f64 * 32.0;
     let (mut sim, checker) = build_simulation(scenario, elems, cfg)?;
     // The prior is the configured network (what an operator knows before the job runs).
-    let mut est = NetworkEstimator::new(topo.clone(), lc.awareness.clone());
-    let mut builder = PolicyBuilder::new();
+    let mut replanner = Replanner::new(
+        planner,
+        model_bits,
+        topo.clone(),
+        ReplannerConfig {
+            awareness: lc.awareness.clone(),
+            settle_ns: lc.settle_ns,
+            ..ReplannerConfig::default()
+        },
+    );
     let mut coord = Coordinator::new(n, 1, lc.coordinator.clone());
     let mut agents: Vec<NodeAgent> = (0..n).map(|v| NodeAgent::new(v as NodeId, 1)).collect();
     let c = lc.coordinator_node;
@@ -252,20 +206,14 @@ pub(crate) fn run_learned(
         // The warm-up is long enough for the trains and the telemetry's trip to the
         // coordinator; the samples are folded in as of its end.
         for (v, shipped) in shipped.iter_mut().enumerate() {
-            for s in &collect_samples(sim.engine(v as NodeId), v as NodeId, shipped) {
-                match est.ingest(t, s) {
-                    Ok(()) => stats.telemetry_accepted += 1,
-                    Err(_) => stats.telemetry_rejected += 1,
-                }
-            }
+            let samples = collect_samples(sim.engine(v as NodeId), v as NodeId, shipped);
+            replanner.handle_telemetry(t, &samples);
         }
     }
-    let first_net = est.model();
-    let (plan, policy) = plan_policy(planner, &first_net, model_bits, &mut builder, 1)?;
+    let (_, policy) = replanner
+        .plan_now(t, 1)
+        .map_err(|err| ExperimentError::plan(planner, err))?;
     install_everywhere(&mut sim, &policy, 0)?;
-    est.mark_planned(t);
-    // Plans by the epoch they were first proposed under (a retry reuses the trees).
-    let mut plans: BTreeMap<u32, Plan> = BTreeMap::from([(1, plan)]);
     sim.set_auto_advance(cfg.rounds - 1, cfg.compute_ns);
     for v in 0..n {
         sim.schedule_start(v as NodeId, 0, t);
@@ -273,7 +221,6 @@ pub(crate) fn run_learned(
     let mut results = Vec::with_capacity(cfg.rounds as usize);
     let mut next_telemetry = t + lc.telemetry_interval_ns;
     let mut last_progress: Nanos = t;
-    let mut change_seen_at: Option<Nanos> = None;
     let mut round_start_net: HashMap<u32, NetworkModel> = HashMap::new();
     while (results.len() as u32) < cfg.rounds {
         t += lc.tick_ns;
@@ -324,43 +271,18 @@ pub(crate) fn run_learned(
                 }
             }
         }
-        // The coordinator: learn, decide, drive the install protocol.
-        while let Some((_, samples)) = coord.poll_telemetry() {
-            for s in &samples {
-                match est.ingest(t, s) {
-                    Ok(()) => stats.telemetry_accepted += 1,
-                    Err(_) => stats.telemetry_rejected += 1,
-                }
-            }
-        }
-        if coord.poll_timeout().is_some_and(|d| d <= t) {
-            coord.handle_timeout(t);
-        }
+        // The coordinator: learn, decide, drive the install protocol (a new policy only
+        // while some round is left to activate it at).
         let rounds_left = started
             .iter()
             .flatten()
             .min()
             .is_none_or(|&r| r + 1 < cfg.rounds);
-        // A change seen on one link often comes with others (both directions, a shared
-        // bottleneck): wait `settle_ns` after the first sign so one plan covers them all.
-        if est.should_replan(t) {
-            change_seen_at.get_or_insert(t);
-        } else {
-            change_seen_at = None;
-        }
-        let settled = change_seen_at.is_some_and(|c| t >= c + lc.settle_ns);
-        if rounds_left && settled && coord.may_propose() {
-            change_seen_at = None;
-            let net = est.model();
-            let epoch = coord.newest_epoch() + 1;
-            let (plan, policy) = plan_policy(planner, &net, model_bits, &mut builder, epoch)?;
-            let at = coord.safe_activation_round();
-            if coord.propose(t, policy, at).is_ok() {
-                plans.insert(epoch, plan);
-                stats.proposals += 1;
-            }
-            est.mark_planned(t);
-        }
+        replanner.set_proposals_enabled(rounds_left);
+        replanner
+            .handle_timeout(t, &mut coord)
+            .map_err(|err| ExperimentError::plan(planner, err))?;
+        while replanner.poll_proposal().is_some() {}
         while let Some((v, msg)) = coord.poll_transmit() {
             chan.send(t, Dest::Node(v), msg);
         }
@@ -372,10 +294,8 @@ pub(crate) fn run_learned(
             let net = round_start_net
                 .remove(&r)
                 .unwrap_or_else(|| sim_network(&sim, topo));
-            let plan = plans
-                .range(..=epoch)
-                .next_back()
-                .map(|(_, p)| p)
+            let plan = replanner
+                .plan_for_epoch(epoch)
                 .expect("epoch 1 is always planned");
             let rr = RoundResult {
                 round: r,
@@ -385,7 +305,9 @@ pub(crate) fn run_learned(
                 modeled_s: plan.modeled_time(&net, model_bits).total_s,
                 topology: net.topology,
                 estimated_bps: Some(
-                    est.model()
+                    replanner
+                        .estimator()
+                        .model()
                         .topology
                         .links
                         .iter()
@@ -416,6 +338,9 @@ pub(crate) fn run_learned(
             }));
         }
     }
+    stats.proposals = replanner.counters.proposals;
+    stats.telemetry_accepted = replanner.counters.telemetry_accepted;
+    stats.telemetry_rejected = replanner.counters.telemetry_rejected;
     stats.commits = coord.counters.committed;
     stats.aborts = coord.counters.aborted;
     stats.control_messages = chan.sent;
@@ -438,8 +363,8 @@ pub(crate) fn run_learned(
 }
 
 /// The emulator's current network (the truth, for reporting only).
-fn sim_network(sim: &Simulation, topo: &netstorm_dataplane::topology::Topology) -> NetworkModel {
-    crate::experiment::current_network(topo, &sim.link_rates_bps())
+fn sim_network(sim: &Simulation, topo: &Topology) -> NetworkModel {
+    current_network(topo, &sim.link_rates_bps())
 }
 
 /// Applies an agent's state to its node: the start barrier of an undecided activation,

@@ -1,0 +1,435 @@
+//! The coordinator of a cluster of real hosts, sans-IO: what `netstorm-cp` runs on the
+//! node named in `[coordinator]` (the TCP side is `netstorm_node::coordinator_task`).
+//!
+//! It waits until every node said hello (what its data plane holds: the installed epoch,
+//! the newest round started, the epoch of a start barrier it waits on), then starts the
+//! two-phase [`Coordinator`] with epochs continuing past everything a node holds or waits
+//! for (so a restarted coordinator never reuses an epoch), and the [`Replanner`]: the first
+//! policy, then re-plans on measured changes or a new prior (the operator's rates file).
+//!
+//! Time is the caller's monotonic clock; the nodes' clocks are not ours, so telemetry is
+//! re-timed on arrival ([`ClusterCoordinator::handle_control`]). Inputs: `handle_hello`,
+//! `handle_control`, `handle_prior`, `handle_timeout` (every tick); outputs: `poll_transmit`
+//! (messages to nodes), `poll_event` (what to tell the operator), `counters`.
+
+use crate::coordinator::{ControlMsg, Coordinator, CoordinatorConfig};
+use crate::planner::{PlanError, Planner};
+use crate::replanner::{Proposal, Replanner, ReplannerConfig};
+use netstorm_dataplane::topology::Topology;
+use netstorm_dataplane::{Nanos, NodeId};
+use std::collections::VecDeque;
+
+/// What a node's control plane says first on every connection to the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeHello {
+    /// The epoch its data plane runs (0 when none).
+    pub installed_epoch: u32,
+    /// Newest round started at the node (`None` before the first).
+    pub started_round: Option<u32>,
+    /// Epoch a start barrier of the node waits for, if one is set.
+    pub barrier_epoch: Option<u32>,
+}
+
+/// What happened, for the operator's log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoordinatorEvent {
+    /// Every node said hello; the coordinator runs, its epochs continuing after `base_epoch`.
+    Started { base_epoch: u32 },
+    /// A plan was proposed (or refused by the coordinator).
+    Proposed(Proposal),
+    /// Every node committed `epoch`, activating at `activate_at_round`.
+    Committed { epoch: u32, activate_at_round: u32 },
+}
+
+/// Protocol and learning counters, for the coordinator's counters file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterCounters {
+    pub proposals: u64,
+    pub commits: u64,
+    pub aborts: u64,
+    pub retries: u64,
+    pub gave_up: u64,
+    pub replans_measured: u64,
+    pub replans_prior: u64,
+    pub telemetry_accepted: u64,
+    pub telemetry_rejected: u64,
+    /// Newest committed epoch (0 before the first commit).
+    pub committed_epoch: u32,
+}
+
+/// The cluster's coordinator (see the module documentation).
+#[derive(Debug)]
+pub struct ClusterCoordinator {
+    coordinator_cfg: CoordinatorConfig,
+    hellos: Vec<Option<NodeHello>>,
+    coord: Option<Coordinator>,
+    replanner: Replanner<'static>,
+    last_committed: Option<(u32, u32)>,
+    events: VecDeque<CoordinatorEvent>,
+}
+
+impl ClusterCoordinator {
+    /// The coordinator of `prior.node_count()` nodes, planning with `planner` for a buffer
+    /// of `model_bits` from `prior` (the configured network).
+    pub fn new(
+        planner: Box<dyn Planner>,
+        model_bits: f64,
+        prior: Topology,
+        replan: ReplannerConfig,
+        coordinator: CoordinatorConfig,
+    ) -> Self {
+        let n = prior.node_count();
+        Self {
+            coordinator_cfg: coordinator,
+            hellos: vec![None; n],
+            coord: None,
+            replanner: Replanner::new(planner, model_bits, prior, replan),
+            last_committed: None,
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.hellos.len()
+    }
+
+    /// Whether every node said hello (the two-phase coordinator runs).
+    pub fn running(&self) -> bool {
+        self.coord.is_some()
+    }
+
+    pub fn replanner(&self) -> &Replanner<'static> {
+        &self.replanner
+    }
+
+    /// Node `node` (re)connected. Unknown nodes are ignored.
+    pub fn handle_hello(&mut self, now: Nanos, node: NodeId, hello: NodeHello) {
+        let Some(slot) = self.hellos.get_mut(node as usize) else {
+            return;
+        };
+        *slot = Some(hello);
+        if let (Some(c), Some(round)) = (self.coord.as_mut(), hello.started_round) {
+            c.handle(now, node, ControlMsg::Heartbeat { node, round });
+        }
+    }
+
+    /// A message from node `node`. Before every node said hello there is nothing to
+    /// decide, and messages are dropped (a node's agent resends what matters).
+    pub fn handle_control(&mut self, now: Nanos, node: NodeId, msg: ControlMsg) {
+        let Some(c) = self.coord.as_mut() else {
+            return;
+        };
+        let msg = match msg {
+            // The node's clock is not ours: the newest sample of a batch is taken as of
+            // its arrival, the others keep their spacing.
+            ControlMsg::Telemetry { node, mut samples } => {
+                let newest = samples.iter().map(|s| s.at).max().unwrap_or(0);
+                for s in &mut samples {
+                    s.at = now.saturating_sub(newest - s.at);
+                }
+                ControlMsg::Telemetry { node, samples }
+            }
+            other => other,
+        };
+        c.handle(now, node, msg);
+    }
+
+    /// The operator's picture of the network changed (rates file): re-plan on it.
+    pub fn handle_prior(&mut self, prior: Topology) {
+        self.replanner.handle_prior(prior);
+    }
+
+    /// Runs the coordinator at `now`: starts it once every node said hello, then its timers
+    /// and the re-planning loop.
+    pub fn handle_timeout(&mut self, now: Nanos) -> Result<(), PlanError> {
+        if self.coord.is_none() {
+            if !self.hellos.iter().all(Option::is_some) {
+                return Ok(());
+            }
+            // Epochs continue past anything a node holds or waits for (coordinator restart).
+            let base_epoch = self
+                .hellos
+                .iter()
+                .flatten()
+                .map(|h| h.installed_epoch.max(h.barrier_epoch.unwrap_or(0)))
+                .max()
+                .unwrap_or(0);
+            let mut c =
+                Coordinator::new(self.hellos.len(), base_epoch, self.coordinator_cfg.clone());
+            for (v, h) in self.hellos.iter().enumerate() {
+                if let Some(round) = h.and_then(|h| h.started_round) {
+                    let node = v as NodeId;
+                    c.handle(now, node, ControlMsg::Heartbeat { node, round });
+                }
+            }
+            self.coord = Some(c);
+            self.events
+                .push_back(CoordinatorEvent::Started { base_epoch });
+        }
+        let coord = self.coord.as_mut().expect("started above");
+        self.replanner.handle_timeout(now, coord)?;
+        if coord.committed() != self.last_committed {
+            self.last_committed = coord.committed();
+            if let Some((epoch, activate_at_round)) = self.last_committed {
+                self.events.push_back(CoordinatorEvent::Committed {
+                    epoch,
+                    activate_at_round,
+                });
+            }
+        }
+        while let Some(p) = self.replanner.poll_proposal() {
+            self.events.push_back(CoordinatorEvent::Proposed(p));
+        }
+        Ok(())
+    }
+
+    /// The next message for a node.
+    pub fn poll_transmit(&mut self) -> Option<(NodeId, ControlMsg)> {
+        self.coord.as_mut()?.poll_transmit()
+    }
+
+    /// The next thing to tell the operator.
+    pub fn poll_event(&mut self) -> Option<CoordinatorEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn counters(&self) -> ClusterCounters {
+        let r = &self.replanner.counters;
+        let mut out = ClusterCounters {
+            proposals: r.proposals,
+            replans_measured: r.replans_measured,
+            replans_prior: r.replans_prior,
+            telemetry_accepted: r.telemetry_accepted,
+            telemetry_rejected: r.telemetry_rejected,
+            ..ClusterCounters::default()
+        };
+        if let Some(c) = &self.coord {
+            out.commits = c.counters.committed;
+            out.aborts = c.counters.aborted;
+            out.retries = c.counters.retries;
+            out.gave_up = c.counters.gave_up;
+            out.committed_epoch = c.committed().map_or(0, |(e, _)| e);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::awareness::LinkSample;
+    use crate::planner::{by_name, PlannerOptions};
+    use crate::replanner::Trigger;
+    use crate::test_support::{link_samples, run, CoordinatorSide, Nodes, SECOND};
+
+    const MBPS: f64 = 1e6;
+
+    fn coordinator(topo: &Topology) -> ClusterCoordinator {
+        let planner = by_name("spt", &PlannerOptions::default()).unwrap();
+        ClusterCoordinator::new(
+            planner,
+            1e6,
+            topo.clone(),
+            ReplannerConfig::default(),
+            CoordinatorConfig {
+                lead_rounds: 2,
+                ..CoordinatorConfig::default()
+            },
+        )
+    }
+
+    /// The coordinator with its events collected.
+    struct Driven {
+        cc: ClusterCoordinator,
+        events: Vec<CoordinatorEvent>,
+    }
+
+    impl CoordinatorSide for Driven {
+        fn handle(&mut self, now: Nanos, from: NodeId, msg: ControlMsg) {
+            self.cc.handle_control(now, from, msg);
+        }
+
+        fn tick(&mut self, now: Nanos) {
+            self.cc.handle_timeout(now).unwrap();
+            self.events
+                .extend(std::iter::from_fn(|| self.cc.poll_event()));
+        }
+
+        fn poll_transmit(&mut self) -> Option<(NodeId, ControlMsg)> {
+            self.cc.poll_transmit()
+        }
+    }
+
+    impl Driven {
+        fn proposals(&self) -> Vec<&Proposal> {
+            self.events
+                .iter()
+                .filter_map(|e| match e {
+                    CoordinatorEvent::Proposed(p) => Some(p),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    /// The coordinator of `topo` whose nodes all said hello at t = 0 (nothing installed).
+    fn driven(topo: &Topology) -> Driven {
+        let mut cc = coordinator(topo);
+        let fresh = NodeHello {
+            installed_epoch: 0,
+            started_round: None,
+            barrier_epoch: None,
+        };
+        for v in 0..topo.node_count() as NodeId {
+            cc.handle_hello(0, v, fresh);
+        }
+        Driven {
+            cc,
+            events: Vec::new(),
+        }
+    }
+
+    /// A 4-node mesh at 100 Mbit/s, driven, and its nodes.
+    fn started() -> (Driven, Nodes, Topology) {
+        let topo = Topology::full_mesh(4, 100.0 * MBPS, 20_000_000);
+        (driven(&topo), Nodes::new(4), topo)
+    }
+
+    #[test]
+    fn a_static_network_is_planned_once() {
+        let (mut d, mut nodes, topo) = started();
+        run(&mut d, &mut nodes, &topo, 0, 120 * SECOND, |_, _| {
+            100.0 * MBPS
+        });
+        assert_eq!(d.events[0], CoordinatorEvent::Started { base_epoch: 0 });
+        let proposals = d.proposals();
+        assert_eq!(proposals.len(), 1, "{proposals:?}");
+        assert_eq!(proposals[0].trigger, Trigger::FirstPolicy);
+        assert_eq!(proposals[0].activate_at_round, 0);
+        let c = d.cc.counters();
+        assert_eq!((c.proposals, c.commits, c.replans_measured), (1, 1, 0));
+        assert!(
+            c.telemetry_accepted > 1000 && c.telemetry_rejected == 0,
+            "{c:?}"
+        );
+        assert!(nodes.next_round > 1000, "rounds ran: {}", nodes.next_round);
+    }
+
+    #[test]
+    fn a_rate_drop_is_planned_for_exactly_once() {
+        let (mut d, mut nodes, topo) = started();
+        // Link 1 -> 2 drops to a fifth at t = 30 s and stays there.
+        let rate = |t: Nanos| {
+            move |from: NodeId, to: NodeId| {
+                if (from, to) == (1, 2) && t >= 30 * SECOND {
+                    20.0 * MBPS
+                } else {
+                    100.0 * MBPS
+                }
+            }
+        };
+        run(&mut d, &mut nodes, &topo, 0, 30 * SECOND, rate(0));
+        run(
+            &mut d,
+            &mut nodes,
+            &topo,
+            30 * SECOND,
+            120 * SECOND,
+            rate(30 * SECOND),
+        );
+        let proposals = d.proposals();
+        assert_eq!(proposals.len(), 2, "{proposals:?}");
+        let replan = proposals[1];
+        assert_eq!(replan.trigger, Trigger::MeasuredChange);
+        assert_eq!(replan.epoch, 2);
+        assert_eq!(replan.refused, None);
+        assert_eq!(
+            replan.changed_links,
+            [crate::awareness::LinkChange {
+                from: 1,
+                to: 2,
+                planned_bps: 100.0 * MBPS,
+                estimated_bps: 20.0 * MBPS
+            }]
+        );
+        let c = d.cc.counters();
+        assert_eq!(
+            (c.replans_measured, c.commits, c.committed_epoch),
+            (1, 2, 2)
+        );
+        // Committed everywhere, activated at a round no node had started; earlier rounds
+        // ran under epoch 1 on every node, later ones under epoch 2.
+        let at = replan.activate_at_round;
+        assert!(d.events.contains(&CoordinatorEvent::Committed {
+            epoch: 2,
+            activate_at_round: at
+        }));
+        for v in 0..4 {
+            assert_eq!(nodes.epoch_of_round(v, at - 1), Some(1));
+            assert_eq!(nodes.epoch_of_round(v, at), Some(2));
+        }
+        assert!(nodes.next_round > at + 100);
+        let estimate = d.cc.replanner().estimator().model();
+        assert_eq!(estimate.topology.link(1, 2).unwrap().rate_bps, 20.0 * MBPS);
+    }
+
+    #[test]
+    fn nothing_is_decided_before_every_hello_and_epochs_continue_after_a_restart() {
+        let topo = Topology::full_mesh(3, 100.0 * MBPS, 20_000_000);
+        let mut cc = coordinator(&topo);
+        // A restarted coordinator: the nodes run epoch 4 at round 9, one waits on epoch 5.
+        let hello = |barrier_epoch| NodeHello {
+            installed_epoch: 4,
+            started_round: Some(9),
+            barrier_epoch,
+        };
+        cc.handle_hello(1, 0, hello(None));
+        cc.handle_hello(1, 2, hello(Some(5)));
+        cc.handle_control(2, 0, ControlMsg::Heartbeat { node: 0, round: 10 });
+        cc.handle_timeout(3).unwrap();
+        assert!(!cc.running());
+        assert_eq!(cc.poll_event(), None);
+        assert_eq!(cc.poll_transmit(), None);
+        cc.handle_hello(4, 7, hello(None)); // not a node: ignored
+        cc.handle_hello(4, 1, hello(None));
+        cc.handle_timeout(5).unwrap();
+        assert!(cc.running());
+        assert_eq!(
+            cc.poll_event(),
+            Some(CoordinatorEvent::Started { base_epoch: 5 })
+        );
+        // A first policy after the rounds the nodes reported (9, from their hellos): 9 + 2.
+        let Some(CoordinatorEvent::Proposed(p)) = cc.poll_event() else {
+            panic!("no proposal");
+        };
+        assert_eq!((p.epoch, p.activate_at_round), (6, 11));
+        let sent: Vec<NodeId> = std::iter::from_fn(|| cc.poll_transmit())
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(sent, [0, 1, 2]);
+    }
+
+    #[test]
+    fn telemetry_is_retimed_to_the_coordinators_clock() {
+        let topo = Topology::full_mesh(2, 100.0 * MBPS, 20_000_000);
+        let mut d = driven(&topo);
+        d.tick(SECOND);
+        // A node whose clock is days ahead: its newest sample counts as of the arrival,
+        // the older one keeps its distance (250 ms).
+        let far = 200_000 * SECOND;
+        let mut samples: Vec<LinkSample> = link_samples(&topo, far, |_, _| 90.0 * MBPS);
+        samples[0].at = far - 250_000_000;
+        samples.truncate(1);
+        samples.extend(
+            link_samples(&topo, far, |_, _| 90.0 * MBPS)
+                .into_iter()
+                .take(1),
+        );
+        d.cc.handle_control(2 * SECOND, 0, ControlMsg::Telemetry { node: 0, samples });
+        d.tick(2 * SECOND);
+        let c = d.cc.counters();
+        assert_eq!((c.telemetry_accepted, c.telemetry_rejected), (2, 0));
+        let est = d.cc.replanner().estimator().estimate(0, 1).unwrap();
+        assert_eq!(est.updated_at, Some(2 * SECOND));
+    }
+}

@@ -1,0 +1,270 @@
+//! The engine's tunables ([`EngineConfig`]) and the errors of its API ([`EngineError`]).
+
+use crate::auth::Auth;
+use crate::policy::{PathId, PolicyError};
+use crate::probe::ProbeConfig;
+use crate::wire;
+use crate::{Nanos, NodeId, NANOS_PER_SEC};
+
+/// Tunables of one engine. Defaults suit a WAN with 1500-byte MTU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// This node.
+    pub node: NodeId,
+    pub node_count: u16,
+    /// Job id carried in every packet; packets of other jobs are dropped.
+    pub job: u32,
+    /// Number of f32 elements in the gradient buffer.
+    pub buffer_elems: usize,
+    /// Elements per segment. Default 352 (1408 bytes: a 1498-byte frame with our header).
+    pub segment_elems: usize,
+    /// Bytes per frame on the wire besides the datagram (for pacing).
+    pub frame_overhead_bytes: usize,
+    /// Acknowledge after this many data packets on a path...
+    pub ack_every: u32,
+    /// ...or after this delay, whichever comes first.
+    pub ack_delay_ns: Nanos,
+    /// In-flight window per path, packets (rounded up to a power of two).
+    pub max_inflight: usize,
+    /// Pacing rate for links the policy gives no rate for, bits/s.
+    pub default_rate_bps: f64,
+    /// How far ahead of its pacing schedule a frame may leave. One poll of a fast link then
+    /// moves a batch of frames instead of one (at 100 Gbit/s a 1 KiB frame is 90 ns, far
+    /// less than a poll loop); below about 600 Mbit/s the default is less than one frame,
+    /// so WAN-rate pacing is unchanged. The long-run rate is unaffected. Default 20 us.
+    pub pacing_burst_ns: Nanos,
+    /// Retransmission timeout bounds and initial value.
+    pub min_rto_ns: Nanos,
+    pub max_rto_ns: Nanos,
+    pub initial_rto_ns: Nanos,
+    /// Packets of the next round that may be held before that round starts.
+    pub early_packets: usize,
+    /// Datagrams a relay may hold while its outgoing link is busy.
+    pub relay_packets: usize,
+    /// Loss fraction a path tolerates before it treats losses as congestion (WAN links
+    /// drop packets at random; queueing delay stays the main congestion signal). Default
+    /// 0.02, BBRv2's loss threshold.
+    pub loss_tolerance: f64,
+    /// Packet authentication (see [`crate::auth`]). Default [`Auth::JobDerived`]: every
+    /// packet tagged and checked; [`Auth::Key`] for a secret key; off only if set to
+    /// [`Auth::Disabled`].
+    pub auth: Auth,
+    /// Active capacity probes on every outgoing link (see [`crate::probe`]).
+    pub probe: ProbeConfig,
+}
+
+impl EngineConfig {
+    pub fn new(node: NodeId, node_count: u16, buffer_elems: usize) -> Self {
+        Self {
+            node,
+            node_count,
+            job: 1,
+            buffer_elems,
+            segment_elems: 352,
+            frame_overhead_bytes: wire::FRAME_OVERHEAD_BYTES,
+            ack_every: 16,
+            ack_delay_ns: 500_000,
+            max_inflight: 1 << 16,
+            default_rate_bps: 1e9,
+            pacing_burst_ns: 20_000,
+            min_rto_ns: 5_000_000,
+            max_rto_ns: 2 * NANOS_PER_SEC,
+            initial_rto_ns: 200_000_000,
+            early_packets: 4096,
+            relay_packets: 4096,
+            auth: Auth::default(),
+            probe: ProbeConfig::default(),
+            loss_tolerance: 0.02,
+        }
+    }
+
+    /// Bytes a full data segment occupies on the wire (payload + header + tag + frame overhead).
+    pub fn frame_bytes(&self) -> usize {
+        self.segment_elems * 4 + wire::HEADER_LEN + self.auth.tag_len() + self.frame_overhead_bytes
+    }
+
+    /// Largest datagram this engine emits or accepts for data.
+    pub fn max_datagram_len(&self) -> usize {
+        wire::HEADER_LEN + self.segment_elems * 4 + wire::AUTH_TAG_LEN
+    }
+
+    /// Rejects values that cannot work.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let bad = |field: &'static str, why: String| Err(EngineError::Config { field, why });
+        if self.node >= self.node_count {
+            return bad(
+                "node",
+                format!("{} is not below node_count {}", self.node, self.node_count),
+            );
+        }
+        if self.segment_elems == 0
+            || wire::HEADER_LEN + self.segment_elems * 4
+                > wire::MAX_DATAGRAM_LEN - wire::AUTH_TAG_LEN
+        {
+            return bad(
+                "segment_elems",
+                format!("{} does not fit one datagram", self.segment_elems),
+            );
+        }
+        if self.ack_every == 0 {
+            return bad("ack_every", "must be at least 1".into());
+        }
+        if self.max_inflight < 16 || self.max_inflight > (1 << 24) {
+            return bad(
+                "max_inflight",
+                format!("{} is outside 16..=16777216", self.max_inflight),
+            );
+        }
+        if !(self.default_rate_bps.is_finite() && self.default_rate_bps > 0.0) {
+            return bad(
+                "default_rate_bps",
+                format!("{} is not a positive rate", self.default_rate_bps),
+            );
+        }
+        if self.pacing_burst_ns > NANOS_PER_SEC / 10 {
+            return bad(
+                "pacing_burst_ns",
+                format!(
+                    "{} ns is more than 100 ms: pacing would no longer pace",
+                    self.pacing_burst_ns
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.loss_tolerance) {
+            return bad(
+                "loss_tolerance",
+                format!("{} is not a fraction in 0..=1", self.loss_tolerance),
+            );
+        }
+        if let Err(why) = self.probe.validate() {
+            return bad("probe", why);
+        }
+        if self.min_rto_ns == 0 || self.min_rto_ns > self.max_rto_ns {
+            return bad(
+                "min_rto_ns",
+                "must be positive and at most max_rto_ns".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the engine's API (never of packet handling: bad packets are counted and dropped).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("engine config: {field}: {why}")]
+    Config { field: &'static str, why: String },
+    #[error("policy rejected: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("policy epoch {new} is not newer than the installed epoch {current}")]
+    StaleEpoch { new: u32, current: u32 },
+    #[error("policy is for {policy} nodes, engine for {engine}")]
+    NodeCount { policy: usize, engine: usize },
+    #[error("no policy installed for round {0}")]
+    NoPolicy(u32),
+    #[error("round {round} cannot start: {why}")]
+    RoundOrder { round: u32, why: String },
+    #[error("a new route for path {0} while packets on its old route are unacknowledged")]
+    PathBusy(PathId),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(cfg: &EngineConfig) -> Option<&'static str> {
+        match cfg.validate() {
+            Ok(()) => None,
+            Err(EngineError::Config { field, .. }) => Some(field),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(field_of(&EngineConfig::new(0, 2, 1000)), None);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let base = EngineConfig::new(0, 2, 1000);
+        let cases: [(&str, EngineConfig); 8] = [
+            (
+                "node",
+                EngineConfig {
+                    node: 2,
+                    ..base.clone()
+                },
+            ),
+            (
+                "segment_elems",
+                EngineConfig {
+                    segment_elems: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "ack_every",
+                EngineConfig {
+                    ack_every: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "max_inflight",
+                EngineConfig {
+                    max_inflight: 8,
+                    ..base.clone()
+                },
+            ),
+            (
+                "default_rate_bps",
+                EngineConfig {
+                    default_rate_bps: f64::NAN,
+                    ..base.clone()
+                },
+            ),
+            (
+                "pacing_burst_ns",
+                EngineConfig {
+                    pacing_burst_ns: NANOS_PER_SEC,
+                    ..base.clone()
+                },
+            ),
+            (
+                "loss_tolerance",
+                EngineConfig {
+                    loss_tolerance: 1.5,
+                    ..base.clone()
+                },
+            ),
+            (
+                "min_rto_ns",
+                EngineConfig {
+                    min_rto_ns: 3 * NANOS_PER_SEC,
+                    ..base.clone()
+                },
+            ),
+        ];
+        for (field, cfg) in cases {
+            assert_eq!(field_of(&cfg), Some(field));
+        }
+    }
+
+    #[test]
+    fn frame_sizes_follow_segment_and_auth() {
+        let mut cfg = EngineConfig::new(0, 2, 1000);
+        cfg.segment_elems = 256;
+        assert_eq!(
+            cfg.max_datagram_len(),
+            wire::HEADER_LEN + 1024 + wire::AUTH_TAG_LEN
+        );
+        let tagged = cfg.frame_bytes();
+        cfg.auth = Auth::Disabled;
+        assert_eq!(tagged - cfg.frame_bytes(), wire::AUTH_TAG_LEN);
+        assert_eq!(
+            cfg.max_datagram_len(),
+            wire::HEADER_LEN + 1024 + wire::AUTH_TAG_LEN
+        );
+    }
+}
