@@ -645,42 +645,41 @@ impl PackingPlanner {
                     })
                     .collect(),
             );
-            let seed: Vec<RootTrees> = kept
-                .iter()
-                .zip(spt)
-                .enumerate()
-                .map(|(r, (a, b))| {
-                    let pick = |x: &[Parents], y: &[Parents], out: bool| -> Vec<Parents> {
-                        let mut v: Vec<Parents> = Vec::new();
-                        for t in x.iter().chain(y) {
-                            if ctx.depth_s(t, out) <= caps.cap(r, out) && !v.contains(t) {
-                                v.push(t.clone());
-                            }
-                        }
-                        v
-                    };
-                    RootTrees {
-                        in_trees: pick(&a.in_trees, &b.in_trees, false),
-                        out_trees: pick(&a.out_trees, &b.out_trees, true),
-                    }
-                })
-                .collect();
-            let Some((trees, shares)) = self.refine(ctx, seed, k, &caps, LATENCY_REFINE_ROUNDS)?
-            else {
-                continue;
-            };
-            let bandwidth_s = shares.sol.tau * model_bits / ctx.res.scale_bps;
-            if self.bandwidth_weight * bandwidth_s >= best_total {
-                break;
+            let seed = seeds_within(ctx, kept, spt, &caps);
+            match self.candidate(ctx, seed, k, &caps, model_bits, &mut best_total)? {
+                Candidate::Plan(plan) => plans.push((format!("budget{step}"), plan)),
+                Candidate::Infeasible => continue,
+                Candidate::Hopeless => break,
             }
-            let plan = self.build_plan(ctx, &trees, &shares);
-            best_total = best_total.min(
-                plan.modeled_time(ctx.net, model_bits)
-                    .weighted_s(self.bandwidth_weight),
-            );
-            plans.push((format!("budget{step}"), plan));
         }
         Ok(plans)
+    }
+
+    /// Refines `seed` under `caps` into one candidate plan. A sweep tightens its caps step
+    /// by step, so the bandwidth term only grows: once it alone reaches `best_total` the
+    /// sweep can stop (`Hopeless`). `best_total` takes the new plan's weighted time.
+    fn candidate(
+        &self,
+        ctx: &Context<'_>,
+        seed: Vec<RootTrees>,
+        k: usize,
+        caps: &DepthCaps,
+        model_bits: f64,
+        best_total: &mut f64,
+    ) -> Result<Candidate, PlanError> {
+        let Some((trees, shares)) = self.refine(ctx, seed, k, caps, LATENCY_REFINE_ROUNDS)? else {
+            return Ok(Candidate::Infeasible);
+        };
+        let bandwidth_s = shares.sol.tau * model_bits / ctx.res.scale_bps;
+        if self.bandwidth_weight * bandwidth_s >= *best_total {
+            return Ok(Candidate::Hopeless);
+        }
+        let plan = self.build_plan(ctx, &trees, &shares);
+        *best_total = best_total.min(
+            plan.modeled_time(ctx.net, model_bits)
+                .weighted_s(self.bandwidth_weight),
+        );
+        Ok(Candidate::Plan(plan))
     }
 
     /// The pre-budget sweep: one depth cap for every tree.
@@ -723,39 +722,12 @@ impl PackingPlanner {
         for step in (0..STEPS).rev() {
             let cap = lowest + (highest - lowest) * step as f64 / STEPS as f64;
             let caps = DepthCaps(vec![(cap, cap); n]);
-            let seed: Vec<RootTrees> = kept
-                .iter()
-                .zip(spt)
-                .map(|(a, b)| {
-                    let pick = |x: &[Parents], y: &[Parents], out: bool| -> Vec<Parents> {
-                        let mut v: Vec<Parents> = Vec::new();
-                        for t in x.iter().chain(y) {
-                            if ctx.depth_s(t, out) <= cap && !v.contains(t) {
-                                v.push(t.clone());
-                            }
-                        }
-                        v
-                    };
-                    RootTrees {
-                        in_trees: pick(&a.in_trees, &b.in_trees, false),
-                        out_trees: pick(&a.out_trees, &b.out_trees, true),
-                    }
-                })
-                .collect();
-            let Some((trees, shares)) = self.refine(ctx, seed, k, &caps, LATENCY_REFINE_ROUNDS)?
-            else {
-                continue;
-            };
-            let bandwidth_s = shares.sol.tau * model_bits / ctx.res.scale_bps;
-            if self.bandwidth_weight * bandwidth_s >= best_total {
-                break;
+            let seed = seeds_within(ctx, kept, spt, &caps);
+            match self.candidate(ctx, seed, k, &caps, model_bits, &mut best_total)? {
+                Candidate::Plan(plan) => plans.push((format!("cap{step}"), plan)),
+                Candidate::Infeasible => continue,
+                Candidate::Hopeless => break,
             }
-            let plan = self.build_plan(ctx, &trees, &shares);
-            best_total = best_total.min(
-                plan.modeled_time(ctx.net, model_bits)
-                    .weighted_s(self.bandwidth_weight),
-            );
-            plans.push((format!("cap{step}"), plan));
         }
         Ok(plans)
     }
@@ -1270,6 +1242,44 @@ fn shortest_path_tree(ctx: &Context<'_>, root: usize, out: bool) -> Parents {
         }
     }
     parent
+}
+
+/// What one step of a depth sweep gave.
+enum Candidate {
+    Plan(Plan),
+    /// No trees fit the caps.
+    Infeasible,
+    /// The bandwidth term alone is no better than the best plan: tighter caps cannot help.
+    Hopeless,
+}
+
+/// Per root, the packed and shortest-path trees that fit `caps` (each tree once): the seed
+/// a depth-limited refinement starts from.
+fn seeds_within(
+    ctx: &Context<'_>,
+    kept: &[RootTrees],
+    spt: &[RootTrees],
+    caps: &DepthCaps,
+) -> Vec<RootTrees> {
+    kept.iter()
+        .zip(spt)
+        .enumerate()
+        .map(|(r, (a, b))| {
+            let pick = |x: &[Parents], y: &[Parents], out: bool| -> Vec<Parents> {
+                let mut v: Vec<Parents> = Vec::new();
+                for t in x.iter().chain(y) {
+                    if ctx.depth_s(t, out) <= caps.cap(r, out) && !v.contains(t) {
+                        v.push(t.clone());
+                    }
+                }
+                v
+            };
+            RootTrees {
+                in_trees: pick(&a.in_trees, &b.in_trees, false),
+                out_trees: pick(&a.out_trees, &b.out_trees, true),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
