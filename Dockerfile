@@ -17,6 +17,7 @@ COPY tests tests
 COPY dataplane dataplane
 COPY controlplane controlplane
 COPY node node
+COPY python python
 COPY scenarios scenarios
 COPY scripts scripts
 # pkg-config finds libdpdk here, so the DPDK port is linked in (not the no-DPDK stubs).

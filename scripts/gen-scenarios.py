@@ -5,7 +5,7 @@ Usage:
     python3 scripts/gen-scenarios.py --data DIR [--out scenarios] [--check]
 
 DIR holds paper9-topology.csv, aws11-gbps.csv and aws10-single-flow.csv (the project's
-shared data directory). Defaults: $NETSTORM_DATA, else ./data, else ../shared/data.
+shared data directory); the Azure round-trip latencies ship in scenarios/data/. Defaults: $NETSTORM_DATA, else ./data, else ../shared/data.
 With --check nothing is written; the exit status says whether the files are up to date.
 
 The output format is documented in dataplane/src/scenario.rs. Numbers are converted with
@@ -131,6 +131,55 @@ def aws10(data):
     return out
 
 
+def power_law_fit(points):
+    """Least-squares fit of log(y) = a + b log(x); returns (a, b)."""
+    import math
+    xs = [math.log(x) for x, _ in points]
+    ys = [math.log(y) for _, y in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - b * mx, b
+
+
+def azure14(data):
+    """14 Azure regions with the published round-trip latencies (scenarios/data)."""
+    import math
+    comments, rows = read_csv(REPO / "scenarios" / "data" / "azure14-rtt-ms.csv")
+    names = [r["src"] for r in rows]
+    assert len(names) == 14 and list(rows[0].keys())[1:] == names, names
+    rtt = {}
+    for r in rows:
+        for dst in names:
+            if r[dst].strip():
+                rtt[(r["src"], dst)] = Decimal(r[dst])
+    # Single-flow throughput falls with distance; fit it on the aws10 single-flow figures
+    # (Gbit/s against their latency column), capped at the largest measured rate.
+    _, aws = read_csv(data / "aws10-single-flow.csv")
+    pts = [(float(r["latency_ms"]), float(r["gbps"])) for r in aws]
+    a, b = power_law_fit(pts)
+    cap = max(g for _, g in pts)
+    how = [
+        "14 regions on 6 continents; a bidirectional link for every pair. latency_ms = one way =",
+        "half the mean of the two published directions' RTT (one direction where only one is).",
+        f"mbps = single-flow rate fitted on data/aws10-single-flow.csv: Gbit/s = {math.exp(a):.2f} *",
+        f"latency_ms^{b:.3f} at the pair's RTT, capped at {cap} Gbit/s (the source gives no rates).",
+    ]
+    out = header("azure14-latency", "azure14-rtt-ms.csv", comments, how)
+    out[1] = "# Source: scenarios/data/azure14-rtt-ms.csv:"
+    out = [("# Regenerate: python3 " + SCRIPT + " --data <dir with aws10-single-flow.csv>")
+           if l.startswith("# Regenerate:") else l for l in out]
+    out += nodes(names)
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            both = [rtt[k] for k in ((x, y), (y, x)) if k in rtt]
+            assert both, (x, y)
+            mean = sum(both) / len(both)
+            gbps = min(cap, math.exp(a) * float(mean) ** b)
+            mbps = Decimal(round(gbps * 1000))
+            out += link(x, y, mbps, (mean / 2).quantize(Decimal("0.01")), bidirectional=True)
+    return out
+
+
 def default_data_dir():
     for cand in (os.environ.get("NETSTORM_DATA"), REPO / "data", REPO.parent / "shared" / "data"):
         if cand and (Path(cand) / "paper9-topology.csv").exists():
@@ -152,6 +201,7 @@ def main():
         "paper9-dynamic.toml": paper9(args.data, "paper9-dynamic", 100, dynamics=True),
         "aws11.toml": aws11(args.data),
         "aws10-latency.toml": aws10(args.data),
+        "azure14-latency.toml": azure14(args.data),
     }
     stale = []
     for fname, lines in files.items():

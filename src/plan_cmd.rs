@@ -5,6 +5,7 @@ use clap::Args;
 use netstorm_controlplane::bounds;
 use netstorm_controlplane::network::NetworkModel;
 use netstorm_controlplane::planner::{self, PlannerOptions};
+use netstorm_controlplane::round_bound;
 use netstorm_dataplane::scenario::Scenario;
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
@@ -49,8 +50,11 @@ pub fn run(a: &PlanArgs) -> Result<()> {
         .plan(&net, bits)
         .with_context(|| format!("planner '{}' on {}", a.planner, a.scenario.display()))?;
     let modeled = plan.modeled_time(&net, bits);
-    let optimum = bounds::fluid_optimum(&net, bits).context("computing the fluid optimum")?;
+    let optimum =
+        bounds::fluid_optimum_cached(&net, bits).context("computing the fluid optimum")?;
     let latency = bounds::latency_bound_s(&net);
+    let bound = round_bound::round_lower_bound_cached(&net, bits)
+        .context("computing the proven round bound")?;
     let topo = &net.topology;
     let name = |v: u16| topo.node_name(v).to_string();
     if a.json {
@@ -84,14 +88,24 @@ pub fn run(a: &PlanArgs) -> Result<()> {
             "optimum_s": optimum.time_s,
             "latency_bound_s": latency,
             "vs_optimum": modeled.total_s / (optimum.time_s + latency),
+            "bound_s": bound.time_s,
+            "bound_gap": bound.gap,
+            "vs_bound": modeled.total_s / bound.time_s,
+            "tree_count": plan.trees.len(),
             "trees": trees,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "planner {} on '{}' for {} MB: modeled {:.4} s (bandwidth {:.4} s + latency {:.4} s); fluid optimum {:.4} s + latency bound {:.4} s; ratio {:.3}x",
-            a.planner, scenario.name, a.model_mb, modeled.total_s, modeled.bandwidth_s, modeled.latency_s, optimum.time_s, latency,
+            "planner {} on '{}' for {} MB: {} trees, modeled {:.4} s (bandwidth {:.4} s + latency {:.4} s); fluid optimum {:.4} s + latency bound {:.4} s; ratio {:.3}x",
+            a.planner, scenario.name, a.model_mb, plan.trees.len(), modeled.total_s, modeled.bandwidth_s, modeled.latency_s, optimum.time_s, latency,
             modeled.total_s / (optimum.time_s + latency)
+        );
+        println!(
+            "proven round bound {:.4} s (certified; relaxation within {:.2}%); vs bound {:.3}x",
+            bound.time_s,
+            bound.gap * 100.0,
+            modeled.total_s / bound.time_s
         );
         for (i, t) in plan.trees.iter().enumerate() {
             println!(

@@ -9,6 +9,7 @@
 //! * [`planner`] — the planner interface, the fluid round-time model, and every planner:
 //!   NetStorm's own (`paper`), ours (`packing`), and the baselines as topologies.
 //! * [`bounds`] — the physical limit: the fluid-optimum LP and the latency lower bound.
+//! * [`round_bound`] — the proven lower bound on a round: bandwidth and latency together.
 //! * [`models`] — per-tensor parameter counts of the paper's DNNs.
 //! * [`experiment`] — strategies through the real engine on the emulated WAN, checked.
 //! * [`faults`] — the fault-injection suite in virtual time (`netstorm faults`).
@@ -26,6 +27,7 @@ pub mod models;
 pub mod network;
 pub mod planner;
 pub mod replanner;
+pub mod round_bound;
 pub mod train_demo;
 
 #[cfg(test)]

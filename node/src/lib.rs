@@ -28,4 +28,4 @@ pub mod up;
 pub mod worker;
 
 pub use config::{ClusterConfig, ConfigError};
-pub use session::{RoundStats, Session, SessionError};
+pub use session::{RoundIo, RoundStats, Session, SessionError};

@@ -50,6 +50,27 @@ pub enum SessionError {
     },
 }
 
+/// What [`Session::allreduce_with`] moves into and out of the shared buffer.
+pub trait RoundIo {
+    /// Writes the round's input: all [`NodeFile::buffer_elems`] elements
+    /// ([`NodeFile::write_buffer`]); called before the round is requested.
+    fn fill(&mut self, file: &NodeFile);
+    /// Reads the result ([`NodeFile::read_buffer`]); called once the round is done here.
+    fn take(&mut self, file: &NodeFile);
+}
+
+/// A buffer of exactly `buffer_elems` elements, reduced in place.
+struct WholeBuffer<'a>(&'a mut [f32]);
+
+impl RoundIo for WholeBuffer<'_> {
+    fn fill(&mut self, file: &NodeFile) {
+        file.write_buffer(0, self.0);
+    }
+    fn take(&mut self, file: &NodeFile) {
+        file.read_buffer(0..self.0.len(), self.0);
+    }
+}
+
 /// A trainer's connection to its node's data plane.
 #[derive(Debug)]
 pub struct Session {
@@ -124,15 +145,32 @@ impl Session {
                 want,
             });
         }
+        self.allreduce_with(&mut WholeBuffer(buf))
+    }
+
+    /// Elements every round all-reduces (the dp's node file).
+    pub fn buffer_elems(&self) -> usize {
+        self.file.buffer_elems()
+    }
+
+    /// Pid of the `netstorm-dp` that created the node file.
+    pub fn dp_pid(&self) -> u32 {
+        self.file.dp_pid()
+    }
+
+    /// One round on the shared buffer itself, for callers that pack several buffers into a
+    /// round or fill it with something else (bindings, broadcast): `io` writes the round's
+    /// input straight into the node file and reads the result straight out of it.
+    pub fn allreduce_with(&mut self, io: &mut impl RoundIo) -> Result<RoundStats, SessionError> {
         let start = Instant::now();
         let target = self.next;
         let round = target - 1;
         // A round requested by an earlier session may still be running: let it finish.
         self.wait_done(target - 1, round.saturating_sub(1), start)?;
-        self.file.write_buffer(0, buf);
+        io.fill(&self.file);
         self.file.set_request(target);
         self.wait_done(target, round, start)?;
-        self.file.read_buffer(0..want, buf);
+        io.take(&self.file);
         self.next += 1;
         Ok(RoundStats {
             round,

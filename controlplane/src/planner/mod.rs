@@ -9,6 +9,7 @@ pub mod baselines;
 pub mod multipath;
 pub mod packing;
 pub mod paper;
+pub mod prune;
 
 use crate::network::NetworkModel;
 use netstorm_dataplane::policy::{
@@ -122,6 +123,18 @@ pub struct ModeledTime {
     /// Latency term: deepest reduce path + deepest broadcast path, over trees.
     pub latency_s: f64,
     pub total_s: f64,
+}
+
+impl ModeledTime {
+    /// `bandwidth_weight × bandwidth + latency`: the cost planners compare plans by when
+    /// the bandwidth term is dearer than the fluid model says (1: `total_s`).
+    pub fn weighted_s(&self, bandwidth_weight: f64) -> f64 {
+        if bandwidth_weight == 1.0 {
+            self.total_s
+        } else {
+            bandwidth_weight * self.bandwidth_s + self.latency_s
+        }
+    }
 }
 
 impl Plan {

@@ -30,10 +30,30 @@
 //!    large networks). Pruning the packing's heaviest trees alone leaves 20–50% on a
 //!    heterogeneous full mesh; refinement brings it to a few percent.
 //! 4. **Latency.** Latency is a max over the trees used, so when links have latency the
-//!    refinement is re-run under a few caps on tree depth (only trees at most that deep
-//!    may get a share; pricing then builds depth-bounded Prim–Dijkstra trees), seeded with
-//!    the packed and the shortest-path trees that fit, and the best bandwidth + latency
-//!    total is kept.
+//!    refinement is re-run under two families of limits: one depth cap for every tree
+//!    (the sweep this planner always had), and budgets `λ` on a tree's reduce + broadcast
+//!    depth, where only roots with `ecc_in(r) + ecc_out(r) ≤ λ` take part, each splitting
+//!    its slack evenly between in-tree and out-tree depth caps. Pricing then builds
+//!    depth-bounded Prim–Dijkstra trees, seeded with the packed and the shortest-path
+//!    trees that fit. An optional [`PackingPlanner::latency_budget_s`] keeps only plans
+//!    within it (falling back, with a warning, when none is).
+//! 5. **Few trees.** The chosen plan is pruned to [`PackingPlanner::max_trees`] by
+//!    marginal modeled gain, its shares re-solved ([`super::prune`]), within
+//!    [`PackingPlanner::PRUNE_TOLERANCE`] of its cost.
+//!
+//! **Choosing a plan.** Candidates are compared (and pruned) by
+//! `w × bandwidth + latency` with `w =` [`PackingPlanner::EMULATED_BANDWIDTH_WEIGHT`],
+//! not by [`Plan::modeled_time`] (`w = 1`). In the emulator, with rounds back to back,
+//! a plan's bandwidth term costs about twice what the fluid model says, its latency
+//! term about what it says: a single round matches the model within a few percent, but
+//! the second round starts while the slowest nodes still finish the first, their early
+//! packets beyond the engine's hold buffer are dropped and the senders' pacing falls, and
+//! paths whose round trip exceeds the initial retransmission timeout (200 ms) fire it
+//! once and pace at 70 % for the rest of the run. Plans that load links more suffer more.
+//! Fitted on the aws10-latency and azure14-latency candidate plans (emulated mean of two
+//! rounds): `w = 1` picks deep-budget plans that model 10 % faster and run 15–30 %
+//! slower; `w = 2.5` ranks the candidates as the emulator does. Without latency every
+//! `w` ranks plans alike.
 //!
 //! The share LP also runs on every root's latency-shortest-path trees (on a full mesh
 //! without latency these are the direct stars: a bandwidth-proportional mesh), and the
@@ -60,7 +80,7 @@ use netstorm_dataplane::policy::MAX_CHILDREN;
 use netstorm_dataplane::NodeId;
 
 /// Latency caps tried by the share LP when trees differ in latency.
-const LATENCY_SWEEP_STEPS: usize = 5;
+const LATENCY_SWEEP_STEPS: usize = 8;
 
 /// Shares below this fraction of the model are dropped from a plan.
 const MIN_SHARE: f64 = 1e-6;
@@ -93,6 +113,18 @@ pub struct PackingPlanner {
     /// Upper bound on packing iterations (one routed tree pair each); the planner runs
     /// [`PackingPlanner::ITERATIONS_PER_NODE`] × nodes when that is fewer (default 4096).
     pub max_iterations: usize,
+    /// Trees a plan keeps (default 8): every candidate plan is pruned to at most this many
+    /// by marginal modeled gain, its shares re-solved ([`super::prune`]), unless that
+    /// would raise its modeled time by more than [`PackingPlanner::PRUNE_TOLERANCE`].
+    pub max_trees: usize,
+    /// Most latency (reduce + broadcast depth, seconds) a plan may have (default none).
+    /// If no plan found meets it — it is below the shallowest root's `ecc_in + ecc_out`,
+    /// say — the planner says so in a warning and plans without it: never an empty plan.
+    pub latency_budget_s: Option<f64>,
+    /// Weight of the bandwidth term when candidate plans are compared and pruned
+    /// (`weight × bandwidth + latency`; default [`PackingPlanner::EMULATED_BANDWIDTH_WEIGHT`]).
+    /// 1 compares by [`Plan::modeled_time`] itself.
+    pub bandwidth_weight: f64,
 }
 
 impl Default for PackingPlanner {
@@ -102,6 +134,9 @@ impl Default for PackingPlanner {
             epsilon: 0.1,
             latency_weight: 1.0,
             max_iterations: 4096,
+            max_trees: 8,
+            latency_budget_s: None,
+            bandwidth_weight: Self::EMULATED_BANDWIDTH_WEIGHT,
         }
     }
 }
@@ -114,6 +149,13 @@ impl PackingPlanner {
     /// without a 0.1% gain. Fewer run on large networks, where one LP costs more:
     /// `⌈MAX_REFINE_ROUNDS × (24 / n)²⌉`, at least 2 (5 at 64 nodes).
     pub const MAX_REFINE_ROUNDS: usize = 30;
+
+    /// How much more a plan's bandwidth term costs than its latency term in the emulator,
+    /// where rounds run back to back (see the module documentation, "Choosing a plan").
+    pub const EMULATED_BANDWIDTH_WEIGHT: f64 = 2.5;
+
+    /// Most a plan's modeled time may grow by pruning it to [`PackingPlanner::max_trees`].
+    pub const PRUNE_TOLERANCE: f64 = 0.01;
 
     pub fn new() -> Self {
         Self::default()
@@ -151,6 +193,26 @@ struct TreeRef {
 struct Shares {
     refs: Vec<TreeRef>,
     sol: MasterSolution,
+}
+
+/// Per root, the deepest in-tree and out-tree (seconds of latency) a share LP may use;
+/// negative: the root takes no share.
+#[derive(Debug, Clone, PartialEq)]
+struct DepthCaps(Vec<(f64, f64)>);
+
+impl DepthCaps {
+    fn unlimited(n: usize) -> Self {
+        Self(vec![(f64::INFINITY, f64::INFINITY); n])
+    }
+
+    fn cap(&self, root: usize, out: bool) -> f64 {
+        let (i, o) = self.0[root];
+        if out {
+            o
+        } else {
+            i
+        }
+    }
 }
 
 /// Everything the planner precomputes about the network.
@@ -210,13 +272,57 @@ impl Planner for PackingPlanner {
     }
 
     fn plan(&self, net: &NetworkModel, model_bits: f64) -> Result<Plan, PlanError> {
+        let candidates = self.candidates(net, model_bits)?;
+        let mut best: Option<(f64, Plan)> = None;
+        for (label, plan) in candidates {
+            let m = plan.modeled_time(net, model_bits);
+            let t = m.weighted_s(self.bandwidth_weight);
+            tracing::debug!(
+                label,
+                total_s = m.total_s,
+                weighted_s = t,
+                trees = plan.trees.len(),
+                "packing candidate"
+            );
+            if best.as_ref().is_none_or(|(b, _)| t < *b) {
+                best = Some((t, plan));
+            }
+        }
+        let (_, plan) = best.ok_or_else(|| PlanError::Other("packing produced no plan".into()))?;
+        // Step 5: few trees.
+        Ok(if plan.trees.len() > self.max_trees {
+            super::prune::prune(
+                &plan,
+                net,
+                model_bits,
+                self.max_trees,
+                Self::PRUNE_TOLERANCE,
+                self.bandwidth_weight,
+            )
+        } else {
+            plan
+        })
+    }
+}
+
+impl PackingPlanner {
+    /// Every candidate plan the planner weighs, labelled by how it was made.
+    #[doc(hidden)]
+    pub fn candidates(
+        &self,
+        net: &NetworkModel,
+        model_bits: f64,
+    ) -> Result<Vec<(String, Plan)>, PlanError> {
         check_network(net)?;
         let n = net.node_count();
         if n == 1 {
-            return Ok(Plan {
-                planner: self.name().to_string(),
-                trees: vec![PlannedTree::from_parents(0, 1.0, &[None], &[None])],
-            });
+            return Ok(vec![(
+                "single".into(),
+                Plan {
+                    planner: self.name().to_string(),
+                    trees: vec![PlannedTree::from_parents(0, 1.0, &[None], &[None])],
+                },
+            )]);
         }
         if n > MAX_CHILDREN + 1 {
             return Err(PlanError::Other(format!(
@@ -257,7 +363,7 @@ impl Planner for PackingPlanner {
             has_latency,
         };
 
-        let mut candidates: Vec<Plan> = Vec::new();
+        let mut candidates: Vec<(String, Plan)> = Vec::new();
         // Steps 1–3: packed, pruned, refined trees.
         let found = self.garg_konemann(&ctx, model_bits);
         let k = self.max_trees_per_root.max(1);
@@ -273,9 +379,9 @@ impl Planner for PackingPlanner {
             scaled.clamp(2, Self::MAX_REFINE_ROUNDS)
         };
         let (kept, shares) = self
-            .refine(&ctx, kept, k, f64::INFINITY, rounds)?
+            .refine(&ctx, kept, k, &DepthCaps::unlimited(n), rounds)?
             .ok_or_else(|| PlanError::Other("packing found no tree pair".into()))?;
-        candidates.push(self.build_plan(&ctx, &kept, &shares));
+        candidates.push(("refined".into(), self.build_plan(&ctx, &kept, &shares)));
         // Every root's shortest-path trees: the low-latency end.
         let spt: Vec<RootTrees> = (0..n)
             .map(|r| RootTrees {
@@ -283,30 +389,65 @@ impl Planner for PackingPlanner {
                 out_trees: vec![shortest_path_tree(&ctx, r, true)],
             })
             .collect();
-        if let Some(shares) = solve_shares(&ctx, &spt, f64::INFINITY)? {
-            candidates.push(self.build_plan(&ctx, &spt, &shares));
+        if let Some(shares) = solve_shares(&ctx, &spt, &DepthCaps::unlimited(n))? {
+            candidates.push(("spt-shares".into(), self.build_plan(&ctx, &spt, &shares)));
         }
-        candidates.push(self.best_single_root(&ctx, &spt, model_bits));
+        candidates.push((
+            "single-root".into(),
+            self.best_single_root(&ctx, &spt, model_bits),
+        ));
         // Step 4: the trade-off in between.
         if ctx.has_latency {
+            let w = self.bandwidth_weight;
             let best_so_far = candidates
                 .iter()
-                .map(|p| p.modeled_time(net, model_bits).total_s)
-                .fold(f64::INFINITY, f64::min);
-            candidates.extend(self.latency_sweep(&ctx, &kept, &spt, k, model_bits, best_so_far)?);
+                .map(|p| p.1.modeled_time(net, model_bits))
+                .min_by(|a, b| a.weighted_s(w).total_cmp(&b.weighted_s(w)))
+                .map_or((f64::INFINITY, f64::INFINITY), |m| {
+                    (m.weighted_s(w), m.latency_s)
+                });
+            let caps = self.depth_cap_sweep(&ctx, &kept, &spt, k, model_bits, best_so_far.0)?;
+            let best_so_far = caps
+                .iter()
+                .map(|p| p.1.modeled_time(net, model_bits).weighted_s(w))
+                .fold(best_so_far.0, f64::min);
+            candidates.extend(caps);
+            candidates.extend(self.latency_sweep(
+                &ctx,
+                &kept,
+                &spt,
+                k,
+                model_bits,
+                (best_so_far, best_latency(&candidates, net, model_bits, w)),
+            )?);
         }
 
-        let mut best: Option<(f64, Plan)> = None;
-        for plan in candidates {
-            let t = plan.modeled_time(net, model_bits).total_s;
-            tracing::debug!(total_s = t, trees = plan.trees.len(), "packing candidate");
-            if best.as_ref().is_none_or(|(b, _)| t < *b) {
-                best = Some((t, plan));
+        if let Some(budget) = self.latency_budget_s {
+            let within: Vec<(String, Plan)> = candidates
+                .iter()
+                .filter(|p| p.1.modeled_time(net, model_bits).latency_s <= budget)
+                .cloned()
+                .collect();
+            if within.is_empty() {
+                tracing::warn!(
+                    budget_s = budget,
+                    "packing: no plan meets the latency budget; planning without it"
+                );
+            } else {
+                candidates = within;
             }
         }
-        best.map(|(_, p)| p)
-            .ok_or_else(|| PlanError::Other("packing produced no plan".into()))
+        Ok(candidates)
     }
+}
+
+/// The latency term of the candidate with the lowest weighted modeled time.
+fn best_latency(candidates: &[(String, Plan)], net: &NetworkModel, model_bits: f64, w: f64) -> f64 {
+    candidates
+        .iter()
+        .map(|p| p.1.modeled_time(net, model_bits))
+        .min_by(|a, b| a.weighted_s(w).total_cmp(&b.weighted_s(w)))
+        .map_or(f64::INFINITY, |m| m.latency_s)
 }
 
 fn bound_error(e: BoundError) -> PlanError {
@@ -411,14 +552,14 @@ impl PackingPlanner {
         ctx: &Context<'_>,
         mut kept: Vec<RootTrees>,
         k: usize,
-        max_depth_s: f64,
+        caps: &DepthCaps,
         rounds: usize,
     ) -> Result<Option<(Vec<RootTrees>, Shares)>, PlanError> {
         // One LP per round: the enlarged set's LP prices the next trees and, restricted
         // to the trees kept, is a feasible solution for them (an upper bound on their
         // optimum), which is what the rounds compare. The best set is solved exactly once
         // at the end.
-        let Some(shares) = solve_shares(ctx, &kept, max_depth_s)? else {
+        let Some(shares) = solve_shares(ctx, &kept, caps)? else {
             return Ok(None);
         };
         let (pruned, mut tau) = prune_by_weight(&kept, &shares, k);
@@ -428,10 +569,10 @@ impl PackingPlanner {
         let mut stall = 0;
         for _ in 0..rounds {
             let mut grown = kept.clone();
-            if !add_improving_trees(ctx, &mut grown, &prices, max_depth_s) {
+            if !add_improving_trees(ctx, &mut grown, &prices, caps) {
                 break;
             }
-            let Some(grown_shares) = solve_shares(ctx, &grown, max_depth_s)? else {
+            let Some(grown_shares) = solve_shares(ctx, &grown, caps)? else {
                 break;
             };
             (kept, tau) = prune_by_weight(&grown, &grown_shares, k);
@@ -448,15 +589,19 @@ impl PackingPlanner {
                 break;
             }
         }
-        let Some(shares) = solve_shares(ctx, &best.0, max_depth_s)? else {
+        let Some(shares) = solve_shares(ctx, &best.0, caps)? else {
             return Ok(None);
         };
         Ok(Some((best.0, shares)))
     }
 
-    /// Step 4: the packing re-run under a few caps on tree depth (only trees at most that
-    /// deep may get a share; pricing builds depth-bounded trees), seeded with the packed
-    /// and the shortest-path trees that fit. Returns one plan per cap tried.
+    /// Step 4: the packing re-run under a few budgets `λ` on the plan's latency (the
+    /// reduce plus broadcast depth of every tree). Only roots with `e(r) = ecc_in(r) +
+    /// ecc_out(r) ≤ λ` take part, and each splits its slack evenly: in-trees at most
+    /// `ecc_in(r) + (λ − e(r))/2` deep, out-trees at most `ecc_out(r) + (λ − e(r))/2`
+    /// (pricing then builds depth-bounded trees), seeded with the packed and the
+    /// shortest-path trees that fit. Budgets run from the best plan's latency down to the
+    /// shallowest root's `e(r)`. Returns one plan per budget tried.
     fn latency_sweep(
         &self,
         ctx: &Context<'_>,
@@ -464,8 +609,90 @@ impl PackingPlanner {
         spt: &[RootTrees],
         k: usize,
         model_bits: f64,
+        best: (f64, f64),
+    ) -> Result<Vec<(String, Plan)>, PlanError> {
+        let (mut best_total, best_latency) = best;
+        let n = ctx.n;
+        let ecc: Vec<(f64, f64)> = spt
+            .iter()
+            .map(|rt| {
+                (
+                    ctx.depth_s(&rt.in_trees[0], false),
+                    ctx.depth_s(&rt.out_trees[0], true),
+                )
+            })
+            .collect();
+        let lowest = ecc.iter().map(|e| e.0 + e.1).fold(f64::INFINITY, f64::min);
+        let highest = best_latency;
+        if highest.is_nan() || highest <= lowest {
+            return Ok(Vec::new());
+        }
+        let mut plans = Vec::new();
+        // From the loosest budget down: the bandwidth term only grows as it tightens, so
+        // stop once the bandwidth alone exceeds the best total found.
+        for step in (0..LATENCY_SWEEP_STEPS).rev() {
+            let budget = lowest + (highest - lowest) * step as f64 / LATENCY_SWEEP_STEPS as f64;
+            let caps = DepthCaps(
+                (0..n)
+                    .map(|r| {
+                        let slack = budget - ecc[r].0 - ecc[r].1;
+                        if slack < -1e-12 {
+                            (-1.0, -1.0)
+                        } else {
+                            let half = slack.max(0.0) / 2.0;
+                            (ecc[r].0 + half + 1e-12, ecc[r].1 + half + 1e-12)
+                        }
+                    })
+                    .collect(),
+            );
+            let seed = seeds_within(ctx, kept, spt, &caps);
+            match self.candidate(ctx, seed, k, &caps, model_bits, &mut best_total)? {
+                Candidate::Plan(plan) => plans.push((format!("budget{step}"), plan)),
+                Candidate::Infeasible => continue,
+                Candidate::Hopeless => break,
+            }
+        }
+        Ok(plans)
+    }
+
+    /// Refines `seed` under `caps` into one candidate plan. A sweep tightens its caps step
+    /// by step, so the bandwidth term only grows: once it alone reaches `best_total` the
+    /// sweep can stop (`Hopeless`). `best_total` takes the new plan's weighted time.
+    fn candidate(
+        &self,
+        ctx: &Context<'_>,
+        seed: Vec<RootTrees>,
+        k: usize,
+        caps: &DepthCaps,
+        model_bits: f64,
+        best_total: &mut f64,
+    ) -> Result<Candidate, PlanError> {
+        let Some((trees, shares)) = self.refine(ctx, seed, k, caps, LATENCY_REFINE_ROUNDS)? else {
+            return Ok(Candidate::Infeasible);
+        };
+        let bandwidth_s = shares.sol.tau * model_bits / ctx.res.scale_bps;
+        if self.bandwidth_weight * bandwidth_s >= *best_total {
+            return Ok(Candidate::Hopeless);
+        }
+        let plan = self.build_plan(ctx, &trees, &shares);
+        *best_total = best_total.min(
+            plan.modeled_time(ctx.net, model_bits)
+                .weighted_s(self.bandwidth_weight),
+        );
+        Ok(Candidate::Plan(plan))
+    }
+
+    /// The pre-budget sweep: one depth cap for every tree.
+    fn depth_cap_sweep(
+        &self,
+        ctx: &Context<'_>,
+        kept: &[RootTrees],
+        spt: &[RootTrees],
+        k: usize,
+        model_bits: f64,
         mut best_total: f64,
-    ) -> Result<Vec<Plan>, PlanError> {
+    ) -> Result<Vec<(String, Plan)>, PlanError> {
+        let n = ctx.n;
         let depths = |sets: &[RootTrees]| -> Vec<f64> {
             sets.iter()
                 .flat_map(|rt| {
@@ -476,7 +703,6 @@ impl PackingPlanner {
                 })
                 .collect()
         };
-        // Caps between the shallowest root's shortest-path trees and the deepest packed tree.
         let lowest = spt
             .iter()
             .map(|rt| {
@@ -492,40 +718,16 @@ impl PackingPlanner {
             return Ok(Vec::new());
         }
         let mut plans = Vec::new();
-        // From the loosest cap down: the bandwidth term only grows as the cap tightens,
-        // so stop once the bandwidth alone exceeds the best total found.
-        for step in (0..LATENCY_SWEEP_STEPS).rev() {
-            let cap = lowest + (highest - lowest) * step as f64 / LATENCY_SWEEP_STEPS as f64;
-            let seed: Vec<RootTrees> = kept
-                .iter()
-                .zip(spt)
-                .map(|(a, b)| {
-                    let pick = |x: &[Parents], y: &[Parents], out: bool| -> Vec<Parents> {
-                        let mut v: Vec<Parents> = Vec::new();
-                        for t in x.iter().chain(y) {
-                            if ctx.depth_s(t, out) <= cap && !v.contains(t) {
-                                v.push(t.clone());
-                            }
-                        }
-                        v
-                    };
-                    RootTrees {
-                        in_trees: pick(&a.in_trees, &b.in_trees, false),
-                        out_trees: pick(&a.out_trees, &b.out_trees, true),
-                    }
-                })
-                .collect();
-            let Some((trees, shares)) = self.refine(ctx, seed, k, cap, LATENCY_REFINE_ROUNDS)?
-            else {
-                continue;
-            };
-            let bandwidth_s = shares.sol.tau * model_bits / ctx.res.scale_bps;
-            if bandwidth_s >= best_total {
-                break;
+        const STEPS: usize = 5;
+        for step in (0..STEPS).rev() {
+            let cap = lowest + (highest - lowest) * step as f64 / STEPS as f64;
+            let caps = DepthCaps(vec![(cap, cap); n]);
+            let seed = seeds_within(ctx, kept, spt, &caps);
+            match self.candidate(ctx, seed, k, &caps, model_bits, &mut best_total)? {
+                Candidate::Plan(plan) => plans.push((format!("cap{step}"), plan)),
+                Candidate::Infeasible => continue,
+                Candidate::Hopeless => break,
             }
-            let plan = self.build_plan(ctx, &trees, &shares);
-            best_total = best_total.min(plan.modeled_time(ctx.net, model_bits).total_s);
-            plans.push(plan);
         }
         Ok(plans)
     }
@@ -645,16 +847,16 @@ impl PackingPlanner {
 fn solve_shares(
     ctx: &Context<'_>,
     trees: &[RootTrees],
-    max_depth_s: f64,
+    caps: &DepthCaps,
 ) -> Result<Option<Shares>, PlanError> {
     let mut refs = Vec::new();
     let mut cols = Vec::new();
     for (root, rt) in trees.iter().enumerate() {
         let ok_in: Vec<usize> = (0..rt.in_trees.len())
-            .filter(|&i| ctx.depth_s(&rt.in_trees[i], false) <= max_depth_s)
+            .filter(|&i| ctx.depth_s(&rt.in_trees[i], false) <= caps.cap(root, false))
             .collect();
         let ok_out: Vec<usize> = (0..rt.out_trees.len())
-            .filter(|&i| ctx.depth_s(&rt.out_trees[i], true) <= max_depth_s)
+            .filter(|&i| ctx.depth_s(&rt.out_trees[i], true) <= caps.cap(root, true))
             .collect();
         if ok_in.is_empty() || ok_out.is_empty() {
             continue;
@@ -691,7 +893,7 @@ fn add_improving_trees(
     ctx: &Context<'_>,
     trees: &mut [RootTrees],
     prices: &[f64],
-    max_depth_s: f64,
+    caps: &DepthCaps,
 ) -> bool {
     let n = ctx.n;
     let cost = ctx.res.edge_cost_matrix(prices);
@@ -718,6 +920,10 @@ fn add_improving_trees(
         best_pair = best_pair.min(cheapest(&rt.in_trees, false) + cheapest(&rt.out_trees, true));
     }
     let new_tree = |root: usize, out: bool| -> Option<Parents> {
+        let max_depth_s = caps.cap(root, out);
+        if max_depth_s < 0.0 {
+            return None;
+        }
         let t = min_arborescence_matrix(n, root, if out { &cost } else { &cost_rev })?;
         if ctx.depth_s(&t, out) <= max_depth_s {
             Some(t)
@@ -1036,6 +1242,44 @@ fn shortest_path_tree(ctx: &Context<'_>, root: usize, out: bool) -> Parents {
         }
     }
     parent
+}
+
+/// What one step of a depth sweep gave.
+enum Candidate {
+    Plan(Plan),
+    /// No trees fit the caps.
+    Infeasible,
+    /// The bandwidth term alone is no better than the best plan: tighter caps cannot help.
+    Hopeless,
+}
+
+/// Per root, the packed and shortest-path trees that fit `caps` (each tree once): the seed
+/// a depth-limited refinement starts from.
+fn seeds_within(
+    ctx: &Context<'_>,
+    kept: &[RootTrees],
+    spt: &[RootTrees],
+    caps: &DepthCaps,
+) -> Vec<RootTrees> {
+    kept.iter()
+        .zip(spt)
+        .enumerate()
+        .map(|(r, (a, b))| {
+            let pick = |x: &[Parents], y: &[Parents], out: bool| -> Vec<Parents> {
+                let mut v: Vec<Parents> = Vec::new();
+                for t in x.iter().chain(y) {
+                    if ctx.depth_s(t, out) <= caps.cap(r, out) && !v.contains(t) {
+                        v.push(t.clone());
+                    }
+                }
+                v
+            };
+            RootTrees {
+                in_trees: pick(&a.in_trees, &b.in_trees, false),
+                out_trees: pick(&a.out_trees, &b.out_trees, true),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

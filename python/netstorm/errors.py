@@ -1,0 +1,60 @@
+"""The exceptions NetStorm raises; every one is a :class:`NetstormError`.
+
+Each also derives from the built-in exception a caller would catch without knowing
+NetStorm (``TimeoutError``, ``ValueError``, ``ConnectionError``).
+"""
+
+import builtins
+
+
+class NetstormError(Exception):
+    """Base class of every NetStorm error."""
+
+
+class TimeoutError(NetstormError, builtins.TimeoutError):  # noqa: A001 (shadows on purpose)
+    """A round did not finish within the session's timeout.
+
+    Attributes: ``round`` (the round waited for), ``waited`` (seconds), ``done_workers`` and
+    ``workers`` (how many of the local dp's workers had finished it).
+    """
+
+    def __init__(self, message, round=None, waited=None, done_workers=None, workers=None):
+        super().__init__(message)
+        self.round = round
+        self.waited = waited
+        self.done_workers = done_workers
+        self.workers = workers
+
+
+class PeerLostError(NetstormError, ConnectionError):
+    """A peer left the cluster during a round.
+
+    Reserved for membership (issue 19, "Lose a data center, keep training"): the data plane
+    does not detect lost peers yet, so today a lost peer shows as :class:`TimeoutError`.
+    Attributes: ``round``, ``nodes`` (names of the lost nodes).
+    """
+
+    def __init__(self, message, round=None, nodes=None):
+        super().__init__(message)
+        self.round = round
+        self.nodes = nodes
+
+
+class ConfigError(NetstormError, ValueError):
+    """The cluster config is unreadable or wrong: ``file``, ``line`` (or None) and ``key``
+    (or None) say where."""
+
+    def __init__(self, message, file=None, line=None, key=None):
+        super().__init__(message)
+        self.file = file
+        self.line = line
+        self.key = key
+
+
+class BufferError(NetstormError, ValueError):  # noqa: A001
+    """A buffer NetStorm cannot reduce in place: not float32, not contiguous, read-only, on
+    a GPU, or of the wrong size; the message says what to do."""
+
+
+class DataPlaneNotFoundError(NetstormError, ConnectionError):
+    """No live ``netstorm-dp`` serves the node (after the connect timeout)."""
