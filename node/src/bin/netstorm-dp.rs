@@ -72,6 +72,12 @@ struct DpStats {
     rx_port_dropped: u64,
     rx_malformed: u64,
     rx_stale_epoch: u64,
+    /// Data packets whose payload type is not the job's `wire` (dropped).
+    rx_wrong_payload: u64,
+    /// Finite values that saturated when encoded to a 16-bit `wire`.
+    saturated: u64,
+    /// NaN or infinite values in the trainer's gradients (reported, never altered).
+    nonfinite_inputs: u64,
     tx_retransmits: u64,
     loss_detected: u64,
     tx_would_block: u64,
@@ -357,6 +363,9 @@ fn run() -> anyhow::Result<()> {
             stats.tx_would_block = sum(&|c| c.1.tx_would_block);
             stats.rx_malformed = sum(&|c| c.0.rx_malformed);
             stats.rx_stale_epoch = sum(&|c| c.0.rx_stale_epoch);
+            stats.rx_wrong_payload = sum(&|c| c.0.rx_wrong_payload);
+            stats.saturated = sum(&|c| c.0.saturated);
+            stats.nonfinite_inputs = sum(&|c| c.0.nonfinite_inputs);
             stats.tx_retransmits = sum(&|c| c.0.tx_retransmits);
             stats.loss_detected = sum(&|c| c.0.loss_detected);
             stats.uptime_s = start.elapsed().as_secs_f64();
