@@ -250,3 +250,56 @@ fn bf16_wire_on_real_sockets_is_bit_identical_and_within_bound() {
         assert_eq!(stats[key].as_u64(), Some(0), "{key}: {stats}");
     }
 }
+
+/// A node that listens on a different address than peers use to reach it (`bind` beside
+/// `address`, as behind NAT or with several interfaces): node a binds the wildcard address for
+/// its worker and its coordinator, peers reach it at 127.0.0.1, and training runs exact.
+#[test]
+fn a_node_bound_to_another_address_than_it_advertises_trains() {
+    let mut cl = Cluster::with_config("bind", 25000, |dir, port| {
+        loopback_pair(dir, port).replacen(
+            &format!("address = \"127.0.0.1:{}\"\n", port + 1),
+            &format!(
+                "address = \"127.0.0.1:{}\"\nbind = \"0.0.0.0:{}\"\n",
+                port + 1,
+                port + 1
+            ),
+            1,
+        )
+    });
+    let cfg = cl.cfg();
+    assert_eq!(
+        cfg.nodes[0].bind.map(|b| b.ip().is_unspecified()),
+        Some(true)
+    );
+    for n in ["a", "b"] {
+        cl.spawn(DP, n);
+        cl.spawn(CP, n);
+    }
+    let (a, b) = (trainer("a", 3, cfg.clone()), trainer("b", 3, cfg.clone()));
+    a.join().unwrap();
+    b.join().unwrap();
+
+    // The dp listens on `bind`, not on `address`: advertised at a documentation address no
+    // interface here has (binding it would fail), bound to loopback, it starts and stays up.
+    let mut cl = Cluster::with_config("bind2", 25100, |dir, port| {
+        loopback_pair(dir, port).replacen(
+            &format!("address = \"127.0.0.1:{}\"\n", port + 1),
+            &format!(
+                "address = \"192.0.2.1:{}\"\nbind = \"127.0.0.1:{}\"\n",
+                port + 1,
+                port + 1
+            ),
+            1,
+        )
+    });
+    let cfg = cl.cfg();
+    let dp = cl.spawn(DP, "a");
+    wait_file(&cfg.node_file_path("a"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        cl.children[dp].try_wait().unwrap().is_none(),
+        "the dp exited: {}",
+        std::fs::read_to_string(cl.dir.join("0-netstorm-dp-a.log")).unwrap_or_default()
+    );
+}

@@ -147,7 +147,7 @@ fn run() -> anyhow::Result<()> {
         let port = match dpdk_ports.next() {
             Some(p) => p,
             None => {
-                let mut uc = UdpConfig::new(me.worker_addr(w));
+                let mut uc = UdpConfig::new(me.worker_bind_addr(w));
                 uc.max_datagram_len = uc.max_datagram_len.max(engine.config().max_datagram_len());
                 uc.peers = cfg
                     .nodes
@@ -200,7 +200,10 @@ fn run() -> anyhow::Result<()> {
     drop(ev_tx);
     let net = match &me.dpdk {
         Some(file) => format!("dpdk {} ({})", me.address, file.display()),
-        None => format!("udp {}..+{}", me.address, workers),
+        None => match me.bind {
+            Some(b) => format!("udp {b}..+{workers} (peers reach it at {})", me.address),
+            None => format!("udp {}..+{}", me.address, workers),
+        },
     };
     eprintln!(
         "netstorm-dp: node '{}' (id {}) job {}: {} worker(s) on cores {:?}, {net}, rings {}, node file {}",
