@@ -32,6 +32,7 @@
 //!                                # `address` (NAT, several interfaces); also the coordinator's
 //!                                # listener ip. Default: `address`
 //! mtu = 1400                     # optional: this node's path MTU; the job uses the smallest
+//! metrics = "127.0.0.1:9100"     # optional: the node's cp serves Prometheus metrics at /metrics
 //! cores = [0]                    # one poll-mode worker per core, pinned; default [0]
 //! backend = "udp"                # "udp" (default) or "dpdk" (netstorm-dp built with feature `dpdk`)
 //! dpdk = "dpdk-a.toml"           # backend "dpdk" only: the node's [eal] + [port] file
@@ -110,6 +111,8 @@ pub struct NodeConfig {
     /// Local address to listen on when it differs from `address` (behind NAT, several
     /// interfaces); worker `w` binds `port + w`. `None`: bind `address`.
     pub bind: Option<SocketAddr>,
+    /// Where the node's cp serves Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// One pinned poll-mode worker per core.
     pub cores: Vec<usize>,
     pub backend: Backend,
@@ -374,6 +377,7 @@ struct RawNode {
     address: Spanned<String>,
     bind: Option<Spanned<String>>,
     mtu: Option<Spanned<u64>>,
+    metrics: Option<Spanned<String>>,
     cores: Option<Spanned<Vec<usize>>>,
     backend: Option<Spanned<String>>,
     dpdk: Option<Spanned<String>>,
@@ -586,6 +590,19 @@ impl Source<'_> {
                 })?),
                 None => None,
             };
+            let metrics = match &n.metrics {
+                Some(m) => Some(m.get_ref().parse::<SocketAddr>().map_err(|e| {
+                    self.invalid(
+                        m.span(),
+                        "metrics",
+                        format!(
+                            "'{}' is not an ip:port socket address ({e}) in [[node]] '{name}'",
+                            m.get_ref()
+                        ),
+                    )
+                })?),
+                None => None,
+            };
             let cores = match &n.cores {
                 Some(c) if c.get_ref().is_empty() => {
                     return Err(self.invalid(
@@ -651,6 +668,7 @@ impl Source<'_> {
                 id: i as NodeId,
                 address,
                 bind,
+                metrics,
                 cores,
                 backend,
                 dpdk,
@@ -1129,6 +1147,17 @@ bidirectional = true
         assert_eq!(a.worker_bind_addr(1).to_string(), "0.0.0.0:7001");
         assert_eq!(c.coordinator_addr().to_string(), "203.0.113.7:7700");
         assert_eq!(c.coordinator_bind_addr().to_string(), "0.0.0.0:7700");
+        let t = GOOD.replace(
+            "address = \"127.0.0.1:9010\"",
+            "address = \"127.0.0.1:9010\"\nmetrics = \"127.0.0.1:9100\"",
+        );
+        let c = ClusterConfig::parse_str(&t, "c.toml").unwrap();
+        assert_eq!(
+            (c.nodes[0].metrics, c.nodes[1].metrics.map(|m| m.port())),
+            (None, Some(9100))
+        );
+        let e = err(&t.replace("127.0.0.1:9100", "9100"));
+        assert!(e.starts_with("c.toml:18: invalid 'metrics'"), "{e}");
         let e = err(&GOOD.replace(
             "address = \"127.0.0.1:9010\"",
             "address = \"127.0.0.1:9010\"\nbind = \"eth0:9010\"",

@@ -81,6 +81,12 @@ pub enum WorkerEvent {
         engine: Box<Counters>,
         port: Box<PortCounters>,
     },
+    /// The worker completed `round`, `duration_ns` after it started it (engine clock).
+    Completed {
+        worker: usize,
+        round: u32,
+        duration_ns: u64,
+    },
     Fatal {
         worker: usize,
         error: String,
@@ -436,6 +442,7 @@ impl Worker {
             sample_every: self.sample_every.as_nanos() as Nanos,
             state: &mut self.state,
             running: 0,
+            running_since: 0,
             done: self.node_file.done(self.index),
             next_report: None,
             next_sample: 0,
@@ -474,6 +481,8 @@ struct WorkerHook<'a> {
     state: &'a mut WorkerState,
     /// Round + 1 of the round running here (0 = none).
     running: u64,
+    /// When the running round started (engine clock), for its duration.
+    running_since: Nanos,
     /// Round + 1 of the newest round completed here.
     done: u64,
     next_report: Option<Nanos>,
@@ -544,6 +553,7 @@ impl WorkerHook<'_> {
         match engine.start_round(now, round) {
             Ok(()) => {
                 self.running = req;
+                self.running_since = now;
                 self.run.first_start.get_or_insert(RoundMark {
                     round,
                     at: now,
@@ -633,6 +643,11 @@ impl LoopHook<WorkerPort> for WorkerHook<'_> {
                 self.running = 0;
                 self.node_file.set_done(self.w, self.done);
                 self.completed = Some(round);
+                let _ = self.events.send(WorkerEvent::Completed {
+                    worker: self.w,
+                    round,
+                    duration_ns: now.saturating_sub(self.running_since),
+                });
             }
         }
         Ok(())

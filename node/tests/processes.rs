@@ -303,3 +303,123 @@ fn a_node_bound_to_another_address_than_it_advertises_trains() {
         std::fs::read_to_string(cl.dir.join("0-netstorm-dp-a.log")).unwrap_or_default()
     );
 }
+
+/// `GET /metrics` from a node's cp during a run: counters that must move (rounds, bytes,
+/// round durations) move between two scrapes, and the text parses with a Prometheus parser.
+#[test]
+fn metrics_endpoint_serves_moving_counters_in_prometheus_syntax() {
+    use std::io::{Read, Write};
+    let metrics_port = std::cell::Cell::new(0u16);
+    let mut cl = Cluster::with_config("metrics", 25200, |dir, port| {
+        metrics_port.set(port + 5);
+        loopback_pair(dir, port).replacen(
+            &format!("address = \"127.0.0.1:{}\"\n", port + 1),
+            &format!(
+                "address = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n",
+                port + 1,
+                port + 5
+            ),
+            1,
+        )
+    });
+    let cfg = cl.cfg();
+    for n in ["a", "b"] {
+        cl.spawn(DP, n);
+        cl.spawn(CP, n);
+    }
+    let get = |path: &str| -> (String, String) {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port.get())).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.to_string(), body.to_string())
+    };
+    let scrape = || {
+        let (head, body) = get("/metrics");
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        let lines = body.lines().map(|l| Ok(l.to_string()));
+        let parsed = prometheus_parse::Scrape::parse(lines).unwrap();
+        (parsed, body)
+    };
+    let value = |s: &prometheus_parse::Scrape, name: &str| -> Option<f64> {
+        s.samples
+            .iter()
+            .find(|x| x.metric == name)
+            .and_then(|x| match &x.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => Some(*v),
+                _ => None,
+            })
+    };
+    // Waits (bounded) until the dp's counters file, rewritten every 500 ms, shows `rounds`.
+    let scrape_after = |rounds: f64| {
+        let t0 = Instant::now();
+        loop {
+            let (s, body) = scrape();
+            if value(&s, "netstorm_rounds_completed_total") >= Some(rounds)
+                || t0.elapsed() > Duration::from_secs(10)
+            {
+                return (s, body);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (a, b) = (trainer("a", 3, cfg.clone()), trainer("b", 3, cfg.clone()));
+    a.join().unwrap();
+    b.join().unwrap();
+    let (first, body) = scrape_after(3.0);
+    assert_eq!(
+        value(&first, "netstorm_rounds_completed_total"),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(value(&first, "netstorm_dp_up"), Some(1.0), "{body}");
+    assert_eq!(value(&first, "netstorm_members"), Some(2.0), "{body}");
+    assert!(
+        value(&first, "netstorm_coordinator_commits_total") >= Some(1.0),
+        "{body}"
+    );
+    assert!(
+        value(&first, "netstorm_auth_failures_total") == Some(0.0),
+        "{body}"
+    );
+    let leader = first
+        .samples
+        .iter()
+        .find(|x| x.metric == "netstorm_leader")
+        .unwrap();
+    assert_eq!(leader.labels.get("node"), Some("a"), "{body}");
+    let (a, b) = (trainer("a", 4, cfg.clone()), trainer("b", 4, cfg.clone()));
+    a.join().unwrap();
+    b.join().unwrap();
+    let (second, body) = scrape_after(7.0);
+    assert_eq!(
+        value(&second, "netstorm_rounds_completed_total"),
+        Some(7.0),
+        "{body}"
+    );
+    for moving in [
+        "netstorm_sent_bytes_total",
+        "netstorm_received_bytes_total",
+        "netstorm_datagrams_sent_total",
+    ] {
+        let (x, y) = (value(&first, moving), value(&second, moving));
+        assert!(x > Some(0.0) && y > x, "{moving}: {x:?} then {y:?}\n{body}");
+    }
+    let rounds_seen = second
+        .samples
+        .iter()
+        .find(|x| x.metric == "netstorm_round_duration_seconds")
+        .and_then(|x| match &x.value {
+            prometheus_parse::Value::Histogram(h) => h.last().map(|b| b.count),
+            _ => None,
+        });
+    assert_eq!(rounds_seen, Some(7.0), "{body}");
+    let (head, _) = get("/other");
+    assert!(head.contains(" 404"), "{head}");
+}

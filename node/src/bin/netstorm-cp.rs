@@ -31,6 +31,7 @@ use netstorm_dataplane::shm::{RingConfig, ShmError, ShmProducer, ShmRegion};
 use netstorm_dataplane::shm_records::{PolicyRecord, TelemetryRecord};
 use netstorm_node::config::ClusterConfig;
 use netstorm_node::coordinator_task::CoordinatorTask;
+use netstorm_node::metrics::{self, SharedCpMetrics};
 use netstorm_node::nodefile::{NodeFile, NodeFileError, NO_BARRIER};
 use netstorm_node::proto::{parse_link_record, read_msg, write_msg, Wire};
 use netstorm_node::sys;
@@ -155,6 +156,16 @@ fn run() -> anyhow::Result<()> {
         cfg.coordinator_addr()
     );
 
+    let metrics: SharedCpMetrics = Default::default();
+    if let Some(addr) = me.metrics {
+        metrics::serve(addr, cfg.clone(), me.name.clone(), metrics.clone())?;
+        eprintln!("netstorm-cp: metrics at http://{addr}/metrics");
+    }
+    let node_name = |id: u16| {
+        cfg.nodes
+            .get(usize::from(id))
+            .map_or_else(|| id.to_string(), |n| n.name.clone())
+    };
     let mut agent = NodeAgent::new(me.id, node_file.installed_epoch() as u32);
     // A barrier left by a predecessor cp that died while an activation was undecided.
     let mut inherited: Option<(u64, u32)> = (node_file.barrier() != NO_BARRIER)
@@ -305,6 +316,11 @@ fn run() -> anyhow::Result<()> {
             else {
                 continue;
             };
+            metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .link_estimate_bps
+                .insert((node_name(e.from), node_name(e.to)), (e.bps, e.lower_bound));
             samples.push(LinkSample {
                 from: e.from,
                 to: e.to,
@@ -322,6 +338,10 @@ fn run() -> anyhow::Result<()> {
                 node: me.id,
                 samples: std::mem::take(&mut samples),
             });
+            metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .telemetry_messages += 1;
         }
         if let Some(c) = conn.as_mut() {
             for m in out {
@@ -331,6 +351,12 @@ fn run() -> anyhow::Result<()> {
                     break;
                 }
             }
+        }
+        {
+            let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
+            m.installed_epoch = node_file.installed_epoch();
+            m.active_epoch = node_file.active_epoch();
+            m.coordinator_connected = conn.is_some();
         }
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -18,6 +18,7 @@ use netstorm_dataplane::port::udp::{UdpConfig, UdpPort};
 use netstorm_dataplane::shm::{RingConfig, ShmRegion};
 use netstorm_dataplane::shm_records::{PolicyAssembler, TelemetryRecord};
 use netstorm_node::config::{Backend, ClusterConfig, NodeConfig};
+use netstorm_node::metrics::RoundDurations;
 use netstorm_node::nodefile::NodeFile;
 use netstorm_node::proto::{link_record, LinkEstimate};
 use netstorm_node::sys::{self, PidLock};
@@ -72,6 +73,11 @@ struct DpStats {
     rx_port_dropped: u64,
     rx_malformed: u64,
     rx_stale_epoch: u64,
+    /// Bytes of datagrams the engines accepted / sent.
+    rx_bytes: u64,
+    tx_bytes: u64,
+    /// Datagrams whose packet MAC did not verify (dropped).
+    rx_bad_mac: u64,
     /// Data packets whose payload type is not the job's `wire` (dropped).
     rx_wrong_payload: u64,
     /// Finite values that saturated when encoded to a 16-bit `wire`.
@@ -81,6 +87,8 @@ struct DpStats {
     tx_retransmits: u64,
     loss_detected: u64,
     tx_would_block: u64,
+    /// Round durations (first worker starting to last completing), a histogram.
+    round_durations: RoundDurations,
     uptime_s: f64,
 }
 
@@ -230,6 +238,8 @@ fn run() -> anyhow::Result<()> {
     let mut newest_epoch: Option<u32> = None;
     // epoch -> workers that installed it
     let mut installs: Vec<(u32, usize)> = Vec::new();
+    // Per round in flight: (slowest worker duration so far, workers completed).
+    let mut completing: std::collections::BTreeMap<u32, (u64, usize)> = Default::default();
     let mut counters: Vec<(Counters, PortCounters)> = vec![Default::default(); workers];
     let mut next_stats = Instant::now();
     let interval = Duration::from_millis(args.stats_interval_ms.max(10));
@@ -309,6 +319,22 @@ fn run() -> anyhow::Result<()> {
                         "netstorm-dp: worker {worker}: policy epoch {epoch} rejected: {error}"
                     );
                 }
+                WorkerEvent::Completed {
+                    round, duration_ns, ..
+                } => {
+                    // A round's duration at this node: its slowest worker's.
+                    let e = completing.entry(round).or_insert((0u64, 0usize));
+                    e.0 = e.0.max(duration_ns);
+                    e.1 += 1;
+                    if e.1 == workers {
+                        stats.round_durations.observe(e.0 as f64 / 1e9);
+                        completing.remove(&round);
+                    }
+                    // Rounds some worker never completes (a restart) are not kept forever.
+                    while completing.len() > 64 {
+                        completing.pop_first();
+                    }
+                }
                 WorkerEvent::Started { epoch, .. } => {
                     stats.active_epoch = epoch;
                     node_file.set_active_epoch(epoch as u64);
@@ -367,6 +393,9 @@ fn run() -> anyhow::Result<()> {
             stats.rx_malformed = sum(&|c| c.0.rx_malformed);
             stats.rx_stale_epoch = sum(&|c| c.0.rx_stale_epoch);
             stats.rx_wrong_payload = sum(&|c| c.0.rx_wrong_payload);
+            stats.rx_bytes = sum(&|c| c.0.rx_bytes);
+            stats.tx_bytes = sum(&|c| c.0.tx_bytes);
+            stats.rx_bad_mac = sum(&|c| c.0.rx_bad_mac);
             stats.saturated = sum(&|c| c.0.saturated);
             stats.nonfinite_inputs = sum(&|c| c.0.nonfinite_inputs);
             stats.tx_retransmits = sum(&|c| c.0.tx_retransmits);
