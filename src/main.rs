@@ -7,6 +7,7 @@ mod compare;
 mod faults_cmd;
 mod plan_cmd;
 mod sigpipe;
+mod status_cmd;
 mod train_demo;
 mod up_cmd;
 
@@ -44,6 +45,8 @@ enum Command {
     Faults(faults_cmd::FaultsArgs),
     /// Run NetStorm on a real host: start netstorm-dp + netstorm-cp for one node of a cluster config.
     Up(up_cmd::UpArgs),
+    /// What a running cluster is doing: membership, leader, epochs, rounds, traffic, link estimates, alerts (from the nodes' metrics endpoints).
+    Status(status_cmd::StatusArgs),
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +116,7 @@ fn main() -> Result<()> {
         Command::TrainDemo(a) => train_demo::run(&a),
         Command::Faults(a) => faults_cmd::run(&a),
         Command::Up(a) => up_cmd::run(&a),
+        Command::Status(a) => status_cmd::run(&a),
         Command::Scenario(a) => {
             for f in &a.files {
                 let s = netstorm_dataplane::scenario::Scenario::load(f)

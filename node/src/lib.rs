@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod nodefile;
 pub mod proto;
 pub mod session;
+pub mod status;
 pub mod sys;
 pub mod up;
 pub mod worker;

@@ -422,4 +422,34 @@ fn metrics_endpoint_serves_moving_counters_in_prometheus_syntax() {
     assert_eq!(rounds_seen, Some(7.0), "{body}");
     let (head, _) = get("/other");
     assert!(head.contains(" 404"), "{head}");
+    // `netstorm status` reads the same endpoints: node a in full, node b (no metrics address)
+    // as an alert.
+    let st = netstorm_node::status::query(&cfg, Duration::from_secs(2));
+    let a = &st.nodes[0];
+    assert_eq!(
+        (a.unreachable.as_ref(), a.dp_up, a.rounds_completed),
+        (None, true, 7),
+        "{st:?}"
+    );
+    assert_eq!(
+        (a.installed_epoch, st.committed_epoch),
+        (1, Some(1)),
+        "{st:?}"
+    );
+    assert!(
+        a.round_mean_s.is_some_and(|s| s > 0.0) && a.sent_bytes > 0,
+        "{st:?}"
+    );
+    assert_eq!(st.leader, "a");
+    assert!(st.nodes[1].unreachable.is_some(), "{st:?}");
+    assert!(
+        st.alerts.iter().any(|x| x.starts_with("b: not read")),
+        "{st:?}"
+    );
+    assert!(!st.link_estimates_mbps.is_empty(), "{st:?}");
+    let text = netstorm_node::status::render_text(&st);
+    assert!(
+        text.contains("leader a") && text.contains("alerts:"),
+        "{text}"
+    );
 }
