@@ -153,6 +153,8 @@ pub struct NodeRound {
     pub started_at: Nanos,
     pub result_at: Nanos,
     pub completed_at: Nanos,
+    /// When the round was released here (release gossip on; 0: not released).
+    pub released_at: Nanos,
     pub epoch: u32,
 }
 
@@ -561,6 +563,18 @@ impl Simulation {
         })
     }
 
+    /// Like [`Simulation::run_round`], but until every node *released* `round` (engines
+    /// with release gossip on).
+    pub fn run_round_released(
+        &mut self,
+        round: u32,
+        max_virtual_ns: Nanos,
+    ) -> Result<(), EmuError> {
+        self.run_until(round, max_virtual_ns, |nodes| {
+            nodes.iter().all(|x| x.released_at > 0)
+        })
+    }
+
     /// Steps until `done(per-node state of round)` holds, failing after `max_virtual_ns` of
     /// virtual time or when no events are left (a deadlock), so a run never hangs.
     fn run_until(
@@ -727,11 +741,23 @@ impl Simulation {
                 EngineEvent::ResultReady { round, at } => {
                     self.round_slot(round)[node as usize].result_at = at;
                 }
-                EngineEvent::RoundComplete { round, epoch, at } => {
+                EngineEvent::RoundComplete { round, epoch, at }
+                | EngineEvent::RoundReleased { round, epoch, at } => {
+                    let released = matches!(ev, EngineEvent::RoundReleased { .. });
                     let r = &mut self.round_slot(round)[node as usize];
-                    r.completed_at = at.max(1);
+                    if released {
+                        r.released_at = at.max(1);
+                    } else {
+                        r.completed_at = at.max(1);
+                    }
                     r.epoch = epoch;
                     let result_at = r.result_at;
+                    // A trainer takes the result at its release with release gossip, else
+                    // at completion.
+                    let gossip = self.engines[node as usize].config().release_gossip;
+                    if released != gossip {
+                        continue;
+                    }
                     if let Some((last, compute)) = self.auto_advance {
                         if round < last {
                             let start = at.max(result_at + compute);
