@@ -11,7 +11,7 @@
 //! * idle heartbeats keep every neighbour's last-heard time fresh between rounds.
 
 use netstorm_dataplane::emu::{EmuConfig, LinkOutage, Simulation};
-use netstorm_dataplane::engine::{Engine, EngineConfig, RoundStatus};
+use netstorm_dataplane::engine::{Engine, EngineConfig, EngineError, RoundStatus};
 use netstorm_dataplane::policy::{ForwardMode, Policy, PolicyBuilder};
 use netstorm_dataplane::topology::{Link, Node, Topology};
 use netstorm_dataplane::{Nanos, NodeId};
@@ -280,10 +280,17 @@ fn an_aborted_round_is_never_completed_and_the_next_epoch_runs_exactly() {
     let next = policy(&topo, false, 8);
     for v in 0..N as NodeId {
         let e = s.engine_mut(v);
-        assert_eq!(e.abort_round(), Ok(1));
+        assert_eq!(e.abort_round(1), Ok(()));
         assert_eq!(e.round_status(1), Some(RoundStatus::Incomplete));
         // Round 2 may not run under the aborted epoch.
-        assert!(e.start_round(t_abort, 2).is_err());
+        assert!(matches!(
+            e.start_round(t_abort, 2),
+            Err(EngineError::AwaitingEpoch {
+                round: 2,
+                aborted: 1,
+                epoch: 7
+            })
+        ));
         e.install_policy(next.clone(), 2).unwrap();
     }
     let t2 = t0 + 600 * MS;

@@ -203,6 +203,12 @@ pub enum EngineError {
     RoundOrder { round: u32, why: String },
     #[error("a new route for path {0} while packets on its old route are unacknowledged")]
     PathBusy(PathId),
+    #[error("round {round} cannot start: round {aborted} was aborted under epoch {epoch}; it waits for a newer epoch")]
+    AwaitingEpoch {
+        round: u32,
+        aborted: u32,
+        epoch: u32,
+    },
 }
 
 #[cfg(test)]

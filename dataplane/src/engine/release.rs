@@ -209,26 +209,39 @@ impl Engine {
         }
     }
 
-    /// Abandons the newest round started here unless it was released: frees its sends and
-    /// held packets, never completes or releases it afterwards, drops (and counts) its late
+    /// Abandons `round` — the newest round started here, unless it was released, or a
+    /// round not started here yet (which then never starts): frees its sends and held
+    /// packets, never completes or releases it afterwards, drops (and counts) its late
     /// packets, and restarts every path's sequence space at the next policy, which must be
-    /// of a newer epoch (every survivor of the round aborts it alike). Returns the round.
-    pub fn abort_round(&mut self) -> Result<u32, EngineError> {
-        let Some((round, epoch)) = self.release.round else {
-            return Err(EngineError::RoundOrder {
-                round: 0,
-                why: "no round to abort".into(),
-            });
+    /// of a newer epoch (every survivor of the round aborts it alike).
+    pub fn abort_round(&mut self, round: u32) -> Result<(), EngineError> {
+        let refuse = |why: String| Err(EngineError::RoundOrder { round, why });
+        let epoch = match self.release.round {
+            Some((cur, epoch)) if cur == round => {
+                if self.release.aborted {
+                    return Ok(());
+                }
+                if self.round_status(round) == Some(RoundStatus::Released) {
+                    return refuse("it was released here and cannot be aborted".into());
+                }
+                epoch
+            }
+            _ if self.round.last.is_some_and(|last| round <= last) => {
+                return refuse("an older round than the newest started here".into());
+            }
+            _ if self.round.active => {
+                return refuse(format!("round {} is running here", self.round.round));
+            }
+            // Never started here: it never will be.
+            _ => {
+                let Some(epoch) = self.epoch() else {
+                    return refuse("no policy ever ran here".into());
+                };
+                self.release_on_start(round, epoch);
+                self.round.last = Some(round);
+                epoch
+            }
         };
-        if self.release.aborted {
-            return Ok(round);
-        }
-        if self.round_status(round) == Some(RoundStatus::Released) {
-            return Err(EngineError::RoundOrder {
-                round,
-                why: "it was released here and cannot be aborted".into(),
-            });
-        }
         self.round.active = false;
         self.early.clear();
         // Every send of the round (queued, in flight, to retransmit) goes: the paths are
@@ -250,7 +263,7 @@ impl Engine {
             | EngineEvent::RoundReleased { round: q, .. } => q != round,
         });
         self.counters.rounds_aborted += 1;
-        Ok(round)
+        Ok(())
     }
 
     // -- hooks called from `mod.rs` -------------------------------------------------------
@@ -260,13 +273,10 @@ impl Engine {
     pub(super) fn release_check_start(&self, round: u32, epoch: u32) -> Result<(), EngineError> {
         let r = &self.release;
         if r.aborted && epoch < r.epoch_floor {
-            return Err(EngineError::RoundOrder {
+            return Err(EngineError::AwaitingEpoch {
                 round,
-                why: format!(
-                    "round {} was aborted under epoch {}: install a newer epoch first",
-                    r.round.map_or(0, |x| x.0),
-                    r.epoch_floor - 1
-                ),
+                aborted: r.round.map_or(0, |x| x.0),
+                epoch: r.epoch_floor - 1,
             });
         }
         if r.enabled && !r.aborted && r.round.is_some() && !r.released {

@@ -189,14 +189,14 @@ fn freeze_holds_a_completed_round_until_the_decision() {
     // Node 0 released (it heard 1's RoundDone); node 1 completed and heard 0 but is frozen.
     assert_eq!(sim.engine(0).round_status(0), Some(RoundStatus::Released));
     assert_eq!(sim.engine(1).round_status(0), Some(RoundStatus::Completed));
-    assert!(sim.engine_mut(1).abort_round().is_ok_and(|r| r == 0));
+    assert_eq!(sim.engine_mut(1).abort_round(0), Ok(()));
     let now = sim.now();
     assert!(
         !sim.engine_mut(1).release_frozen(now, 0),
         "an aborted round never releases"
     );
     assert!(
-        sim.engine_mut(0).abort_round().is_err(),
+        sim.engine_mut(0).abort_round(0).is_err(),
         "a released round cannot be aborted"
     );
     assert!(sim.engine_mut(0).release_frozen(now, 0));
@@ -241,4 +241,32 @@ fn next_hops_follow_shortest_paths_over_the_links() {
         shortest_next_hops(&topo, 0),
         vec![0, 1, NodeId::MAX, NodeId::MAX]
     );
+}
+
+#[test]
+fn a_round_not_started_here_can_be_abandoned_and_never_starts() {
+    let mut sim = pair_after_round(true);
+    let now = sim.now();
+    let e = sim.engine_mut(0);
+    assert!(e.abort_round(0).is_err(), "released");
+    assert_eq!(e.abort_round(1), Ok(()));
+    assert_eq!(e.round_status(1), Some(RoundStatus::Incomplete));
+    assert!(matches!(
+        e.start_round(now, 1),
+        Err(EngineError::RoundOrder { .. })
+    ));
+    assert_eq!(
+        e.start_round(now, 2),
+        Err(EngineError::AwaitingEpoch {
+            round: 2,
+            aborted: 1,
+            epoch: 1
+        })
+    );
+    assert!(e.abort_round(0).is_err(), "older than the newest");
+    let topo = Topology::pair(1e9, MS);
+    e.install_policy(Policy::pair(&topo, 2), 2).unwrap();
+    e.start_round(now, 2).unwrap();
+    assert_eq!(e.epoch(), Some(2));
+    assert_eq!(e.counters().rounds_aborted, 1);
 }
