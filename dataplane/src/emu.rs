@@ -158,6 +158,13 @@ pub struct NodeRound {
     pub epoch: u32,
 }
 
+impl NodeRound {
+    /// The round is over at this node: completed, and released if `engine` gossips.
+    fn over(&self, engine: &Engine) -> bool {
+        self.completed_at > 0 && (!engine.config().release_gossip || self.released_at > 0)
+    }
+}
+
 /// One round across all nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoundSummary {
@@ -168,14 +175,17 @@ pub struct RoundSummary {
     pub result_at: Nanos,
     /// When the last node completed (all its sends acknowledged).
     pub completed_at: Nanos,
+    /// With release gossip: when the last node released the round (0 without).
+    pub released_at: Nanos,
     /// Epoch every node ran the round under (`None` if nodes disagreed — a bug).
     pub epoch: Option<u32>,
 }
 
 impl RoundSummary {
-    /// Synchronization time of the round: first start to the last node holding the result.
+    /// Synchronization time of the round: first start to the last node holding the result
+    /// it may hand over (its release, with release gossip).
     pub fn sync_ns(&self) -> Nanos {
-        self.result_at - self.started_at
+        self.result_at.max(self.released_at) - self.started_at
     }
 }
 
@@ -480,7 +490,7 @@ impl Simulation {
     /// Summary of `round` once every node completed it.
     pub fn summary(&self, round: u32) -> Option<RoundSummary> {
         let r = self.rounds.get(round as usize)?;
-        if r.is_empty() || r.iter().any(|x| x.completed_at == 0) {
+        if r.is_empty() || !r.iter().zip(&self.engines).all(|(x, e)| x.over(e)) {
             return None;
         }
         let epoch = r[0].epoch;
@@ -489,6 +499,7 @@ impl Simulation {
             started_at: r.iter().map(|x| x.started_at).min()?,
             result_at: r.iter().map(|x| x.result_at).max()?,
             completed_at: r.iter().map(|x| x.completed_at).max()?,
+            released_at: r.iter().map(|x| x.released_at).max()?,
             epoch: r.iter().all(|x| x.epoch == epoch).then_some(epoch),
         })
     }
@@ -555,11 +566,19 @@ impl Simulation {
         &mut self.rounds[r]
     }
 
-    /// Runs until every node completed `round`, or fails after `max_virtual_ns` of virtual
-    /// time beyond now (never hangs).
+    /// Runs until every node completed `round` (and released it, where release gossip is
+    /// on), or fails after `max_virtual_ns` of virtual time beyond now (never hangs).
     pub fn run_round(&mut self, round: u32, max_virtual_ns: Nanos) -> Result<(), EmuError> {
+        let gossip: Vec<bool> = self
+            .engines
+            .iter()
+            .map(|e| e.config().release_gossip)
+            .collect();
         self.run_until(round, max_virtual_ns, |nodes| {
-            nodes.iter().all(|x| x.completed_at > 0)
+            nodes
+                .iter()
+                .zip(&gossip)
+                .all(|(x, &g)| x.completed_at > 0 && (!g || x.released_at > 0))
         })
     }
 

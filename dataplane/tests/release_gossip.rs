@@ -111,6 +111,11 @@ fn run_released(sim: &mut Simulation, rounds: u32) {
         sim.run_round_released(r, 60_000 * MS).unwrap();
         let nodes = &sim.rounds()[r as usize];
         let last_completion = nodes.iter().map(|x| x.completed_at).max().unwrap();
+        let last_release = nodes.iter().map(|x| x.released_at).max().unwrap();
+        eprintln!(
+            "round {r}: last release {:.3} ms after the last completion",
+            (last_release - last_completion) as f64 / 1e6
+        );
         for (v, x) in nodes.iter().enumerate() {
             assert!(
                 x.completed_at > 0,
