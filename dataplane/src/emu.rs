@@ -622,10 +622,12 @@ impl Simulation {
     }
 
     fn stuck(&self, round: u32, why: &str) -> EmuError {
-        let pending = self
-            .rounds
-            .get(round as usize)
-            .map_or(self.n, |r| r.iter().filter(|x| x.completed_at == 0).count());
+        let pending = self.rounds.get(round as usize).map_or(self.n, |r| {
+            r.iter()
+                .zip(&self.engines)
+                .filter(|(x, e)| !x.over(e))
+                .count()
+        });
         // Name the nodes the round waits for, and whether they ever started it (a trainer
         // that never hands in its gradient shows up as "not started").
         let waiting: Vec<String> = (0..self.n)
@@ -633,12 +635,14 @@ impl Simulation {
                 self.rounds
                     .get(round as usize)
                     .and_then(|r| r.get(v))
-                    .is_none_or(|x| x.completed_at == 0)
+                    .is_none_or(|x| !x.over(&self.engines[v]))
             })
             .map(|v| {
                 let e = &self.engines[v];
                 let state = if e.round_active() {
                     "running"
+                } else if e.last_round().is_some_and(|r| r >= round) {
+                    "completed, not released"
                 } else {
                     "not started"
                 };

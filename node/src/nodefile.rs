@@ -43,6 +43,8 @@
 //! `aborted[w] = r + 1` once it no longer touches the buffer. The round is over at a worker
 //! when `done[w]` or `aborted[w]` reached `r + 1`; the trainer returns "failed, lost = ..."
 //! (its own buffer unchanged) when it is over everywhere and some worker aborted it. The
+//! cp keeps `freeze` set until the decided round is over at every worker (an idle worker
+//! looks at `decided` only while a freeze is set). The
 //! words added for this are zero in a file of an older dp (no freeze, no decision, no
 //! abort), so the layout version is unchanged.
 //!

@@ -22,7 +22,8 @@
 //! Failed rounds (issue 19): with release gossip on (real hosts), a round is handed to the
 //! trainer at its release, not at its completion. While a round is in flight here the worker
 //! also reads the node file's `freeze` and `decided` words (one atomic load each per
-//! iteration): it answers a freeze with the round's status, releases a frozen round the
+//! iteration; idle, only `freeze`, for a round decided failed before it started here): it
+//! answers a freeze with the round's status, releases a frozen round the
 //! coordinator decided succeeded, and abandons (`Engine::abort_round`) one it decided failed,
 //! storing `aborted[w]` only after the engine let go of the buffer. Each report also tells
 //! the main thread how long ago every peer was last heard (`WorkerEvent::Peers`).

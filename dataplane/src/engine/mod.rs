@@ -27,8 +27,11 @@
 //!   broadcast down; the root's sum is the single source of truth, so every node ends
 //!   bit-identical.
 //!
-//! Around them: `timers` (the one timer table behind [`Engine::poll_timeout`]) and
-//! `transmit` (the datagram writers behind [`Engine::poll_transmit`]).
+//! Around them: `timers` (the one timer table behind [`Engine::poll_timeout`]),
+//! `transmit` (the datagram writers behind [`Engine::poll_transmit`]), and for failure
+//! handling `release` (release gossip: [`EngineEvent::RoundReleased`] once every member
+//! completed the round; [`Engine::abort_round`], [`Engine::round_status`]) and `liveness`
+//! ([`Engine::peer_last_heard`], idle heartbeats).
 //!
 //! A round completes at a node when it holds every final value **and** every packet it sent
 //! in the round was acknowledged; only then may the caller overwrite the buffer.

@@ -402,8 +402,12 @@ impl Engine {
             if done.role == RoundDoneRole::Resend {
                 r.queue(from, (msg.0, msg.1, RoundDoneRole::Answer));
             }
-        } else if r.round.is_some_and(|(q, e)| q == msg.0 || e != msg.1) {
+        } else if r.round.is_some_and(|(q, _)| q == msg.0) {
+            // The round this node runs, under another epoch.
             self.counters.rx_stale_epoch += 1;
+        } else if r.round.is_some_and(|(q, _)| msg.0 < q) {
+            // An older round (re-asked after it was released or abandoned here).
+            self.counters.rx_stale_round += 1;
         } else {
             // A round this node neither runs nor released last: nothing can complete it
             // without this node, so it is forged or very late.

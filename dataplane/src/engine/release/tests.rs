@@ -184,8 +184,9 @@ fn freeze_holds_a_completed_round_until_the_decision() {
         sim.engine_mut(1).freeze_round(0),
         Some(RoundStatus::Incomplete)
     );
-    sim.run_round(0, 1_000 * MS).unwrap();
-    let _ = sim.advance_to(sim.now() + 100 * MS);
+    // Node 1's round completes but never releases: run on in virtual time.
+    sim.advance_to(sim.now() + 500 * MS).unwrap();
+    assert!(sim.rounds()[0].iter().all(|x| x.completed_at > 0));
     // Node 0 released (it heard 1's RoundDone); node 1 completed and heard 0 but is frozen.
     assert_eq!(sim.engine(0).round_status(0), Some(RoundStatus::Released));
     assert_eq!(sim.engine(1).round_status(0), Some(RoundStatus::Completed));
@@ -214,8 +215,8 @@ fn release_frozen_releases_a_completed_round() {
     for v in 0..2 {
         sim.engine_mut(v).freeze_round(1);
     }
-    sim.run_round(1, 1_000 * MS).unwrap();
-    let _ = sim.advance_to(sim.now() + 100 * MS);
+    sim.advance_to(sim.now() + 500 * MS).unwrap();
+    assert!(sim.rounds()[1].iter().all(|x| x.completed_at > 0));
     for v in 0..2 {
         assert_eq!(sim.engine(v).round_status(1), Some(RoundStatus::Completed));
         assert_eq!(sim.rounds()[1][v as usize].released_at, 0);
