@@ -556,6 +556,11 @@ impl WorkerHook<'_> {
             return Ok(());
         }
         let round = (req - 1) as u32;
+        if nf.freeze() == Some(req - 1) {
+            // Frozen before it started here (answered "incomplete"): it must not start and
+            // release on its own; the coordinator's decision abandons or releases it.
+            return Ok(());
+        }
         // The start gate: announce, then re-check the barrier (see nodefile).
         let before = nf.started(w);
         nf.set_started(w, req);

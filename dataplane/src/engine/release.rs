@@ -186,7 +186,8 @@ impl Engine {
     }
 
     /// Stops `round` from being released on its own (a coordinator is deciding its outcome)
-    /// and says where it stands. A round already released stays released.
+    /// and says where it stands. A round already released stays released. `None`: not
+    /// started here — the caller must then not start it while the freeze lasts.
     pub fn freeze_round(&mut self, round: u32) -> Option<RoundStatus> {
         let status = self.round_status(round)?;
         if self.release.round.is_some_and(|(cur, _)| cur == round) {
@@ -234,9 +235,7 @@ impl Engine {
             }
             // Never started here: it never will be.
             _ => {
-                let Some(epoch) = self.epoch() else {
-                    return refuse("no policy ever ran here".into());
-                };
+                let epoch = self.epoch().unwrap_or(0);
                 self.release_on_start(round, epoch);
                 self.round.last = Some(round);
                 epoch
