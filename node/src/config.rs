@@ -18,6 +18,8 @@
 //! rates_file = "rates.toml"      # optional: operator link-rate overrides the coordinator watches
 //! mac_key = "00112233445566778899aabbccddeeff"  # per-job secret packet MAC key (32 hex digits);
 //!                                # default: a key derived from the job id; `mac = false` turns it off
+//! mtu = 1500                     # IP MTU of the paths between nodes (576..=9000), default 1500:
+//!                                # datagrams never exceed it (segment_elems defaults to what fits)
 //!
 //! [coordinator]
 //! node = "a"                     # the node whose netstorm-cp coordinates
@@ -25,7 +27,11 @@
 //!
 //! [[node]]                       # node ids are assigned in file order
 //! name = "a"
-//! address = "10.0.0.1:9000"      # UDP ip:port of worker 0; worker w uses port + w
+//! address = "10.0.0.1:9000"      # UDP ip:port of worker 0 as peers reach it; worker w uses port + w
+//! bind = "192.168.1.5:9000"      # optional: the local ip:port to listen on when it differs from
+//!                                # `address` (NAT, several interfaces); also the coordinator's
+//!                                # listener ip. Default: `address`
+//! mtu = 1400                     # optional: this node's path MTU; the job uses the smallest
 //! cores = [0]                    # one poll-mode worker per core, pinned; default [0]
 //! backend = "udp"                # "udp" (default) or "dpdk" (netstorm-dp built with feature `dpdk`)
 //! dpdk = "dpdk-a.toml"           # backend "dpdk" only: the node's [eal] + [port] file
@@ -46,13 +52,18 @@ use netstorm_dataplane::auth::{Auth, MacKey};
 use netstorm_dataplane::scenario::BPS_PER_MBPS;
 use netstorm_dataplane::toml_error::{text_position, KeyContext, Located, TomlSource};
 use netstorm_dataplane::topology::{Link, Node, Topology};
-use netstorm_dataplane::wire::PayloadType;
+use netstorm_dataplane::wire::{self, PayloadType};
 use netstorm_dataplane::NodeId;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
+
+/// MTU assumed when no `mtu` key says otherwise (Ethernet).
+pub const DEFAULT_MTU: usize = 1500;
+/// IPv4 + UDP headers in front of every datagram.
+const IP_UDP_OVERHEAD: usize = 28;
 
 /// Why a cluster config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +105,11 @@ pub enum Backend {
 pub struct NodeConfig {
     pub name: String,
     pub id: NodeId,
-    /// UDP address of worker 0; worker `w` listens on `port + w`.
+    /// UDP address of worker 0 as peers reach it; worker `w` uses `port + w`.
     pub address: SocketAddr,
+    /// Local address to listen on when it differs from `address` (behind NAT, several
+    /// interfaces); worker `w` binds `port + w`. `None`: bind `address`.
+    pub bind: Option<SocketAddr>,
     /// One pinned poll-mode worker per core.
     pub cores: Vec<usize>,
     pub backend: Backend,
@@ -109,6 +123,13 @@ impl NodeConfig {
     pub fn worker_addr(&self, w: usize) -> SocketAddr {
         let mut a = self.address;
         a.set_port(self.address.port() + w as u16);
+        a
+    }
+
+    /// Local address worker `w` binds: `bind` (or `address`) with port + w.
+    pub fn worker_bind_addr(&self, w: usize) -> SocketAddr {
+        let mut a = self.bind.unwrap_or(self.address);
+        a.set_port(a.port() + w as u16);
         a
     }
 }
@@ -145,6 +166,9 @@ pub struct ClusterConfig {
     pub job: u32,
     pub buffer_elems: usize,
     pub segment_elems: usize,
+    /// IP MTU every datagram fits in (the smallest of the cluster's and the nodes' `mtu`,
+    /// default 1500).
+    pub mtu: usize,
     /// Payload type of data packets (`wire = "f32" | "bf16" | "f16"`, default f32).
     pub wire: PayloadType,
     pub shm_dir: PathBuf,
@@ -213,9 +237,18 @@ impl ClusterConfig {
             })
     }
 
-    /// Address of the coordinator's TCP listener.
+    /// Address of the coordinator's TCP listener, as the other control planes reach it.
     pub fn coordinator_addr(&self) -> SocketAddr {
         let mut a = self.nodes[self.coordinator as usize].address;
+        a.set_port(self.coordinator_port);
+        a
+    }
+
+    /// Local address the coordinator's listener binds: its node's `bind` ip (or `address`)
+    /// at the coordinator port.
+    pub fn coordinator_bind_addr(&self) -> SocketAddr {
+        let node = &self.nodes[self.coordinator as usize];
+        let mut a = node.bind.unwrap_or(node.address);
         a.set_port(self.coordinator_port);
         a
     }
@@ -319,6 +352,7 @@ struct RawCluster {
     rates_file: Option<String>,
     mac_key: Option<Spanned<String>>,
     mac: Option<Spanned<bool>>,
+    mtu: Option<Spanned<u64>>,
     coordinator: Spanned<RawCoordinator>,
     #[serde(default)]
     node: Vec<Spanned<RawNode>>,
@@ -338,6 +372,8 @@ struct RawCoordinator {
 struct RawNode {
     name: Spanned<String>,
     address: Spanned<String>,
+    bind: Option<Spanned<String>>,
+    mtu: Option<Spanned<u64>>,
     cores: Option<Spanned<Vec<usize>>>,
     backend: Option<Spanned<String>>,
     dpdk: Option<Spanned<String>>,
@@ -409,24 +445,43 @@ impl Source<'_> {
                 .map_err(|e| self.invalid(w.span(), "wire", e.to_string()))?,
             None => PayloadType::F32,
         };
+        // The job's MTU: the smallest of the cluster's and every node's.
+        let mut mtu: Option<(usize, std::ops::Range<usize>)> = None;
+        for m in raw
+            .mtu
+            .iter()
+            .chain(raw.node.iter().filter_map(|n| n.get_ref().mtu.as_ref()))
+        {
+            let v = *m.get_ref();
+            if !(576..=9000).contains(&v) {
+                return Err(self.invalid(m.span(), "mtu", format!("{v} is outside 576..=9000")));
+            }
+            if mtu.as_ref().is_none_or(|(cur, _)| v as usize <= *cur) {
+                mtu = Some((v as usize, m.span()));
+            }
+        }
+        let (mtu, mtu_span) = mtu.map_or((DEFAULT_MTU, None), |(v, span)| (v, Some(span)));
+        // Payload bytes a datagram may carry within the MTU (IPv4 + UDP headers, ours, tag).
+        let room = mtu - IP_UDP_OVERHEAD - wire::HEADER_LEN - wire::AUTH_TAG_LEN;
         let segment_elems = match &raw.segment_elems {
             Some(s) => {
                 let v = *s.get_ref();
-                let max = (netstorm_dataplane::wire::MAX_DATAGRAM_LEN
-                    - netstorm_dataplane::wire::HEADER_LEN
-                    - netstorm_dataplane::wire::AUTH_TAG_LEN)
-                    / wire.elem_bytes();
+                let max = room / wire.elem_bytes();
                 if v == 0 || v as usize > max {
                     return Err(self.invalid(
                         s.span(),
                         "segment_elems",
-                        format!("{v} is outside 1..={max}"),
+                        format!(
+                            "{v} is outside 1..={max}: datagrams must fit the MTU of {mtu} bytes{} ({} B of {wire} payload)",
+                            if mtu_span.is_some() { " set by 'mtu'" } else { " (default; set 'mtu' for larger paths)" },
+                            max * wire.elem_bytes()
+                        ),
                     ));
                 }
                 v as usize
             }
-            // 1408 payload bytes: 352 f32 or 704 16-bit elements.
-            None => wire.elems_per_segment(1408),
+            // 1408 payload bytes (352 f32 or 704 16-bit elements), or what fits a smaller MTU.
+            None => wire.elems_per_segment(room.min(1408)),
         };
         let planner = match &raw.planner {
             Some(p) => {
@@ -518,6 +573,19 @@ impl Source<'_> {
                     ),
                 )
             })?;
+            let bind = match &n.bind {
+                Some(b) => Some(b.get_ref().parse::<SocketAddr>().map_err(|e| {
+                    self.invalid(
+                        b.span(),
+                        "bind",
+                        format!(
+                            "'{}' is not an ip:port socket address ({e}) in [[node]] '{name}'",
+                            b.get_ref()
+                        ),
+                    )
+                })?),
+                None => None,
+            };
             let cores = match &n.cores {
                 Some(c) if c.get_ref().is_empty() => {
                     return Err(self.invalid(
@@ -567,7 +635,7 @@ impl Source<'_> {
                     ))
                 }
                 (Backend::Dpdk, Some(d)) => {
-                    if !address.is_ipv4() {
+                    if !address.is_ipv4() || bind.is_some_and(|b| !b.is_ipv4()) {
                         return Err(self.invalid(
                             n.address.span(),
                             "address",
@@ -582,10 +650,24 @@ impl Source<'_> {
                 name: name.to_string(),
                 id: i as NodeId,
                 address,
+                bind,
                 cores,
                 backend,
                 dpdk,
             });
+            if let Some((b, span)) = bind.zip(n.bind.as_ref().map(|b| b.span())) {
+                if b.port() == 0 || b.port() as usize + nodes[i].cores.len() > 65536 {
+                    return Err(self.invalid(
+                        span,
+                        "bind",
+                        format!(
+                            "port {} cannot serve {} workers",
+                            b.port(),
+                            nodes[i].cores.len()
+                        ),
+                    ));
+                }
+            }
         }
         // Worker w of every node synchronizes the same element range with worker w of the
         // others, so every node runs the same number of workers.
@@ -739,6 +821,7 @@ impl Source<'_> {
             job: *raw.job.get_ref(),
             buffer_elems: buffer_elems as usize,
             segment_elems,
+            mtu,
             wire,
             shm_dir: PathBuf::from(raw.shm_dir.unwrap_or_else(|| "/dev/shm".into())),
             planner,
@@ -809,14 +892,29 @@ impl ClusterConfig {
                 ),
             ));
         }
-        if std::net::IpAddr::V4(port.ip) != node.address.ip()
-            || port.udp_port != node.address.port()
-        {
+        let local = node.bind.unwrap_or(node.address);
+        if std::net::IpAddr::V4(port.ip) != local.ip() || port.udp_port != local.port() {
             return Err(invalid(
                 "port.ip",
                 format!(
-                    "{}:{} but node '{}' has address {} in {cluster}: peers send there",
-                    port.ip, port.udp_port, node.name, node.address
+                    "{}:{} but node '{}' has {} {local} in {cluster}",
+                    port.ip,
+                    port.udp_port,
+                    node.name,
+                    if node.bind.is_some() {
+                        "bind"
+                    } else {
+                        "address"
+                    }
+                ),
+            ));
+        }
+        if usize::from(port.mtu) < self.mtu {
+            return Err(invalid(
+                "port.mtu",
+                format!(
+                    "{} is smaller than the job's mtu {} in {cluster}: datagrams sized for {} bytes would not fit; lower mtu in {cluster} or raise port.mtu",
+                    port.mtu, self.mtu, self.mtu
                 ),
             ));
         }
@@ -1014,6 +1112,63 @@ bidirectional = true
             e.contains("invalid 'address'") && e.contains("IPv4 only"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn bind_is_where_a_node_listens_address_where_peers_reach_it() {
+        let c = ClusterConfig::parse_str(GOOD, "c.toml").unwrap();
+        assert_eq!(c.nodes[0].bind, None);
+        assert_eq!(c.nodes[0].worker_bind_addr(1), c.nodes[0].worker_addr(1));
+        let t = GOOD.replace(
+            "address = \"127.0.0.1:9000\"",
+            "address = \"203.0.113.7:9000\"\nbind = \"0.0.0.0:7000\"",
+        );
+        let c = ClusterConfig::parse_str(&t, "c.toml").unwrap();
+        let a = &c.nodes[0];
+        assert_eq!(a.worker_addr(1).to_string(), "203.0.113.7:9001");
+        assert_eq!(a.worker_bind_addr(1).to_string(), "0.0.0.0:7001");
+        assert_eq!(c.coordinator_addr().to_string(), "203.0.113.7:7700");
+        assert_eq!(c.coordinator_bind_addr().to_string(), "0.0.0.0:7700");
+        let e = err(&GOOD.replace(
+            "address = \"127.0.0.1:9010\"",
+            "address = \"127.0.0.1:9010\"\nbind = \"eth0:9010\"",
+        ));
+        assert!(e.starts_with("c.toml:18: invalid 'bind'"), "{e}");
+        assert!(e.contains("'b'"), "{e}");
+    }
+
+    #[test]
+    fn mtu_sizes_segments_and_refuses_what_does_not_fit() {
+        // The default MTU carries today's 1408-byte segments exactly.
+        let c = ClusterConfig::parse_str(GOOD, "c.toml").unwrap();
+        assert_eq!((c.mtu, c.segment_elems), (1500, 352));
+        // A smaller MTU on one node (a VPN path) shrinks every node's segments to fit it.
+        let t = GOOD.replace("cores = [1, 0]", "cores = [1, 0]\nmtu = 1400");
+        let c = ClusterConfig::parse_str(&t, "c.toml").unwrap();
+        assert_eq!((c.mtu, c.segment_elems), (1400, (1400 - 28 - 48 - 16) / 4));
+        let b16 = t.replace("shm_dir = \"/tmp\"", "shm_dir = \"/tmp\"\nwire = \"bf16\"");
+        let c = ClusterConfig::parse_str(&b16, "c.toml").unwrap();
+        assert_eq!(c.segment_elems, (1400 - 28 - 48 - 16) / 2);
+        // A larger MTU does not change the default, but allows larger segments.
+        let jumbo = GOOD.replace("shm_dir = \"/tmp\"", "shm_dir = \"/tmp\"\nmtu = 9000");
+        let c = ClusterConfig::parse_str(&jumbo, "c.toml").unwrap();
+        assert_eq!((c.mtu, c.segment_elems), (9000, 352));
+        let big = jumbo.replace("mtu = 9000", "mtu = 9000\nsegment_elems = 2200");
+        assert_eq!(
+            ClusterConfig::parse_str(&big, "c.toml")
+                .unwrap()
+                .segment_elems,
+            2200
+        );
+        // Segments that would not fit are refused, naming the key and the MTU.
+        let e = err(&t.replace(
+            "shm_dir = \"/tmp\"",
+            "shm_dir = \"/tmp\"\nsegment_elems = 352",
+        ));
+        assert!(e.starts_with("c.toml:5: invalid 'segment_elems'"), "{e}");
+        assert!(e.contains("1..=327") && e.contains("MTU of 1400"), "{e}");
+        let e = err(&GOOD.replace("shm_dir = \"/tmp\"", "shm_dir = \"/tmp\"\nmtu = 100"));
+        assert!(e.starts_with("c.toml:5: invalid 'mtu'"), "{e}");
     }
 
     fn err(text: &str) -> String {

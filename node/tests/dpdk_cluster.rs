@@ -193,6 +193,11 @@ fn bad_dpdk_files_are_refused_naming_file_and_key() {
             ),
             "invalid 'port.neighbours': node 1 ('b') at 127.0.0.1:9",
         ),
+        // A port MTU below the job's (1500 by default): datagrams would not fit.
+        (
+            good.replace("rx_desc = 512", "rx_desc = 512\nmtu = 1280"),
+            "invalid 'port.mtu': 1280 is smaller than the job's mtu 1500",
+        ),
         // A key the port does not know.
         (
             good.replace("rx_desc", "rx_dsec"),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{run_to_end, trainer, wait_file, Cluster, CP, DP};
+use common::{loopback_pair, run_to_end, trainer, wait_file, Cluster, CP, DP};
 use netstorm_dataplane::shm::{RingConfig, ShmRegion};
 use std::time::{Duration, Instant};
 
@@ -162,4 +162,144 @@ fn killing_and_restarting_a_cp_does_not_disturb_its_dp() {
         "{stats}"
     );
     assert!(stats.contains("\"policy_errors\":0"), "{stats}");
+}
+
+/// A bf16 job on real sockets: both dps send 16-bit payloads (`wire = "bf16"`), every round
+/// ends bit-identical on both nodes, within the documented error bound of the exact sum, and
+/// genuinely rounded (some elements differ from the f32 sum: the test gradients need 11 bits,
+/// bf16 keeps 8), with no packet dropped for a foreign payload type.
+#[test]
+fn bf16_wire_on_real_sockets_is_bit_identical_and_within_bound() {
+    use netstorm_dataplane::reference::{fill_test_gradient, reference_sum, result_ok};
+    use netstorm_dataplane::wire::PayloadType;
+    let mut cl = Cluster::with_config("bf16", 24500, |dir, port| {
+        loopback_pair(dir, port).replace("segment_elems = 200\n", "wire = \"bf16\"\n")
+    });
+    let cfg = cl.cfg();
+    assert_eq!((cfg.wire, cfg.segment_elems), (PayloadType::Bf16, 704));
+    for n in ["a", "b"] {
+        cl.spawn(DP, n);
+        cl.spawn(CP, n);
+    }
+    const ROUNDS: usize = 5;
+    let run = |node: &'static str, cfg: netstorm_node::ClusterConfig| {
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut s = loop {
+                match netstorm_node::Session::connect(&cfg, node) {
+                    Ok(s) => break s,
+                    Err(_) if t0.elapsed() < Duration::from_secs(20) => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            let me = cfg.node(node).unwrap().id as usize;
+            let mut out = Vec::new();
+            for _ in 0..ROUNDS {
+                let mut buf = vec![0.0f32; cfg.buffer_elems];
+                let r = s.next_round() as u32;
+                fill_test_gradient(&mut buf, me, r);
+                s.allreduce(&mut buf).unwrap();
+                out.push((r, buf));
+            }
+            out
+        })
+    };
+    let (a, b) = (run("a", cfg.clone()), run("b", cfg.clone()));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    let mut rounded = 0;
+    for ((ra, xa), (rb, xb)) in a.iter().zip(&b) {
+        assert_eq!(ra, rb);
+        for (i, (x, y)) in xa.iter().zip(xb).enumerate() {
+            assert_eq!(
+                x.to_bits(),
+                y.to_bits(),
+                "round {ra} element {i}: nodes differ"
+            );
+            assert!(
+                result_ok(PayloadType::Bf16, 2, *ra, i, *x),
+                "round {ra} element {i}: {x}"
+            );
+            rounded += usize::from(x.to_bits() != reference_sum(0..2, *ra, i).to_bits());
+        }
+    }
+    assert!(
+        rounded > 0,
+        "no element was rounded: the job did not run in bf16"
+    );
+    // The dp's counters file (rewritten every 500 ms) reports the payload counters.
+    let path = cl.dir.join("netstorm-9-a.dp-stats.json");
+    let t0 = Instant::now();
+    let stats: serde_json::Value = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        if v["rounds_completed"].as_u64() >= Some(ROUNDS as u64)
+            || t0.elapsed() > Duration::from_secs(10)
+        {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        stats["rounds_completed"].as_u64(),
+        Some(ROUNDS as u64),
+        "{stats}"
+    );
+    for key in ["rx_wrong_payload", "saturated", "nonfinite_inputs"] {
+        assert_eq!(stats[key].as_u64(), Some(0), "{key}: {stats}");
+    }
+}
+
+/// A node that listens on a different address than peers use to reach it (`bind` beside
+/// `address`, as behind NAT or with several interfaces): node a binds the wildcard address for
+/// its worker and its coordinator, peers reach it at 127.0.0.1, and training runs exact.
+#[test]
+fn a_node_bound_to_another_address_than_it_advertises_trains() {
+    let mut cl = Cluster::with_config("bind", 25000, |dir, port| {
+        loopback_pair(dir, port).replacen(
+            &format!("address = \"127.0.0.1:{}\"\n", port + 1),
+            &format!(
+                "address = \"127.0.0.1:{}\"\nbind = \"0.0.0.0:{}\"\n",
+                port + 1,
+                port + 1
+            ),
+            1,
+        )
+    });
+    let cfg = cl.cfg();
+    assert_eq!(
+        cfg.nodes[0].bind.map(|b| b.ip().is_unspecified()),
+        Some(true)
+    );
+    for n in ["a", "b"] {
+        cl.spawn(DP, n);
+        cl.spawn(CP, n);
+    }
+    let (a, b) = (trainer("a", 3, cfg.clone()), trainer("b", 3, cfg.clone()));
+    a.join().unwrap();
+    b.join().unwrap();
+
+    // The dp listens on `bind`, not on `address`: advertised at a documentation address no
+    // interface here has (binding it would fail), bound to loopback, it starts and stays up.
+    let mut cl = Cluster::with_config("bind2", 25100, |dir, port| {
+        loopback_pair(dir, port).replacen(
+            &format!("address = \"127.0.0.1:{}\"\n", port + 1),
+            &format!(
+                "address = \"192.0.2.1:{}\"\nbind = \"127.0.0.1:{}\"\n",
+                port + 1,
+                port + 1
+            ),
+            1,
+        )
+    });
+    let cfg = cl.cfg();
+    let dp = cl.spawn(DP, "a");
+    wait_file(&cfg.node_file_path("a"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        cl.children[dp].try_wait().unwrap().is_none(),
+        "the dp exited: {}",
+        std::fs::read_to_string(cl.dir.join("0-netstorm-dp-a.log")).unwrap_or_default()
+    );
 }

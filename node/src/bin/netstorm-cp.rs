@@ -135,8 +135,8 @@ fn run() -> anyhow::Result<()> {
         |e| matches!(e, ShmError::RoleTaken { .. }),
     )?;
     if me.id == cfg.coordinator {
-        let listener = TcpListener::bind(cfg.coordinator_addr())
-            .with_context(|| format!("coordinator: binding {}", cfg.coordinator_addr()))?;
+        let listener = TcpListener::bind(cfg.coordinator_bind_addr())
+            .with_context(|| format!("coordinator: binding {}", cfg.coordinator_bind_addr()))?;
         let ccfg = cfg.clone();
         std::thread::Builder::new()
             .name("coordinator".into())

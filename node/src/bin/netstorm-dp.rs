@@ -72,6 +72,12 @@ struct DpStats {
     rx_port_dropped: u64,
     rx_malformed: u64,
     rx_stale_epoch: u64,
+    /// Data packets whose payload type is not the job's `wire` (dropped).
+    rx_wrong_payload: u64,
+    /// Finite values that saturated when encoded to a 16-bit `wire`.
+    saturated: u64,
+    /// NaN or infinite values in the trainer's gradients (reported, never altered).
+    nonfinite_inputs: u64,
     tx_retransmits: u64,
     loss_detected: u64,
     tx_would_block: u64,
@@ -143,7 +149,7 @@ fn run() -> anyhow::Result<()> {
         let port = match dpdk_ports.next() {
             Some(p) => p,
             None => {
-                let mut uc = UdpConfig::new(me.worker_addr(w));
+                let mut uc = UdpConfig::new(me.worker_bind_addr(w));
                 uc.max_datagram_len = uc.max_datagram_len.max(engine.config().max_datagram_len());
                 uc.peers = cfg
                     .nodes
@@ -196,7 +202,10 @@ fn run() -> anyhow::Result<()> {
     drop(ev_tx);
     let net = match &me.dpdk {
         Some(file) => format!("dpdk {} ({})", me.address, file.display()),
-        None => format!("udp {}..+{}", me.address, workers),
+        None => match me.bind {
+            Some(b) => format!("udp {b}..+{workers} (peers reach it at {})", me.address),
+            None => format!("udp {}..+{}", me.address, workers),
+        },
     };
     eprintln!(
         "netstorm-dp: node '{}' (id {}) job {}: {} worker(s) on cores {:?}, {net}, rings {}, node file {}",
@@ -392,6 +401,9 @@ fn run() -> anyhow::Result<()> {
             stats.tx_would_block = sum(&|c| c.1.tx_would_block);
             stats.rx_malformed = sum(&|c| c.0.rx_malformed);
             stats.rx_stale_epoch = sum(&|c| c.0.rx_stale_epoch);
+            stats.rx_wrong_payload = sum(&|c| c.0.rx_wrong_payload);
+            stats.saturated = sum(&|c| c.0.saturated);
+            stats.nonfinite_inputs = sum(&|c| c.0.nonfinite_inputs);
             stats.tx_retransmits = sum(&|c| c.0.tx_retransmits);
             stats.loss_detected = sum(&|c| c.0.loss_detected);
             stats.uptime_s = start.elapsed().as_secs_f64();
