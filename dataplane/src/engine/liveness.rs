@@ -125,6 +125,9 @@ impl Engine {
     /// Sends what the failure-handling parts have waiting: RoundDone, then heartbeats.
     #[inline]
     pub(super) fn poll_control(&mut self, now: Nanos, out: &mut [u8]) -> Option<Transmit> {
+        if !self.control_on {
+            return None;
+        }
         if self.release.has_pending() {
             if let Some(tx) = self.send_round_done(now, out) {
                 return Some(tx);
@@ -139,6 +142,9 @@ impl Engine {
     /// Timers of the failure-handling parts.
     #[inline]
     pub(super) fn control_on_timeout(&mut self, now: Nanos) {
+        if !self.control_on {
+            return;
+        }
         self.release_on_timeout(now);
         self.liveness_on_timeout(now);
     }
@@ -146,6 +152,9 @@ impl Engine {
     /// Next deadline of the failure-handling parts (`None` when both are off and idle).
     #[inline]
     pub(super) fn control_deadline(&self) -> Option<Nanos> {
+        if !self.control_on {
+            return None;
+        }
         let hb = self.liveness.has_pending().then_some(0);
         [
             self.release.deadline(),

@@ -191,6 +191,9 @@ pub struct Engine {
     release: release::Release,
     /// Per-peer last-heard times and idle heartbeats (`liveness`).
     liveness: liveness::Liveness,
+    /// Release gossip or heartbeats are on: only then do `poll_*` and `handle_timeout`
+    /// look at them (off, they cost one branch).
+    control_on: bool,
 }
 
 impl Engine {
@@ -242,6 +245,7 @@ impl Engine {
                 topo,
             ),
             liveness: liveness::Liveness::new(cfg.heartbeat_ns, cfg.node, topo),
+            control_on: cfg.release_gossip || cfg.heartbeat_ns.is_some(),
             cfg,
         })
     }
