@@ -153,7 +153,16 @@ pub struct NodeRound {
     pub started_at: Nanos,
     pub result_at: Nanos,
     pub completed_at: Nanos,
+    /// When the round was released here (release gossip on; 0: not released).
+    pub released_at: Nanos,
     pub epoch: u32,
+}
+
+impl NodeRound {
+    /// The round is over at this node: completed, and released if `engine` gossips.
+    fn over(&self, engine: &Engine) -> bool {
+        self.completed_at > 0 && (!engine.config().release_gossip || self.released_at > 0)
+    }
 }
 
 /// One round across all nodes.
@@ -166,14 +175,17 @@ pub struct RoundSummary {
     pub result_at: Nanos,
     /// When the last node completed (all its sends acknowledged).
     pub completed_at: Nanos,
+    /// With release gossip: when the last node released the round (0 without).
+    pub released_at: Nanos,
     /// Epoch every node ran the round under (`None` if nodes disagreed — a bug).
     pub epoch: Option<u32>,
 }
 
 impl RoundSummary {
-    /// Synchronization time of the round: first start to the last node holding the result.
+    /// Synchronization time of the round: first start to the last node holding the result
+    /// it may hand over (its release, with release gossip).
     pub fn sync_ns(&self) -> Nanos {
-        self.result_at - self.started_at
+        self.result_at.max(self.released_at) - self.started_at
     }
 }
 
@@ -478,7 +490,7 @@ impl Simulation {
     /// Summary of `round` once every node completed it.
     pub fn summary(&self, round: u32) -> Option<RoundSummary> {
         let r = self.rounds.get(round as usize)?;
-        if r.is_empty() || r.iter().any(|x| x.completed_at == 0) {
+        if r.is_empty() || !r.iter().zip(&self.engines).all(|(x, e)| x.over(e)) {
             return None;
         }
         let epoch = r[0].epoch;
@@ -487,6 +499,7 @@ impl Simulation {
             started_at: r.iter().map(|x| x.started_at).min()?,
             result_at: r.iter().map(|x| x.result_at).max()?,
             completed_at: r.iter().map(|x| x.completed_at).max()?,
+            released_at: r.iter().map(|x| x.released_at).max()?,
             epoch: r.iter().all(|x| x.epoch == epoch).then_some(epoch),
         })
     }
@@ -553,11 +566,31 @@ impl Simulation {
         &mut self.rounds[r]
     }
 
-    /// Runs until every node completed `round`, or fails after `max_virtual_ns` of virtual
-    /// time beyond now (never hangs).
+    /// Runs until every node completed `round` (and released it, where release gossip is
+    /// on), or fails after `max_virtual_ns` of virtual time beyond now (never hangs).
     pub fn run_round(&mut self, round: u32, max_virtual_ns: Nanos) -> Result<(), EmuError> {
+        let gossip: Vec<bool> = self
+            .engines
+            .iter()
+            .map(|e| e.config().release_gossip)
+            .collect();
         self.run_until(round, max_virtual_ns, |nodes| {
-            nodes.iter().all(|x| x.completed_at > 0)
+            nodes
+                .iter()
+                .zip(&gossip)
+                .all(|(x, &g)| x.completed_at > 0 && (!g || x.released_at > 0))
+        })
+    }
+
+    /// Like [`Simulation::run_round`], but until every node *released* `round` (engines
+    /// with release gossip on).
+    pub fn run_round_released(
+        &mut self,
+        round: u32,
+        max_virtual_ns: Nanos,
+    ) -> Result<(), EmuError> {
+        self.run_until(round, max_virtual_ns, |nodes| {
+            nodes.iter().all(|x| x.released_at > 0)
         })
     }
 
@@ -589,10 +622,12 @@ impl Simulation {
     }
 
     fn stuck(&self, round: u32, why: &str) -> EmuError {
-        let pending = self
-            .rounds
-            .get(round as usize)
-            .map_or(self.n, |r| r.iter().filter(|x| x.completed_at == 0).count());
+        let pending = self.rounds.get(round as usize).map_or(self.n, |r| {
+            r.iter()
+                .zip(&self.engines)
+                .filter(|(x, e)| !x.over(e))
+                .count()
+        });
         // Name the nodes the round waits for, and whether they ever started it (a trainer
         // that never hands in its gradient shows up as "not started").
         let waiting: Vec<String> = (0..self.n)
@@ -600,12 +635,14 @@ impl Simulation {
                 self.rounds
                     .get(round as usize)
                     .and_then(|r| r.get(v))
-                    .is_none_or(|x| x.completed_at == 0)
+                    .is_none_or(|x| !x.over(&self.engines[v]))
             })
             .map(|v| {
                 let e = &self.engines[v];
                 let state = if e.round_active() {
                     "running"
+                } else if e.last_round().is_some_and(|r| r >= round) {
+                    "completed, not released"
                 } else {
                     "not started"
                 };
@@ -727,11 +764,23 @@ impl Simulation {
                 EngineEvent::ResultReady { round, at } => {
                     self.round_slot(round)[node as usize].result_at = at;
                 }
-                EngineEvent::RoundComplete { round, epoch, at } => {
+                EngineEvent::RoundComplete { round, epoch, at }
+                | EngineEvent::RoundReleased { round, epoch, at } => {
+                    let released = matches!(ev, EngineEvent::RoundReleased { .. });
                     let r = &mut self.round_slot(round)[node as usize];
-                    r.completed_at = at.max(1);
+                    if released {
+                        r.released_at = at.max(1);
+                    } else {
+                        r.completed_at = at.max(1);
+                    }
                     r.epoch = epoch;
                     let result_at = r.result_at;
+                    // A trainer takes the result at its release with release gossip, else
+                    // at completion.
+                    let gossip = self.engines[node as usize].config().release_gossip;
+                    if released != gossip {
+                        continue;
+                    }
                     if let Some((last, compute)) = self.auto_advance {
                         if round < last {
                             let start = at.max(result_at + compute);

@@ -595,7 +595,7 @@ mod tests {
         // Values below both formats' special range, so whole chunks take the fast path...
         let small = |i: u32| {
             let mag = [1e-9f32, 3e-8, 6e-5, 1e-3, 0.5, 700.0, 30000.0][(i % 7) as usize];
-            let sign = if i % 3 == 0 { -1.0 } else { 1.0 };
+            let sign = if i.is_multiple_of(3) { -1.0 } else { 1.0 };
             sign * mag * (1.0 + (i as f32 * 0.618).fract())
         };
         // ...and chunks that each hold one value at an edge of the special range.

@@ -4,18 +4,21 @@
 use std::path::PathBuf;
 
 use netstorm_dataplane::wire::{
-    emit_packet, flags, AckRepr, HeaderRepr, Packet, PacketKind, PayloadType, ProbeRepr, WireError,
-    ACK_PAYLOAD_LEN, AUTH_TAG_LEN, HEADER_LEN, MAGIC, PROBE_MIN_LEN, VERSION,
+    emit_packet, flags, AckRepr, HeaderRepr, Packet, PacketKind, PayloadType, ProbeRepr,
+    RoundDoneRepr, WireError, ACK_PAYLOAD_LEN, AUTH_TAG_LEN, HEADER_LEN, MAGIC, PROBE_MIN_LEN,
+    ROUND_DONE_PAYLOAD_LEN, VERSION,
 };
 use proptest::prelude::*;
 
-const ALL_KINDS: [PacketKind; 6] = [
+const ALL_KINDS: [PacketKind; 8] = [
     PacketKind::ReduceData,
     PacketKind::BroadcastData,
     PacketKind::Ack,
     PacketKind::Probe,
     PacketKind::ProbeReply,
     PacketKind::Control,
+    PacketKind::RoundDone,
+    PacketKind::Heartbeat,
 ];
 
 /// The invariant every accepted datagram must satisfy: accessors agree with the bytes, and
@@ -80,6 +83,20 @@ fn check_any_input(bytes: &[u8]) -> Result<(), TestCaseError> {
     } else {
         prop_assert!(bytes.len() < PROBE_MIN_LEN);
     }
+    // A RoundDone payload is accepted only whole, with a known role and zero reserved bytes
+    // (a forged or corrupted one is counted and dropped by the engine).
+    match RoundDoneRepr::parse(bytes) {
+        Ok(done) => {
+            let mut out = [0u8; ROUND_DONE_PAYLOAD_LEN];
+            done.emit(&mut out).expect("8-byte buffer");
+            prop_assert_eq!(&out[..], bytes);
+        }
+        Err(_) => prop_assert!(
+            bytes.len() != ROUND_DONE_PAYLOAD_LEN
+                || bytes[0] > 2
+                || bytes[1..].iter().any(|&b| b != 0)
+        ),
+    }
     Ok(())
 }
 
@@ -96,6 +113,8 @@ fn arb_payload_len(kind: PacketKind) -> BoxedStrategy<u16> {
         PacketKind::Ack => Just(ACK_PAYLOAD_LEN as u16).boxed(),
         PacketKind::Probe | PacketKind::ProbeReply => (PROBE_MIN_LEN as u16..=80).boxed(),
         PacketKind::Control => (0u16..=100).boxed(),
+        PacketKind::RoundDone => Just(ROUND_DONE_PAYLOAD_LEN as u16).boxed(),
+        PacketKind::Heartbeat => Just(0).boxed(),
     }
 }
 

@@ -4,7 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use netstorm_dataplane::wire::{
-    flags, AckRepr, Packet, PacketKind, ProbeRepr, ACK_PAYLOAD_LEN, HEADER_LEN, PROBE_MIN_LEN,
+    flags, AckRepr, Packet, PacketKind, ProbeRepr, RoundDoneRepr, ACK_PAYLOAD_LEN, HEADER_LEN,
+    PROBE_MIN_LEN, ROUND_DONE_PAYLOAD_LEN,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -40,5 +41,10 @@ fuzz_target!(|data: &[u8]| {
         let mut out = [0u8; PROBE_MIN_LEN];
         probe.emit(&mut out).expect("12-byte buffer");
         assert_eq!(&out[..], &data[..PROBE_MIN_LEN]);
+    }
+    if let Ok(done) = RoundDoneRepr::parse(data) {
+        let mut out = [0u8; ROUND_DONE_PAYLOAD_LEN];
+        done.emit(&mut out).expect("8-byte buffer");
+        assert_eq!(&out[..], data);
     }
 });

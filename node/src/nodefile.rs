@@ -15,11 +15,20 @@
 //!                              the node agent's undecided activation round, or a committed
 //!                              activation whose policy the dp has not installed yet
 //! 136   barrier_epoch    u64   cp: the epoch that barrier waits for (for a restarted cp)
+//! 144   freeze           u64   cp: round + 1 of a round the workers must not release on
+//!                              their own (a coordinator is deciding its outcome; 0 = none)
+//! 152   decided          u64   cp: round + 1 of the newest round whose outcome was decided
+//! 160   decided_failed   u64   cp: 1 if that outcome is "failed" (stored before `decided`)
+//! 168   lost             [u64; 3] cp: the nodes a failed round lost (a NodeSet, before `decided`)
 //! 192   installed_epoch  u64   dp: newest policy epoch installed from the policy ring
 //! 200   active_epoch     u64   dp: epoch the newest started round runs under
+//! 208   members          [u64; 3] dp/cp: the nodes rounds sum over now (a NodeSet)
 //! 256   done[w]          u64   dp worker w: round + 1 of the newest round complete there
 //! 264   started[w]       u64   dp worker w: round + 1 of the newest round started there
-//!                              (one 64-byte line per worker: done, started)
+//! 272   status[w]        u64   dp worker w: its answer to `freeze`: (round + 1) << 2 | status
+//!                              (1 released, 2 completed, 3 incomplete)
+//! 280   aborted[w]       u64   dp worker w: round + 1 of the newest round it abandoned
+//!                              (one 64-byte line per worker: done, started, status, aborted)
 //! 4096  buffer           f32 × buffer_elems
 //! ```
 //!
@@ -28,6 +37,16 @@
 //! round `r`, copies the result back and stores `done[w] = r + 1` (Release); the trainer
 //! returns when every `done[w] == r + 1`. Between a request and its completion only the dp
 //! touches the buffer; otherwise only the trainer does.
+//!
+//! A failed round (issue 19): the cp stores `lost`, `decided_failed = 1`, then
+//! `decided = r + 1`; every worker that has not released round r abandons it and stores
+//! `aborted[w] = r + 1` once it no longer touches the buffer. The round is over at a worker
+//! when `done[w]` or `aborted[w]` reached `r + 1`; the trainer returns "failed, lost = ..."
+//! (its own buffer unchanged) when it is over everywhere and some worker aborted it. The
+//! cp keeps `freeze` set until the decided round is over at every worker (an idle worker
+//! looks at `decided` only while a freeze is set). The
+//! words added for this are zero in a file of an older dp (no freeze, no decision, no
+//! abort), so the layout version is unchanged.
 //!
 //! Start gate (the cp's barrier vs. the worker's start, both SeqCst, Dekker style): a worker
 //! stores `started[w] = r + 1`, then re-reads the barrier and takes the start back if
@@ -56,10 +75,103 @@ const OFF_PID: usize = 24;
 const OFF_REQUEST: usize = 64;
 const OFF_BARRIER: usize = 128;
 const OFF_BARRIER_EPOCH: usize = 136;
+const OFF_FREEZE: usize = 144;
+const OFF_DECIDED: usize = 152;
+const OFF_DECIDED_FAILED: usize = 160;
+const OFF_LOST: usize = 168;
 const OFF_INSTALLED: usize = 192;
 const OFF_ACTIVE: usize = 200;
+const OFF_MEMBERS: usize = 208;
 const OFF_DONE: usize = 256;
 const OFF_STARTED: usize = 264;
+const OFF_STATUS: usize = 272;
+const OFF_ABORTED: usize = 280;
+
+/// A set of node ids below [`NodeSet::CAPACITY`], as the node file stores it (three words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct NodeSet {
+    words: [u64; 3],
+}
+
+impl NodeSet {
+    /// Node ids a set can hold (0..192).
+    pub const CAPACITY: usize = 192;
+
+    /// The nodes `0..n` (capped at [`NodeSet::CAPACITY`]).
+    pub fn first(n: usize) -> Self {
+        (0..n.min(Self::CAPACITY) as u16).collect()
+    }
+    /// Adds `node`; false (and nothing added) if it is not below [`NodeSet::CAPACITY`].
+    pub fn insert(&mut self, node: u16) -> bool {
+        let i = node as usize;
+        if i >= Self::CAPACITY {
+            return false;
+        }
+        self.words[i / 64] |= 1 << (i % 64);
+        true
+    }
+    pub fn contains(&self, node: u16) -> bool {
+        let i = node as usize;
+        i < Self::CAPACITY && self.words[i / 64] >> (i % 64) & 1 == 1
+    }
+    pub fn len(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.words == [0; 3]
+    }
+    /// The ids, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..Self::CAPACITY as u16).filter(|&v| self.contains(v))
+    }
+}
+
+impl FromIterator<u16> for NodeSet {
+    fn from_iter<I: IntoIterator<Item = u16>>(iter: I) -> Self {
+        let mut s = NodeSet::default();
+        for v in iter {
+            s.insert(v);
+        }
+        s
+    }
+}
+
+/// A dp worker's answer to a freeze (see the module docs' `status[w]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrozenStatus {
+    /// Released here: the result was handed over.
+    Released,
+    /// Holds the full result, not released.
+    Completed,
+    /// No full result (and, once the round is decided failed, never one).
+    Incomplete,
+}
+
+impl FrozenStatus {
+    fn code(self) -> u64 {
+        match self {
+            FrozenStatus::Released => 1,
+            FrozenStatus::Completed => 2,
+            FrozenStatus::Incomplete => 3,
+        }
+    }
+    fn from_code(code: u64) -> Option<Self> {
+        match code {
+            1 => Some(FrozenStatus::Released),
+            2 => Some(FrozenStatus::Completed),
+            3 => Some(FrozenStatus::Incomplete),
+            _ => None,
+        }
+    }
+}
+
+/// A coordinator's decision about one round, as the node file carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundDecision {
+    pub round: u64,
+    /// `None`: succeeded; `Some(lost)`: failed, losing these nodes.
+    pub failed: Option<NodeSet>,
+}
 /// "No barrier" in the barrier word.
 pub const NO_BARRIER: u64 = u64::MAX;
 
@@ -341,6 +453,87 @@ impl NodeFile {
         (0..self.workers).map(|w| self.done(w)).min().unwrap_or(0)
     }
 
+    // -- failed rounds (issue 19) ---------------------------------------------------------
+
+    fn read_set(&self, off: usize) -> NodeSet {
+        let mut s = NodeSet::default();
+        for (i, w) in s.words.iter_mut().enumerate() {
+            *w = self.word64(off + 8 * i).load(Ordering::Acquire);
+        }
+        s
+    }
+    fn write_set(&self, off: usize, set: NodeSet) {
+        for (i, w) in set.words.iter().enumerate() {
+            self.word64(off + 8 * i).store(*w, Ordering::Release);
+        }
+    }
+    /// The round (not round + 1) whose release the workers must hold, if any.
+    pub fn freeze(&self) -> Option<u64> {
+        self.word64(OFF_FREEZE)
+            .load(Ordering::Acquire)
+            .checked_sub(1)
+    }
+    /// The cp: hold `round`'s release (`None`: hold nothing).
+    pub fn set_freeze(&self, round: Option<u64>) {
+        self.word64(OFF_FREEZE)
+            .store(round.map_or(0, |r| r + 1), Ordering::Release)
+    }
+    /// The newest decided round and its outcome.
+    pub fn decision(&self) -> Option<RoundDecision> {
+        let round = self
+            .word64(OFF_DECIDED)
+            .load(Ordering::Acquire)
+            .checked_sub(1)?;
+        let failed = self.word64(OFF_DECIDED_FAILED).load(Ordering::Acquire) == 1;
+        Some(RoundDecision {
+            round,
+            failed: failed.then(|| self.read_set(OFF_LOST)),
+        })
+    }
+    /// The cp: publishes a decision (its parts first, the round last).
+    pub fn set_decision(&self, d: RoundDecision) {
+        self.write_set(OFF_LOST, d.failed.unwrap_or_default());
+        self.word64(OFF_DECIDED_FAILED)
+            .store(u64::from(d.failed.is_some()), Ordering::Release);
+        self.word64(OFF_DECIDED)
+            .store(d.round + 1, Ordering::Release);
+    }
+    /// The nodes rounds sum over now (empty in a file of an older dp).
+    pub fn members(&self) -> NodeSet {
+        self.read_set(OFF_MEMBERS)
+    }
+    pub fn set_members(&self, members: NodeSet) {
+        self.write_set(OFF_MEMBERS, members)
+    }
+    /// Worker `w`'s answer to the freeze: the round and its status there.
+    pub fn frozen_status(&self, w: usize) -> Option<(u64, FrozenStatus)> {
+        assert!(w < self.workers);
+        let v = self.word64(OFF_STATUS + 64 * w).load(Ordering::Acquire);
+        Some(((v >> 2).checked_sub(1)?, FrozenStatus::from_code(v & 3)?))
+    }
+    pub fn set_frozen_status(&self, w: usize, round: u64, status: FrozenStatus) {
+        assert!(w < self.workers);
+        self.word64(OFF_STATUS + 64 * w)
+            .store((round + 1) << 2 | status.code(), Ordering::Release)
+    }
+    /// Round + 1 of the newest round worker `w` abandoned (0 = none).
+    pub fn aborted(&self, w: usize) -> u64 {
+        assert!(w < self.workers);
+        self.word64(OFF_ABORTED + 64 * w).load(Ordering::Acquire)
+    }
+    pub fn set_aborted(&self, w: usize, v: u64) {
+        assert!(w < self.workers);
+        self.word64(OFF_ABORTED + 64 * w)
+            .store(v, Ordering::Release)
+    }
+    /// Round + 1 of the newest round over (done or abandoned) at every worker.
+    pub fn over_all(&self) -> u64 {
+        (0..self.workers)
+            .map(|w| self.done(w).max(self.aborted(w)))
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Copies `src` into the buffer at `range.start`.
     pub fn write_buffer(&self, start: usize, src: &[f32]) {
         assert!(start + src.len() <= self.buffer_elems);
@@ -394,6 +587,48 @@ mod tests {
         assert_eq!((dp.barrier(), dp.barrier_epoch()), (5, 2));
         tr.set_barrier(None);
         assert_eq!(dp.barrier(), NO_BARRIER);
+        // Failed-round words: zero (nothing) in a new file, then as the cp and dp set them.
+        assert_eq!(
+            (tr.freeze(), tr.decision(), tr.members()),
+            (None, None, NodeSet::default())
+        );
+        assert_eq!((dp.frozen_status(1), dp.aborted(1)), (None, 0));
+        tr.set_freeze(Some(6));
+        assert_eq!(dp.freeze(), Some(6));
+        dp.set_frozen_status(1, 6, FrozenStatus::Completed);
+        assert_eq!(tr.frozen_status(1), Some((6, FrozenStatus::Completed)));
+        assert_eq!(tr.frozen_status(0), None);
+        let lost: NodeSet = [3u16, 70, 191].into_iter().collect();
+        tr.set_decision(RoundDecision {
+            round: 6,
+            failed: Some(lost),
+        });
+        let d = dp.decision().unwrap();
+        assert_eq!(
+            (d.round, d.failed.map(|s| s.iter().collect::<Vec<_>>())),
+            (6, Some(vec![3, 70, 191]))
+        );
+        tr.set_decision(RoundDecision {
+            round: 7,
+            failed: None,
+        });
+        assert_eq!(
+            dp.decision(),
+            Some(RoundDecision {
+                round: 7,
+                failed: None
+            })
+        );
+        dp.set_members(NodeSet::first(4));
+        assert_eq!(tr.members().iter().collect::<Vec<_>>(), [0, 1, 2, 3]);
+        // Round 1 is over at worker 0 (done) and, once it aborts it, at worker 1.
+        assert_eq!(tr.over_all(), 1);
+        dp.set_done(0, 2);
+        assert_eq!(tr.over_all(), 1);
+        dp.set_aborted(1, 2);
+        assert_eq!(tr.over_all(), 2);
+        let mut s = NodeSet::default();
+        assert!(!s.insert(192) && s.is_empty() && !s.contains(192));
         let e = NodeFile::open(&path, 99, None).unwrap_err().to_string();
         assert!(e.contains("buffer_elems 100, expected 99"), "{e}");
         std::fs::write(dir.join("bad.node"), vec![7u8; 5000]).unwrap();

@@ -7,7 +7,9 @@
 //!   heartbeats with the newest round started, and link telemetry. The cp runs a
 //!   [`netstorm_controlplane::coordinator::NodeAgent`], the coordinator's cp a
 //!   [`netstorm_controlplane::coordinator::Coordinator`]; see `bin/netstorm-cp.rs`.
-//! * dp → cp: link-rate estimates on the shared-memory telemetry ring, as
+//! * dp → cp: peer silences (how long ago any datagram came from each node) as *peer
+//!   records* ([`peer_record`]) every report interval, and link-rate estimates on the
+//!   shared-memory telemetry ring, as
 //!   [`TelemetryRecord`]s in the node crate's *link record* convention
 //!   ([`link_record`] / [`parse_link_record`]).
 //!
@@ -134,6 +136,46 @@ pub fn parse_link_record(r: &TelemetryRecord) -> Option<LinkEstimate> {
     })
 }
 
+/// Marks a [`TelemetryRecord`] as a peer record: `path = PEER_RECORD | peer` (never with
+/// [`LINK_RECORD`], so a link-record reader skips it).
+pub const PEER_RECORD: u16 = 0x4000;
+
+/// How long ago the data plane of `node` last heard from `peer` (any datagram of any
+/// worker, heartbeats included), as of `at` (the dp's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerSilence {
+    pub node: NodeId,
+    pub peer: NodeId,
+    /// `None`: never heard.
+    pub silence_ns: Option<u64>,
+    pub at: u64,
+}
+
+/// Encodes a peer's silence: `node`, `path = PEER_RECORD | peer`, `interval_ns` = the
+/// silence (`u64::MAX`: never heard), `timestamp_ns = at`; everything else zero.
+pub fn peer_record(p: &PeerSilence) -> TelemetryRecord {
+    TelemetryRecord {
+        node: p.node,
+        path: PEER_RECORD | (p.peer & !(PEER_RECORD | LINK_RECORD)),
+        interval_ns: p.silence_ns.unwrap_or(u64::MAX),
+        timestamp_ns: p.at,
+        ..TelemetryRecord::default()
+    }
+}
+
+/// Decodes a peer record; `None` for other records.
+pub fn parse_peer_record(r: &TelemetryRecord) -> Option<PeerSilence> {
+    if r.path & LINK_RECORD != 0 || r.path & PEER_RECORD == 0 {
+        return None;
+    }
+    Some(PeerSilence {
+        node: r.node,
+        peer: r.path & !PEER_RECORD,
+        silence_ns: (r.interval_ns != u64::MAX).then_some(r.interval_ns),
+        at: r.timestamp_ns,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +219,26 @@ mod tests {
             ..r
         };
         assert_eq!(parse_link_record(&path), None);
+        assert_eq!(parse_peer_record(&path), None);
+        assert_eq!(
+            parse_peer_record(&r),
+            None,
+            "a link record is no peer record"
+        );
+    }
+
+    #[test]
+    fn peer_records_round_trip_and_are_not_links() {
+        for silence_ns in [Some(0), Some(150_000_000), None] {
+            let p = PeerSilence {
+                node: 2,
+                peer: 5,
+                silence_ns,
+                at: 99,
+            };
+            let r = TelemetryRecord::parse(&peer_record(&p).to_bytes()).unwrap();
+            assert_eq!(parse_peer_record(&r), Some(p));
+            assert_eq!(parse_link_record(&r), None);
+        }
     }
 }

@@ -13,9 +13,14 @@
 //!
 //! The buffer travels through the node file ([`crate::nodefile`]): one copy in before the
 //! round and one copy out after it, no copy per segment.
+//!
+//! A round the cluster decided failed (a node was lost mid-round) returns
+//! [`SessionError::PeerLost`] naming the round and the lost nodes, with the caller's buffer
+//! unchanged; the next call runs the next round.
 
 use crate::config::ClusterConfig;
-use crate::nodefile::{NodeFile, NodeFileError};
+use crate::nodefile::{NodeFile, NodeFileError, NodeSet};
+use netstorm_dataplane::NodeId;
 use std::time::{Duration, Instant};
 
 /// What one [`Session::allreduce`] did.
@@ -27,6 +32,9 @@ pub struct RoundStats {
     pub elapsed: Duration,
     /// Policy epoch the data plane ran the round under (0 if unknown).
     pub epoch: u64,
+    /// The nodes whose contributions the result sums (divide by `contributors.len()` for a
+    /// mean); empty when the data plane does not say (an older netstorm-dp).
+    pub contributors: NodeSet,
 }
 
 /// Why a session call failed.
@@ -48,6 +56,10 @@ pub enum SessionError {
         /// The cp's start barrier (`u64::MAX` = none).
         barrier: u64,
     },
+    /// The cluster decided that `round` failed because `lost` left mid-round: no node took
+    /// its result; the caller's buffer is unchanged and the next call runs the next round.
+    #[error("round {round} failed: lost node(s) {lost:?}; the buffer is unchanged")]
+    PeerLost { round: u64, lost: Vec<NodeId> },
 }
 
 /// What [`Session::allreduce_with`] moves into and out of the shared buffer.
@@ -109,9 +121,11 @@ impl Session {
         self.next - 1
     }
 
+    /// Waits until round `target - 1` is over at every worker (done, or abandoned after a
+    /// failure decision).
     fn wait_done(&self, target: u64, round: u64, start: Instant) -> Result<(), SessionError> {
         let mut spins = 0u32;
-        while self.file.done_all() < target {
+        while self.file.over_all() < target {
             let waited = start.elapsed();
             if waited > self.timeout {
                 return Err(SessionError::Timeout {
@@ -119,7 +133,7 @@ impl Session {
                     waited,
                     dp_pid: self.file.dp_pid(),
                     done_workers: (0..self.file.workers())
-                        .filter(|&w| self.file.done(w) >= target)
+                        .filter(|&w| self.file.done(w).max(self.file.aborted(w)) >= target)
                         .count(),
                     workers: self.file.workers(),
                     barrier: self.file.barrier(),
@@ -170,12 +184,24 @@ impl Session {
         io.fill(&self.file);
         self.file.set_request(target);
         self.wait_done(target, round, start)?;
-        io.take(&self.file);
         self.next += 1;
+        if (0..self.file.workers()).any(|w| self.file.aborted(w) == target) {
+            // Failed: the dp abandoned the round; nothing is taken from the node file.
+            let lost = match self.file.decision() {
+                Some(d) if d.round == round => d.failed.unwrap_or_default(),
+                _ => NodeSet::default(),
+            };
+            return Err(SessionError::PeerLost {
+                round,
+                lost: lost.iter().collect(),
+            });
+        }
+        io.take(&self.file);
         Ok(RoundStats {
             round,
             elapsed: start.elapsed(),
             epoch: self.file.active_epoch(),
+            contributors: self.file.members(),
         })
     }
 }
@@ -183,6 +209,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nodefile::RoundDecision;
 
     #[test]
     fn times_out_when_no_dp_answers() {
@@ -231,6 +258,67 @@ mod tests {
             assert_eq!(s.allreduce(&mut b).unwrap().round, r);
             assert_eq!(b, [6.0; 8]);
         }
+        fake_dp.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fake dp and cp: round 0 succeeds, round 1 is decided failed (node 2 lost) and
+    /// abandoned by worker 1 after worker 0 completed it, round 2 succeeds over the
+    /// survivors. The failed call leaves the caller's buffer as it was.
+    #[test]
+    fn a_failed_round_returns_peer_lost_with_the_buffer_unchanged() {
+        let dir = std::env::temp_dir().join(format!("nssess3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.node");
+        let dp = NodeFile::create(&path, 2, 8).unwrap();
+        dp.set_members(NodeSet::first(3));
+        let fake_dp = std::thread::spawn(move || {
+            for r in 1..=3u64 {
+                while dp.request() < r {
+                    std::thread::yield_now();
+                }
+                let mut b = [0.0f32; 8];
+                dp.read_buffer(0..8, &mut b);
+                for x in &mut b {
+                    *x *= 3.0;
+                }
+                dp.write_buffer(0, &b);
+                if r == 2 {
+                    // Worker 0 completed (its half holds a result), worker 1 is cut off;
+                    // the cp publishes the decision, worker 1 abandons the round.
+                    dp.set_done(0, r);
+                    dp.set_decision(RoundDecision {
+                        round: r - 1,
+                        failed: Some([2u16].into_iter().collect()),
+                    });
+                    dp.set_aborted(1, r);
+                    dp.set_members([0u16, 1].into_iter().collect());
+                } else {
+                    dp.set_done(0, r);
+                    dp.set_done(1, r);
+                }
+            }
+        });
+        let mut s = Session::from_node_file(
+            NodeFile::open(&path, 8, None).unwrap(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let mut b = [2.0f32; 8];
+        let stats = s.allreduce(&mut b).unwrap();
+        assert_eq!((stats.round, stats.contributors.len()), (0, 3));
+        assert_eq!(b, [6.0; 8]);
+        let mut b = [5.0f32; 8];
+        match s.allreduce(&mut b) {
+            Err(SessionError::PeerLost { round: 1, lost }) => assert_eq!(lost, [2]),
+            other => panic!("expected PeerLost, got {other:?}"),
+        }
+        assert_eq!(b, [5.0; 8], "the caller's buffer is unchanged");
+        let mut b = [1.0f32; 8];
+        let stats = s.allreduce(&mut b).unwrap();
+        assert_eq!(stats.round, 2);
+        assert_eq!(stats.contributors.iter().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(b, [3.0; 8]);
         fake_dp.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }

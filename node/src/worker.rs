@@ -19,13 +19,22 @@
 //! not installed yet), checked with the store-then-recheck handshake of [`crate::nodefile`].
 //! No cp, no barrier: a dp whose cp is gone keeps running its committed policy.
 //!
+//! Failed rounds (issue 19): with release gossip on (real hosts), a round is handed to the
+//! trainer at its release, not at its completion. While a round is in flight here the worker
+//! also reads the node file's `freeze` and `decided` words (one atomic load each per
+//! iteration; idle, only `freeze`, for a round decided failed before it started here): it
+//! answers a freeze with the round's status, releases a frozen round the
+//! coordinator decided succeeded, and abandons (`Engine::abort_round`) one it decided failed,
+//! storing `aborted[w]` only after the engine let go of the buffer. Each report also tells
+//! the main thread how long ago every peer was last heard (`WorkerEvent::Peers`).
+//!
 //! Telemetry: every worker samples its engine's path telemetry every
 //! [`Worker::sample_every`] while a round runs (not per packet) and reports, per outgoing link,
 //! the largest link-rate estimate of the interval (see [`crate::proto`] for the estimate).
 
-use crate::nodefile::NodeFile;
+use crate::nodefile::{FrozenStatus, NodeFile};
 use crate::proto::LinkEstimate;
-use netstorm_dataplane::engine::{Counters, Engine, EngineError, EngineEvent};
+use netstorm_dataplane::engine::{Counters, Engine, EngineError, EngineEvent, RoundStatus};
 use netstorm_dataplane::policy::Policy;
 #[cfg(feature = "dpdk")]
 use netstorm_dataplane::port::dpdk::DpdkPort;
@@ -86,6 +95,13 @@ pub enum WorkerEvent {
         worker: usize,
         round: u32,
         duration_ns: u64,
+    },
+    /// Per node id: how long before `at` (the dp's clock) this worker last heard from it
+    /// (`None`: never; this node's own entry is `None`).
+    Peers {
+        worker: usize,
+        at: Nanos,
+        silence_ns: Vec<Option<Nanos>>,
     },
     Fatal {
         worker: usize,
@@ -444,6 +460,8 @@ impl Worker {
             running: 0,
             running_since: 0,
             done: self.node_file.done(self.index),
+            aborted: self.node_file.aborted(self.index),
+            answered: None,
             next_report: None,
             next_sample: 0,
             sampler: LinkSampler::default(),
@@ -485,6 +503,10 @@ struct WorkerHook<'a> {
     running_since: Nanos,
     /// Round + 1 of the newest round completed here.
     done: u64,
+    /// Round + 1 of the newest round abandoned here (a coordinator decided it failed).
+    aborted: u64,
+    /// The last answer to a freeze stored in the node file.
+    answered: Option<(u64, FrozenStatus)>,
     next_report: Option<Nanos>,
     next_sample: Nanos,
     sampler: LinkSampler,
@@ -538,10 +560,16 @@ impl WorkerHook<'_> {
                 eprintln!("netstorm-dp: worker {w}: round {} requested, but the earliest installed policy activates at round {f}; waiting for one that covers it", req - 1);
             }
         }
-        if !(req > self.done && covered && req - 1 < nf.barrier()) {
+        let over = self.done.max(self.aborted);
+        if !(req > over && covered && req - 1 < nf.barrier()) {
             return Ok(());
         }
         let round = (req - 1) as u32;
+        if nf.freeze() == Some(req - 1) {
+            // Frozen before it started here (answered "incomplete"): it must not start and
+            // release on its own; the coordinator's decision abandons or releases it.
+            return Ok(());
+        }
         // The start gate: announce, then re-check the barrier (see nodefile).
         let before = nf.started(w);
         nf.set_started(w, req);
@@ -567,8 +595,9 @@ impl WorkerHook<'_> {
                 });
                 Ok(())
             }
-            // No policy for this round after all: try again next iteration.
-            Err(EngineError::NoPolicy(_)) => {
+            // No policy for this round after all, or none newer than a failed round's: try
+            // again next iteration.
+            Err(EngineError::NoPolicy(_) | EngineError::AwaitingEpoch { .. }) => {
                 nf.set_started(w, before);
                 Ok(())
             }
@@ -580,12 +609,75 @@ impl WorkerHook<'_> {
         }
     }
 
+    /// A coordinator's freeze and decision about the round requested here (issue 19).
+    fn resolve(&mut self, engine: &mut Engine, now: Nanos) -> Result<(), WorkerError> {
+        let nf = self.node_file;
+        let w = self.w;
+        // The round requested and not over here: in flight, or not started yet.
+        let req = if self.running != 0 {
+            self.running
+        } else {
+            let req = nf.request();
+            if req <= self.done.max(self.aborted) {
+                return Ok(());
+            }
+            req
+        };
+        let round = req - 1;
+        if nf.freeze() == Some(round) {
+            let status = match engine.freeze_round(round as u32) {
+                Some(RoundStatus::Released) => FrozenStatus::Released,
+                Some(RoundStatus::Completed) => FrozenStatus::Completed,
+                // Running, abandoned, or not started here (`None`).
+                _ => FrozenStatus::Incomplete,
+            };
+            if self.answered != Some((round, status)) {
+                self.answered = Some((round, status));
+                nf.set_frozen_status(w, round, status);
+            }
+        }
+        let Some(decision) = nf.decision().filter(|d| d.round == round) else {
+            return Ok(());
+        };
+        if decision.failed.is_none() {
+            // Succeeded: a completed round is released (handed over in `event`).
+            engine.release_frozen(now, round as u32);
+            return Ok(());
+        }
+        if engine.round_status(round as u32) == Some(RoundStatus::Released) {
+            // Handed over already (the rule never decides so; the trainer has it).
+            return Ok(());
+        }
+        engine
+            .abort_round(round as u32)
+            .map_err(|source| WorkerError::Round {
+                worker: w,
+                round: round as u32,
+                source,
+            })?;
+        // The engine no longer touches the buffer: the trainer may have it back.
+        self.running = 0;
+        self.aborted = req;
+        nf.set_aborted(w, req);
+        Ok(())
+    }
+
     /// Sends counters and the link estimates of the interval.
     fn report(&mut self, engine: &Engine, port: &WorkerPort, now: Nanos) {
         let _ = self.events.send(WorkerEvent::Counters {
             worker: self.w,
             engine: Box::new(*engine.counters()),
             port: Box::new(port.counters()),
+        });
+        let silence_ns = engine
+            .peer_last_heard()
+            .iter()
+            .map(|&t| (t != 0).then(|| now.saturating_sub(t)))
+            .collect();
+        let _ = self.events.send(WorkerEvent::Peers {
+            worker: self.w,
+            at: now,
+            silence_ns,
         });
         let round_plus_one = self.running.max(self.done);
         let links = self
@@ -621,6 +713,9 @@ impl LoopHook<WorkerPort> for WorkerHook<'_> {
             });
         }
         self.take_policies(engine);
+        if self.running != 0 || self.node_file.freeze().is_some() {
+            self.resolve(engine, now)?;
+        }
         if self.running == 0 {
             self.gate_round(engine, now, stats)?;
         }
@@ -633,7 +728,15 @@ impl LoopHook<WorkerPort> for WorkerHook<'_> {
         now: Nanos,
         event: EngineEvent,
     ) -> Result<(), WorkerError> {
-        if let EngineEvent::RoundComplete { round, .. } = event {
+        // The round is handed over at its release with release gossip, else at completion.
+        let handed_over = match event {
+            EngineEvent::RoundComplete { round, .. } if !engine.config().release_gossip => {
+                Some(round)
+            }
+            EngineEvent::RoundReleased { round, .. } => Some(round),
+            _ => None,
+        };
+        if let Some(round) = handed_over {
             if self.running == u64::from(round) + 1 {
                 let known = &self.state.known;
                 self.sampler.sample(engine, known, self.node, now);

@@ -15,6 +15,7 @@ pub enum Kind {
     Config,
     Buffer,
     NoDataPlane,
+    PeerLost,
 }
 
 impl Kind {
@@ -25,6 +26,7 @@ impl Kind {
             Kind::Config => "ConfigError",
             Kind::Buffer => "BufferError",
             Kind::NoDataPlane => "DataPlaneNotFoundError",
+            Kind::PeerLost => "PeerLostError",
         }
     }
 }
@@ -105,6 +107,12 @@ pub fn session_error(py: Python<'_>, e: &SessionError, config: &str) -> PyErr {
             },
         ),
         SessionError::NodeFile(_) => raise(py, Kind::Netstorm, e.to_string()),
+        SessionError::PeerLost { round, lost } => {
+            raise_with(py, Kind::PeerLost, e.to_string(), |kw| {
+                kw.set_item("round", round)?;
+                kw.set_item("nodes", lost.clone())
+            })
+        }
     }
 }
 

@@ -31,6 +31,7 @@ pub(crate) fn emulated_wan(
             let mut ec = EngineConfig::new(v as NodeId, n as u16, elems);
             ec.segment_elems = cfg.segment_elems;
             ec.set_wire(cfg.wire);
+            ec.release_gossip = cfg.release_gossip;
             Engine::new(ec, topo).map_err(|err| ExperimentError::Engine {
                 node: v as NodeId,
                 err,

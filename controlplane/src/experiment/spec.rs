@@ -28,6 +28,9 @@ pub struct ExperimentConfig {
     pub replan: bool,
     /// Where the planner's picture of the network comes from.
     pub knowledge: Knowledge,
+    /// Release gossip in every engine (`EngineConfig::release_gossip`): a round's result is
+    /// taken at its release. Off by default.
+    pub release_gossip: bool,
 }
 
 /// What the control plane knows about the network.
@@ -54,6 +57,7 @@ impl Default for ExperimentConfig {
             max_round_virtual_ns: 3600 * NANOS_PER_SEC,
             replan: true,
             knowledge: Knowledge::Oracle,
+            release_gossip: false,
         }
     }
 }

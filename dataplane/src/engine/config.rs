@@ -55,6 +55,17 @@ pub struct EngineConfig {
     pub auth: Auth,
     /// Active capacity probes on every outgoing link (see [`crate::probe`]).
     pub probe: ProbeConfig,
+    /// Release gossip (see the engine's `release` module): a completed round is released
+    /// ([`super::EngineEvent::RoundReleased`]) only once every member said it completed it
+    /// too. Off by default (the emulated comparisons hand results over at completion); real
+    /// hosts and the fault suite turn it on.
+    pub release_gossip: bool,
+    /// How often a completed, unreleased round re-asks the members it has not heard from.
+    /// Default 20 ms.
+    pub release_resend_ns: Nanos,
+    /// Idle heartbeats: a neighbour the link to which carried nothing for this long gets an
+    /// empty Heartbeat datagram. `None` (default): none.
+    pub heartbeat_ns: Option<Nanos>,
 }
 
 impl EngineConfig {
@@ -80,6 +91,9 @@ impl EngineConfig {
             auth: Auth::default(),
             probe: ProbeConfig::default(),
             loss_tolerance: 0.02,
+            release_gossip: false,
+            release_resend_ns: 20_000_000,
+            heartbeat_ns: None,
         }
     }
 
@@ -156,6 +170,12 @@ impl EngineConfig {
         if let Err(why) = self.probe.validate() {
             return bad("probe", why);
         }
+        if self.release_resend_ns == 0 {
+            return bad("release_resend_ns", "must be positive".into());
+        }
+        if self.heartbeat_ns == Some(0) {
+            return bad("heartbeat_ns", "must be positive (or None: off)".into());
+        }
         if self.min_rto_ns == 0 || self.min_rto_ns > self.max_rto_ns {
             return bad(
                 "min_rto_ns",
@@ -183,6 +203,12 @@ pub enum EngineError {
     RoundOrder { round: u32, why: String },
     #[error("a new route for path {0} while packets on its old route are unacknowledged")]
     PathBusy(PathId),
+    #[error("round {round} cannot start: round {aborted} was aborted under epoch {epoch}; it waits for a newer epoch")]
+    AwaitingEpoch {
+        round: u32,
+        aborted: u32,
+        epoch: u32,
+    },
 }
 
 #[cfg(test)]

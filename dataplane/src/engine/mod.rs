@@ -27,23 +27,29 @@
 //!   broadcast down; the root's sum is the single source of truth, so every node ends
 //!   bit-identical.
 //!
-//! Around them: `timers` (the one timer table behind [`Engine::poll_timeout`]) and
-//! `transmit` (the datagram writers behind [`Engine::poll_transmit`]).
+//! Around them: `timers` (the one timer table behind [`Engine::poll_timeout`]),
+//! `transmit` (the datagram writers behind [`Engine::poll_transmit`]), and for failure
+//! handling `release` (release gossip: [`EngineEvent::RoundReleased`] once every member
+//! completed the round; [`Engine::abort_round`], [`Engine::round_status`]) and `liveness`
+//! ([`Engine::peer_last_heard`], idle heartbeats).
 //!
 //! A round completes at a node when it holds every final value **and** every packet it sent
 //! in the round was acknowledged; only then may the caller overwrite the buffer.
 
 mod config;
 mod congestion;
+mod liveness;
 mod pacing;
 mod path;
 mod relay;
+mod release;
 mod round;
 mod timers;
 mod transmit;
 
 pub use config::{EngineConfig, EngineError};
 pub use path::rate_sample::RateSample;
+pub use release::RoundStatus;
 
 use crate::auth::{PacketMac, PayloadHash};
 use crate::kernel16;
@@ -69,6 +75,9 @@ pub enum EngineEvent {
     /// The round is over at this node: results ready and every send acknowledged (the buffer
     /// may be overwritten and the next round started).
     RoundComplete { round: u32, epoch: u32, at: Nanos },
+    /// With [`EngineConfig::release_gossip`]: `round` completed here and every member said
+    /// it completed it too; only now may the result be handed over.
+    RoundReleased { round: u32, epoch: u32, at: Nanos },
 }
 
 /// What a sender knows about one of its paths (see [`Engine::telemetry`]).
@@ -141,6 +150,17 @@ pub struct Counters {
     /// [`RoundStats`]).
     pub nonfinite_inputs: u64,
     pub saturated: u64,
+    /// Release gossip: RoundDone datagrams sent and taken; ones without a route.
+    pub tx_round_done: u64,
+    pub rx_round_done: u64,
+    pub tx_round_done_unroutable: u64,
+    pub rounds_released: u64,
+    /// Rounds abandoned ([`Engine::abort_round`]) and their late packets dropped.
+    pub rounds_aborted: u64,
+    pub rx_aborted_round: u64,
+    /// Idle heartbeats sent and received.
+    pub tx_heartbeats: u64,
+    pub rx_heartbeats: u64,
 }
 
 /// One node's synchronization engine. See the module documentation.
@@ -167,6 +187,13 @@ pub struct Engine {
     probe_rx: ProbeReceiver,
     events: VecDeque<EngineEvent>,
     counters: Counters,
+    /// Release gossip and round abandonment (`release`).
+    release: release::Release,
+    /// Per-peer last-heard times and idle heartbeats (`liveness`).
+    liveness: liveness::Liveness,
+    /// Release gossip or heartbeats are on: only then do `poll_*` and `handle_timeout`
+    /// look at them (off, they cost one branch).
+    control_on: bool,
 }
 
 impl Engine {
@@ -211,6 +238,14 @@ impl Engine {
             ),
             probe_rx: ProbeReceiver::new(n),
             counters: Counters::default(),
+            release: release::Release::new(
+                cfg.release_gossip,
+                cfg.release_resend_ns,
+                cfg.node,
+                topo,
+            ),
+            liveness: liveness::Liveness::new(cfg.heartbeat_ns, cfg.node, topo),
+            control_on: cfg.release_gossip || cfg.heartbeat_ns.is_some(),
             cfg,
         })
     }
@@ -331,6 +366,7 @@ impl Engine {
             }
         }
         // Paths: (re)create the state of routes that start or end here.
+        self.release_on_activate();
         self.paths.install(&policy, me, &self.cfg)?;
         let (compiled, queue_need) = CompiledPolicy::compile(
             &policy,
@@ -363,18 +399,29 @@ impl Engine {
                 });
             }
         }
-        if self.pending.as_ref().is_some_and(|(_, at)| *at <= round) {
+        let activates = self.pending.as_ref().is_some_and(|(_, at)| *at <= round);
+        let epoch = match &self.pending {
+            Some((p, _)) if activates => Some(p.epoch),
+            _ => self.current.as_ref().map(|c| c.epoch),
+        };
+        if let Some(epoch) = epoch {
+            self.release_check_start(round, epoch)?;
+        }
+        if activates {
             let (policy, _) = self.pending.take().expect("checked");
             self.activate(policy)?;
         }
         let Some(policy) = self.current.as_mut() else {
             return Err(EngineError::NoPolicy(round));
         };
+        let epoch = policy.epoch;
         let (paths, timers) = (&mut self.paths, &mut self.timers);
         self.round.start(round, policy, &mut |path, item| {
             paths.enqueue(path, item);
             timers.set(Timer::Data, 0);
         });
+        self.release_on_start(round, epoch);
+        let policy = self.current.as_ref().expect("checked");
         let nonfinite = kernel16::count_nonfinite(&self.buf);
         self.round.stats.nonfinite_inputs = nonfinite;
         self.counters.nonfinite_inputs += nonfinite;
@@ -459,6 +506,7 @@ impl Engine {
                 epoch,
                 at: now,
             });
+            self.release_on_complete(now);
         }
     }
 
@@ -492,18 +540,27 @@ impl Engine {
             self.counters.rx_wrong_payload += 1;
             return;
         }
+        self.liveness.heard(pkt.src(), now);
         let me = self.cfg.node;
         let path = pkt.path() as usize;
         if pkt.dst() != me {
-            self.relay.accept(me, &pkt, data, &mut self.counters);
+            self.relay_datagram(&pkt, data);
             return;
         }
         match pkt.kind() {
+            // Left over from before an abort (older sequence spaces): never applied.
+            PacketKind::Ack | PacketKind::ReduceData | PacketKind::BroadcastData
+                if pkt.epoch() < self.release.epoch_floor() =>
+            {
+                self.counters.rx_aborted_round += 1
+            }
             PacketKind::Ack => self.on_ack(now, path, &pkt),
             PacketKind::ReduceData | PacketKind::BroadcastData => {
                 self.on_data(now, path, &pkt, data, payload_hash)
             }
             PacketKind::Probe => self.on_probe(now, &pkt, data.len()),
+            PacketKind::RoundDone => self.on_round_done(now, &pkt),
+            PacketKind::Heartbeat => self.counters.rx_heartbeats += 1,
             // Control messages travel outside the data plane.
             _ => self.counters.rx_invalid += 1,
         }
@@ -701,7 +758,11 @@ impl Engine {
                 });
             }
         }
-        // 3. Data, round-robin over paths (skipped while no path can be ready yet).
+        // 3. Release gossip and heartbeats (a few small datagrams per round, if on).
+        if let Some(tx) = self.poll_control(now, out) {
+            return Some(tx);
+        }
+        // 4. Data, round-robin over paths (skipped while no path can be ready yet).
         if !self.timers.expired(Timer::Data, now) {
             return None;
         }
@@ -739,6 +800,7 @@ impl Engine {
     /// Lets timers fire: delayed acknowledgements, tail-loss timers and retransmission
     /// timeouts.
     pub fn handle_timeout(&mut self, now: Nanos) {
+        self.control_on_timeout(now);
         if self.timers.expired(Timer::Ack, now) {
             let mut next = Nanos::MAX;
             for id in 0..self.paths.recv.len() {
@@ -782,7 +844,8 @@ impl Engine {
         let probe = self
             .prober
             .deadline(self.probe_other_bytes(), self.probe_frame_bytes());
-        self.timers.next([relay, ack, probe])
+        self.timers
+            .next([relay, ack, probe, self.control_deadline()])
     }
 }
 

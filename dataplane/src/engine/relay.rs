@@ -61,10 +61,21 @@ impl Relay {
         } else {
             (pos + 1 < hops.len() && pkt.dst() == hops[hops.len() - 1]).then(|| hops[pos + 1])
         };
-        let (Some(next), true) = (next, pkt.ttl() > 0) else {
+        let Some(next) = next else {
             c.rx_invalid += 1;
             return;
         };
+        self.forward(next, pkt, data, c);
+    }
+
+    /// Holds `data` for the neighbour `next`, TTL decremented (a datagram whose TTL ran out
+    /// is counted invalid, one that finds the pool full is counted dropped).
+    #[inline]
+    pub fn forward(&mut self, next: NodeId, pkt: &Packet<&[u8]>, data: &[u8], c: &mut Counters) {
+        if pkt.ttl() == 0 {
+            c.rx_invalid += 1;
+            return;
+        }
         if self.queue.len() >= self.capacity {
             c.relay_dropped += 1;
             return;

@@ -526,7 +526,12 @@ where
                     .round_result_ns
                     .push(at.saturating_sub(self.round_start));
             }
-            EngineEvent::RoundComplete { round, .. } if round == self.round => {
+            // The round is over: at its release with release gossip, else at completion.
+            EngineEvent::RoundComplete { round, .. } | EngineEvent::RoundReleased { round, .. }
+                if round == self.round
+                    && matches!(event, EngineEvent::RoundReleased { .. })
+                        == engine.config().release_gossip =>
+            {
                 (self.done)(round, engine.buffer());
                 self.report.rounds_completed += 1;
                 if self.report.rounds_completed == self.rounds {

@@ -18,6 +18,7 @@ pub mod frame;
 pub mod ipv4;
 mod netstorm;
 mod payload;
+mod round_done;
 pub mod udp;
 
 pub use checksum::{ipv4_checksum, udp_checksum};
@@ -28,6 +29,7 @@ pub use frame::{
 pub use ipv4::{Ipv4Packet, Ipv4Repr, IPPROTO_UDP, IPV4_HEADER_LEN};
 pub use netstorm::*;
 pub use payload::{PayloadType, UnknownPayloadType};
+pub use round_done::{RoundDoneRepr, RoundDoneRole, ROUND_DONE_PAYLOAD_LEN};
 pub use udp::{UdpPacket, UdpRepr, UDP_HEADER_LEN};
 
 /// Why a datagram could not be parsed or a structure could not be emitted.
@@ -56,6 +58,9 @@ pub enum WireError {
     /// The reserved header field is not zero.
     #[error("reserved header field is not zero")]
     Reserved,
+    /// A RoundDone payload with an unknown role byte or non-zero reserved bytes.
+    #[error("malformed RoundDone payload (role byte {0}, reserved bytes must be zero)")]
+    BadRoundDone(u8),
     /// The header names a payload type this version does not know.
     #[error("unknown payload type {0}")]
     UnknownPayloadType(u8),

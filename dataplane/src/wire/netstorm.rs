@@ -19,6 +19,7 @@
 //!
 //! Nothing here allocates: the engine parses every received packet on its hot path.
 
+use super::round_done::ROUND_DONE_PAYLOAD_LEN;
 use super::{PayloadType, WireError};
 use zerocopy::byteorder::network_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -65,6 +66,12 @@ pub enum PacketKind {
     ProbeReply = 5,
     /// Control-plane message (policy epochs, ...); payload is opaque here.
     Control = 6,
+    /// "I completed round `round` under epoch `epoch`" (release gossip, see
+    /// `engine::release`); payload is a [`RoundDoneRepr`].
+    RoundDone = 7,
+    /// "I am alive": sent to a neighbour the link to which has been idle for a while, so
+    /// silence means death (see `engine::liveness`); no payload.
+    Heartbeat = 8,
 }
 
 impl PacketKind {
@@ -78,6 +85,8 @@ impl PacketKind {
             4 => Some(PacketKind::Probe),
             5 => Some(PacketKind::ProbeReply),
             6 => Some(PacketKind::Control),
+            7 => Some(PacketKind::RoundDone),
+            8 => Some(PacketKind::Heartbeat),
             _ => None,
         }
     }
@@ -104,7 +113,8 @@ impl PacketKind {
     /// Checks the per-kind payload length rule enforced by [`Packet::new_checked`]:
     /// data kinds need whole elements of `payload_type` (a multiple of 4 bytes for f32, of 2
     /// for the 16-bit types), `Ack` exactly [`ACK_PAYLOAD_LEN`], `Probe`/`ProbeReply` at
-    /// least [`PROBE_MIN_LEN`]; `Control` any.
+    /// least [`PROBE_MIN_LEN`], `RoundDone` exactly [`ROUND_DONE_PAYLOAD_LEN`], `Heartbeat`
+    /// none; `Control` any.
     #[inline]
     pub const fn payload_len_ok_for(self, payload_type: PayloadType, len: usize) -> bool {
         match self {
@@ -113,6 +123,8 @@ impl PacketKind {
             }
             PacketKind::Ack => len == ACK_PAYLOAD_LEN,
             PacketKind::Probe | PacketKind::ProbeReply => len >= PROBE_MIN_LEN,
+            PacketKind::RoundDone => len == ROUND_DONE_PAYLOAD_LEN,
+            PacketKind::Heartbeat => len == 0,
             PacketKind::Control => true,
         }
     }
@@ -939,7 +951,7 @@ mod tests {
 
     #[test]
     fn error_unknown_kind() {
-        for bad in [0u8, 7, 0xFF] {
+        for bad in [0u8, 9, 0xFF] {
             let mut buf = valid_packet(&sample_repr());
             buf[3] = bad;
             assert_eq!(
@@ -1239,7 +1251,7 @@ mod tests {
         for code in 0..=255u8 {
             match PacketKind::from_u8(code) {
                 Some(k) => assert_eq!(k.as_u8(), code),
-                None => assert!(code == 0 || code > 6),
+                None => assert!(code == 0 || code > 8),
             }
         }
         assert!(PacketKind::ReduceData.is_data() && PacketKind::BroadcastData.is_data());

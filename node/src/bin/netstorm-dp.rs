@@ -19,8 +19,8 @@ use netstorm_dataplane::shm::{RingConfig, ShmRegion};
 use netstorm_dataplane::shm_records::{PolicyAssembler, TelemetryRecord};
 use netstorm_node::config::{Backend, ClusterConfig, NodeConfig};
 use netstorm_node::metrics::RoundDurations;
-use netstorm_node::nodefile::NodeFile;
-use netstorm_node::proto::{link_record, LinkEstimate};
+use netstorm_node::nodefile::{NodeFile, NodeSet};
+use netstorm_node::proto::{link_record, peer_record, LinkEstimate, PeerSilence};
 use netstorm_node::sys::{self, PidLock};
 use netstorm_node::worker::{
     PortCounters, Worker, WorkerEvent, WorkerPort, WorkerState, DEFAULT_BATCH, REPORT_EVERY,
@@ -141,6 +141,8 @@ fn run() -> anyhow::Result<()> {
         workers,
         cfg.buffer_elems,
     )?);
+    // Every configured node takes part until a coordinator says otherwise (issue 19).
+    node_file.set_members(NodeSet::first(cfg.nodes.len()));
     let stop = Arc::new(AtomicBool::new(false));
     sys::catch_termination_signals();
     let n = cfg.nodes.len();
@@ -246,6 +248,8 @@ fn run() -> anyhow::Result<()> {
     let mut tbuf = [0u8; TelemetryRecord::LEN];
     // Per (neighbour, worker): the worker's newest estimate of the link to it.
     let mut link_latest: Vec<Vec<Option<LinkEstimate>>> = vec![vec![None; workers]; n];
+    // Per node: the newest time (dp clock) any worker heard from it (0 = never).
+    let mut peer_heard: Vec<u64> = vec![0; n];
     let result = loop {
         if let Some(sig) = sys::take_signal() {
             eprintln!("netstorm-dp: signal {sig}, stopping");
@@ -370,6 +374,37 @@ fn run() -> anyhow::Result<()> {
                     engine,
                     port,
                 } => counters[worker] = (*engine, *port),
+                WorkerEvent::Peers {
+                    worker,
+                    at,
+                    silence_ns,
+                } => {
+                    for (v, s) in silence_ns.iter().enumerate() {
+                        if let (Some(s), Some(h)) = (s, peer_heard.get_mut(v)) {
+                            *h = (*h).max(at.saturating_sub(*s).max(1));
+                        }
+                    }
+                    // Once per report interval (worker 0's report), the node's view: a peer
+                    // any worker heard is alive.
+                    if worker == 0 {
+                        for (peer, &h) in peer_heard.iter().enumerate() {
+                            if peer == me.id as usize {
+                                continue;
+                            }
+                            let rec = peer_record(&PeerSilence {
+                                node: me.id,
+                                peer: peer as u16,
+                                silence_ns: (h != 0).then(|| at.saturating_sub(h)),
+                                at,
+                            });
+                            let len = rec.emit(&mut tbuf).unwrap_or(0);
+                            match telemetry_tx.try_push(&tbuf[..len]) {
+                                Ok(()) => stats.telemetry_records += 1,
+                                Err(_) => stats.telemetry_dropped += 1,
+                            }
+                        }
+                    }
+                }
                 WorkerEvent::Fatal { worker, error } => {
                     fatal = Some(anyhow::anyhow!("worker {worker}: {error}"))
                 }
@@ -419,6 +454,9 @@ fn run() -> anyhow::Result<()> {
     result
 }
 
+/// Idle links carry a heartbeat this often (see `EngineConfig::heartbeat_ns`).
+const PEER_HEARTBEAT: Duration = Duration::from_millis(100);
+
 /// Worker `w`'s engine settings.
 fn engine_config(cfg: &ClusterConfig, me: &NodeConfig, w: usize) -> EngineConfig {
     let range = cfg.worker_range(w, me.cores.len());
@@ -427,6 +465,11 @@ fn engine_config(cfg: &ClusterConfig, me: &NodeConfig, w: usize) -> EngineConfig
     ec.segment_elems = cfg.segment_elems;
     ec.wire = cfg.wire;
     ec.auth = cfg.auth;
+    // Issue 19: a round is handed to the trainer only once every member completed it (so a
+    // node lost mid-round never leaves two outcomes), and idle links carry a heartbeat so
+    // a quiet peer is told from a dead one.
+    ec.release_gossip = true;
+    ec.heartbeat_ns = Some(PEER_HEARTBEAT.as_nanos() as u64);
     ec
 }
 
