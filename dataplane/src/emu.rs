@@ -432,6 +432,23 @@ impl Simulation {
             .sum()
     }
 
+    /// Next-round packets dropped because the early pool was full, over every engine.
+    pub fn early_dropped(&self) -> u64 {
+        self.engines()
+            .iter()
+            .map(|e| e.counters().rx_early_dropped)
+            .sum()
+    }
+
+    /// Acks taken as CPU-limited (a peer held them far beyond its ack delay), over every
+    /// engine. Virtual time has no late CPU: anything but 0 is a local queue the rule mistook.
+    pub fn cpu_limited_acks(&self) -> u64 {
+        self.engines()
+            .iter()
+            .map(|e| e.counters().cpu_limited_acks)
+            .sum()
+    }
+
     /// A hash of every event processed so far (time, kind, node): equal traces, equal hashes.
     pub fn trace_hash(&self) -> u64 {
         self.trace.0

@@ -37,9 +37,13 @@ pub struct EngineConfig {
     /// less than a poll loop); below about 600 Mbit/s the default is less than one frame,
     /// so WAN-rate pacing is unchanged. The long-run rate is unaffected. Default 20 us.
     pub pacing_burst_ns: Nanos,
-    /// Retransmission timeout bounds and initial value.
+    /// Retransmission timeout bounds.
     pub min_rto_ns: Nanos,
     pub max_rto_ns: Nanos,
+    /// The RTO before a path's first RTT sample when the topology does not know the route's
+    /// latency (otherwise the RTT estimator is seeded from it: 3x the propagation RTT, RFC
+    /// 9002). Default 1 s, RFC 6298's (and RFC 9002's 3 x 333 ms): conservative, because a
+    /// timeout shorter than the RTT resends everything sent before the first ack.
     pub initial_rto_ns: Nanos,
     /// Packets of the next round that may be held before that round starts.
     pub early_packets: usize,
@@ -74,7 +78,7 @@ impl EngineConfig {
             pacing_burst_ns: 20_000,
             min_rto_ns: 5_000_000,
             max_rto_ns: 2 * NANOS_PER_SEC,
-            initial_rto_ns: 200_000_000,
+            initial_rto_ns: NANOS_PER_SEC,
             early_packets: 4096,
             relay_packets: 4096,
             auth: Auth::default(),
