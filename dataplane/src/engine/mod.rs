@@ -631,8 +631,7 @@ impl Engine {
             self.counters.rx_invalid += 1;
             return;
         }
-        let ack_delay = self.cfg.ack_delay_ns;
-        if !sp.on_ack_sent_at(now, &ack, pkt.timestamp_ns(), ack_delay, &mut self.counters) {
+        if !sp.on_ack_sent_at(now, &ack, pkt.timestamp_ns(), &mut self.counters) {
             return;
         }
         // The window may have opened, losses were queued, the RTO may have shrunk.

@@ -321,7 +321,7 @@ fn rtt_growth_while_behind(behind: Behind) -> (f64, bool, u64) {
         let mut a = ack(cum, &[], MS);
         a.owd_ns = one_way.wrapping_add(OFFSET);
         let sent = (MS + one_way).wrapping_add(OFFSET) + hold;
-        assert!(p.on_ack_sent_at(now, &a, sent, 500 * US, c));
+        assert!(p.on_ack_sent_at(now, &a, sent, c));
     };
     peer_ack(&mut p, &mut c, 11 * MS, 1, 200 * US);
     match behind {
@@ -330,13 +330,10 @@ fn rtt_growth_while_behind(behind: Behind) -> (f64, bool, u64) {
             p.set_loop_behind(true);
             peer_ack(&mut p, &mut c, 41 * MS, 2, 200 * US);
         }
-        Behind::Peer => peer_ack(
-            &mut p,
-            &mut c,
-            41 * MS,
-            2,
-            500 * US + PEER_BEHIND_SLACK_NS + 1,
-        ),
+        Behind::Peer => {
+            let limit = p.ack_hold_limit();
+            peer_ack(&mut p, &mut c, 41 * MS, 2, limit + 1);
+        }
     }
     let sample = p
         .telemetry(0, 1)
@@ -375,4 +372,24 @@ fn a_path_created_while_the_loop_is_behind_knows_it() {
     assert!(paths.send.iter().flatten().all(|sp| sp.loop_behind));
     paths.set_loop_behind(false);
     assert!(paths.send.iter().flatten().all(|sp| !sp.loop_behind));
+}
+
+#[test]
+fn a_slow_ack_link_lets_the_peer_hold_acks_longer() {
+    let cfg = EngineConfig::new(0, 2, 4096);
+    let frame_bits = (cfg.frame_bytes() * 8) as Nanos;
+    let mut paths = Paths::default();
+    // 5 Mbit/s: one frame is ~2.4 ms, longer than the slack; an ack waiting behind it is
+    // not a peer falling behind.
+    let topo = Topology::pair(5e6, MS);
+    paths
+        .install(&Policy::pair(&topo, 1), 0, &cfg, &topo)
+        .unwrap();
+    let sp = paths.send.iter().flatten().next().unwrap();
+    let frame_ns = frame_bits * 1_000_000_000 / 5_000_000;
+    assert_eq!(
+        sp.ack_hold_limit(),
+        cfg.ack_delay_ns + PEER_BEHIND_SLACK_NS + frame_ns
+    );
+    assert!(sp.ack_hold_limit() > cfg.ack_delay_ns + PEER_BEHIND_SLACK_NS + 2 * MS);
 }
