@@ -440,8 +440,8 @@ impl Simulation {
             .sum()
     }
 
-    /// Acks taken as CPU-limited (a peer held them far beyond its ack delay), over every
-    /// engine. Virtual time has no late CPU: anything but 0 is a local queue the rule mistook.
+    /// Acks taken as CPU-limited, over every engine: 0 in virtual time (no loop to fall
+    /// behind), a check that nothing else marks them.
     pub fn cpu_limited_acks(&self) -> u64 {
         self.engines()
             .iter()

@@ -41,9 +41,11 @@ pub struct EngineConfig {
     pub min_rto_ns: Nanos,
     pub max_rto_ns: Nanos,
     /// The RTO before a path's first RTT sample when the topology does not know the route's
-    /// latency (otherwise the RTT estimator is seeded from it: 3x the propagation RTT, RFC
-    /// 9002). Default 1 s, RFC 6298's (and RFC 9002's 3 x 333 ms): conservative, because a
-    /// timeout shorter than the RTT resends everything sent before the first ack.
+    /// latency (a link with latency 0, as in a node file without `latency_ms`); otherwise the
+    /// RTT estimator is seeded from the latencies: 3x the propagation RTT (RFC 9002).
+    /// Default 200 ms. RFC 6298's 1 s was tried: on paper9-static100 (latencies 0) it made
+    /// the fan-in baselines' first rounds wait on it (mxnet-ps 36.2 -> 40.1 s with another
+    /// change); set it higher where unknown routes may be long.
     pub initial_rto_ns: Nanos,
     /// Packets of the next round that may be held before that round starts.
     pub early_packets: usize,
@@ -78,7 +80,7 @@ impl EngineConfig {
             pacing_burst_ns: 20_000,
             min_rto_ns: 5_000_000,
             max_rto_ns: 2 * NANOS_PER_SEC,
-            initial_rto_ns: NANOS_PER_SEC,
+            initial_rto_ns: 200_000_000,
             early_packets: 4096,
             relay_packets: 4096,
             auth: Auth::default(),

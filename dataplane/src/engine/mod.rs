@@ -143,8 +143,8 @@ pub struct Counters {
     /// [`RoundStats`]).
     pub nonfinite_inputs: u64,
     pub saturated: u64,
-    /// Acks taken while this node's loop or the acknowledging peer's was behind: their rate
-    /// and delay samples only bound the path from below (see [`Engine::set_loop_behind`]).
+    /// Acks taken while this node's loop was behind: their rate and delay samples only bound
+    /// the path from below (see [`Engine::set_loop_behind`]).
     pub cpu_limited_acks: u64,
 }
 
@@ -631,7 +631,7 @@ impl Engine {
             self.counters.rx_invalid += 1;
             return;
         }
-        if !sp.on_ack_sent_at(now, &ack, pkt.timestamp_ns(), &mut self.counters) {
+        if !sp.on_ack(now, &ack, &mut self.counters) {
             return;
         }
         // The window may have opened, losses were queued, the RTO may have shrunk.

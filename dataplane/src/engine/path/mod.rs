@@ -31,10 +31,6 @@ use std::collections::VecDeque;
 /// Queueing delay above the route's minimum RTT that counts as congestion (or a quarter of
 /// that minimum, if more).
 const QUEUEING_THRESHOLD_NS: Nanos = 3_000_000;
-/// How much longer than its configured ack delay, plus one data frame on the link the ack
-/// leaves by (acks wait for that link's pacer), a peer may hold an acknowledgement before it
-/// counts as behind (descheduled, or its loop overloaded).
-pub(crate) const PEER_BEHIND_SLACK_NS: Nanos = 1_000_000;
 
 /// The congestion controller every path runs.
 pub(crate) type PathController = Aimd;
@@ -55,9 +51,6 @@ pub(crate) struct SendPath {
     delivery: RateSampler,
     /// This node's real-time loop is behind (see [`SendPath::set_loop_behind`]).
     loop_behind: bool,
-    /// Longest the peer may hold an ack before it counts as behind (see
-    /// [`SendPath::on_ack_sent_at`]).
-    ack_hold_limit_ns: Nanos,
 }
 
 impl SendPath {
@@ -75,19 +68,7 @@ impl SendPath {
             pacer: Pacer::new(rate_bps),
             delivery: RateSampler::new(frame_bits),
             loop_behind: false,
-            ack_hold_limit_ns: ack_hold_limit_ns(cfg, cfg.default_rate_bps),
         }
-    }
-
-    /// The link the peer's acks leave by runs at `ack_link_bps`: an ack may wait one data
-    /// frame there (acks go before data but after the frame in flight).
-    pub fn set_ack_link_rate(&mut self, ack_link_bps: f64, cfg: &EngineConfig) {
-        self.ack_hold_limit_ns = ack_hold_limit_ns(cfg, ack_link_bps);
-    }
-
-    #[cfg(test)]
-    pub fn ack_hold_limit(&self) -> Nanos {
-        self.ack_hold_limit_ns
     }
 
     /// This node's loop fell behind (`true`: a long gap between iterations or a receive
@@ -236,41 +217,10 @@ impl SendPath {
 
     // -- acknowledgements ----------------------------------------------------------------
 
-    /// Applies an acknowledgement received at `now` that its sender wrote at `ack_sent_ns`
-    /// (its header timestamp, in the peer's clock). The data packet it answers arrived there
-    /// at `echo_ts_ns + owd_ns` in the same clock, so the difference is how long the peer
-    /// held the ack: more than its ack delay plus one frame on the ack's link plus 1 ms and
-    /// the peer was behind, and this ack's samples are CPU-limited (see
-    /// [`SendPath::set_loop_behind`]).
+    /// Applies an acknowledgement received at `now`. Returns false if it was stale
+    /// (counted in `rx_stale_ack`).
     #[inline]
-    pub fn on_ack_sent_at(
-        &mut self,
-        now: Nanos,
-        ack: &AckRepr,
-        ack_sent_ns: Nanos,
-        counters: &mut Counters,
-    ) -> bool {
-        let peer_arrival = ack.echo_ts_ns.wrapping_add(ack.owd_ns);
-        let held = ack_sent_ns.wrapping_sub(peer_arrival) as i64;
-        let peer_behind = ack.echo_ts_ns > 0 && held > self.ack_hold_limit_ns as i64;
-        self.apply_ack(now, ack, peer_behind, counters)
-    }
-
-    /// Applies an acknowledgement received at `now` (its hold time unknown). Returns false
-    /// if it was stale (counted in `rx_stale_ack`).
-    #[cfg(test)]
     pub fn on_ack(&mut self, now: Nanos, ack: &AckRepr, counters: &mut Counters) -> bool {
-        self.apply_ack(now, ack, false, counters)
-    }
-
-    #[inline]
-    fn apply_ack(
-        &mut self,
-        now: Nanos,
-        ack: &AckRepr,
-        peer_behind: bool,
-        counters: &mut Counters,
-    ) -> bool {
         let (una, nxt) = (self.sent.snd_una(), self.sent.snd_nxt());
         let cum = expand_seq(ack.cum_ack, una).min(nxt);
         let top = expand_seq(ack.top, nxt).min(nxt);
@@ -293,10 +243,10 @@ impl SendPath {
             queueing = sample > min_rtt + threshold;
             forward_queue = self.delivery.forward_queue(ack.owd_ns, threshold);
         }
-        // A worker that fell behind (here or at the peer) makes samples CPU-limited: they
-        // may raise an estimate, never lower it — no decrease on RTT growth, no saturation
-        // claim, the rate window application-limited.
-        let behind = self.loop_behind || peer_behind;
+        // A loop that fell behind makes samples CPU-limited: they may raise an estimate,
+        // never lower it — no decrease on RTT growth, no saturation claim, the rate window
+        // application-limited.
+        let behind = self.loop_behind;
         if behind {
             counters.cpu_limited_acks += 1;
             queueing = false;
@@ -403,9 +353,6 @@ impl Paths {
                     }
                 };
                 sp.reset_rates(rate, ceiling);
-                let (last, ack_hop) = (hops[hops.len() - 1], hops[hops.len() - 2]);
-                let ack_link = policy.link_rate(last, ack_hop);
-                sp.set_ack_link_rate(ack_link.unwrap_or(cfg.default_rate_bps), cfg);
             }
             let ack_hop = hops[hops.len() - 2];
             let same = |r: &RecvPath| r.origin == hops[0] && r.ack_next_hop == ack_hop;
@@ -497,13 +444,6 @@ pub(crate) fn initial_rtt_ns(
         rtt += out + back;
     }
     (hops.len() >= 2).then_some(rtt)
-}
-
-/// How long a peer may hold an ack before it counts as behind: its ack delay, one full data
-/// frame on the ack's link at `ack_link_bps`, and [`PEER_BEHIND_SLACK_NS`].
-fn ack_hold_limit_ns(cfg: &EngineConfig, ack_link_bps: f64) -> Nanos {
-    let frame_ns = (cfg.frame_bytes() * 8) as f64 * 1e9 / ack_link_bps.max(1.0);
-    cfg.ack_delay_ns + PEER_BEHIND_SLACK_NS + frame_ns.min(1e12) as Nanos
 }
 
 /// Reconstructs a 64-bit sequence number from its low 32 bits, nearest to `expected`.

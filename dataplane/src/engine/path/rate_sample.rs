@@ -3,10 +3,10 @@
 //! path is at least that fast); one in which the forward one-way delay rose is marked
 //! saturated (its rate is the route's bottleneck, not only the sender's pace).
 //!
-//! A window in which a worker fell behind — this node's loop or the peer's, see
-//! [`super::SendPath::set_loop_behind`] — is marked application-limited too: a CPU that was
-//! busy elsewhere paced late or acknowledged late, so the window measured the CPU, not the
-//! path. Such a sample may raise an estimate, never lower it.
+//! A window in which this node's loop fell behind (see [`super::SendPath::set_loop_behind`])
+//! is marked application-limited too: a CPU that was busy elsewhere paced late and read the
+//! acks late, so the window measured the CPU, not the path. Such a sample may raise an
+//! estimate, never lower it.
 
 use crate::Nanos;
 
