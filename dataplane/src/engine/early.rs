@@ -8,12 +8,14 @@
 //! what can actually arrive early: at most one round of the packets addressed to this node
 //! (its reduce children's segments and its broadcast parent's), as no sender can be more
 //! than one round ahead. The bound only grows (it is sized when a policy is installed, so
-//! packets of a pending policy fit too); the configured `early_packets` is its floor.
+//! packets of a pending policy fit too), from [`AUTO_EARLY_PACKETS_FLOOR`]. This is the
+//! default (`early_packets = 0`); a configured `early_packets` is an exact bound instead.
 //!
 //! Memory: the pool's slots are allocated the first time the pool gets that deep and reused
 //! for the engine's life, so a bigger bound costs memory only where packets do arrive early,
 //! and holding a packet never allocates once the pool has been that deep.
 
+use super::config::AUTO_EARLY_PACKETS_FLOOR;
 use super::round::EarlyPool;
 use crate::policy::Policy;
 use crate::NodeId;
@@ -52,14 +54,24 @@ pub(crate) struct EarlyHold {
     pool: EarlyPool,
     capacity: usize,
     slot_len: usize,
+    /// Sized per policy (`early_packets = 0`), else fixed.
+    auto: bool,
 }
 
 impl EarlyHold {
-    pub fn new(capacity: usize, slot_len: usize) -> Self {
+    /// A pool of `early_packets` (the config key: 0 = sized per policy).
+    pub fn new(early_packets: usize, slot_len: usize) -> Self {
+        let auto = early_packets == 0;
+        let capacity = if auto {
+            AUTO_EARLY_PACKETS_FLOOR
+        } else {
+            early_packets
+        };
         Self {
             pool: EarlyPool::new(capacity, slot_len),
             capacity,
             slot_len,
+            auto,
         }
     }
 
@@ -69,8 +81,9 @@ impl EarlyHold {
         self.capacity
     }
 
-    /// Grows the bound to what `policy` can send `me` in one round. A new bound replaces
-    /// the pool (not on the hot path: once per policy), keeping what it holds.
+    /// Grows the bound to what `policy` can send `me` in one round (when sized per policy).
+    /// A new bound replaces the pool (not on the hot path: once per policy), keeping what it
+    /// holds.
     pub fn size_for(
         &mut self,
         policy: &Policy,
@@ -79,7 +92,7 @@ impl EarlyHold {
         segment_elems: usize,
     ) {
         let capacity = packets_addressed_to(policy, me, buffer_elems, segment_elems);
-        if capacity <= self.capacity {
+        if !self.auto || capacity <= self.capacity {
             return;
         }
         let mut pool = EarlyPool::new(capacity, self.slot_len);
@@ -147,22 +160,37 @@ mod tests {
     #[test]
     fn the_pool_grows_to_a_round_and_keeps_what_it_holds() {
         let p = policy();
-        let mut early = EarlyHold::new(4, 64);
+        let mut early = EarlyHold::new(0, 64);
+        assert_eq!(early.capacity(), AUTO_EARLY_PACKETS_FLOOR);
+        // A full floor-sized pool keeps what it holds when it grows.
+        for i in 0..AUTO_EARLY_PACKETS_FLOOR {
+            assert!(early.hold(&[i as u8]));
+        }
+        assert!(!early.hold(&[0]));
+        early.size_for(&p, 0, 20_000 * 100, 100);
+        assert_eq!(
+            early.capacity(),
+            30_000,
+            "10,000 segments per tree, 3 edges to node 0"
+        );
+        assert_eq!(early.packets().count(), AUTO_EARLY_PACKETS_FLOOR);
+        assert!(early.hold(&[1]));
+        let mut early = EarlyHold::new(0, 64);
         assert!(early.hold(&[1, 2, 3]));
-        // 100 segments per tree: node 0 can be sent 300 packets of the next round.
-        early.size_for(&p, 0, 20_000, 100);
-        assert_eq!(early.capacity(), 300);
+        // 5,000 segments per tree: node 0 can be sent 15,000 packets of the next round.
+        early.size_for(&p, 0, 1_000_000, 100);
+        assert_eq!(early.capacity(), 15_000);
         assert_eq!(early.packets().collect::<Vec<_>>(), [&[1u8, 2, 3][..]]);
-        for i in 1..300 {
+        for i in 1..15_000 {
             assert!(early.hold(&[i as u8]), "packet {i} fits");
         }
-        assert!(!early.hold(&[0]), "the 301st does not");
-        // The bound never shrinks: the configured one is the floor, a smaller policy keeps
-        // the larger bound.
+        assert!(!early.hold(&[0]), "the 15,001st does not");
+        // The bound never shrinks: a smaller policy keeps the larger bound.
         early.size_for(&p, 0, 1000, 100);
-        assert_eq!(early.capacity(), 300);
-        let mut early = EarlyHold::new(4096, 64);
-        early.size_for(&p, 0, 1000, 100);
-        assert_eq!(early.capacity(), 4096);
+        assert_eq!(early.capacity(), 15_000);
+        // A configured bound is exact.
+        let mut early = EarlyHold::new(256, 64);
+        early.size_for(&p, 0, 1_000_000, 100);
+        assert_eq!(early.capacity(), 256);
     }
 }

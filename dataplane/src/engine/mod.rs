@@ -43,7 +43,7 @@ mod round;
 mod timers;
 mod transmit;
 
-pub use config::{EngineConfig, EngineError};
+pub use config::{EngineConfig, EngineError, AUTO_EARLY_PACKETS_FLOOR};
 pub use path::rate_sample::RateSample;
 
 use crate::auth::{PacketMac, PayloadHash};
