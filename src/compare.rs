@@ -141,6 +141,10 @@ struct JsonResult {
     wan_bytes: u64,
     policies_installed: u32,
     retransmits: u64,
+    /// Next-round packets dropped for want of room in the nodes' early pools.
+    rx_early_dropped: u64,
+    /// Acks the engines took as CPU-limited (expected 0 in virtual time).
+    cpu_limited_acks: u64,
     /// Probe bytes / other bytes sent (learned knowledge only).
     probe_fraction: Option<f64>,
     /// Policies the coordinator proposed after the first (learned knowledge only).
@@ -408,6 +412,8 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             wan_bytes: r.wan_bytes,
             policies_installed: r.policies_installed,
             retransmits: r.retransmits,
+            rx_early_dropped: r.early_dropped,
+            cpu_limited_acks: r.cpu_limited_acks,
             probe_fraction: r
                 .learning
                 .map(|l| l.probe_bytes as f64 / l.other_bytes.max(1) as f64),

@@ -444,6 +444,23 @@ impl Simulation {
             .sum()
     }
 
+    /// Next-round packets dropped because the early pool was full, over every engine.
+    pub fn early_dropped(&self) -> u64 {
+        self.engines()
+            .iter()
+            .map(|e| e.counters().rx_early_dropped)
+            .sum()
+    }
+
+    /// Acks taken as CPU-limited, over every engine: 0 in virtual time (no loop to fall
+    /// behind), a check that nothing else marks them.
+    pub fn cpu_limited_acks(&self) -> u64 {
+        self.engines()
+            .iter()
+            .map(|e| e.counters().cpu_limited_acks)
+            .sum()
+    }
+
     /// A hash of every event processed so far (time, kind, node): equal traces, equal hashes.
     pub fn trace_hash(&self) -> u64 {
         self.trace.0

@@ -134,6 +134,10 @@ pub struct PortCounters {
     /// Offers the network refused for now (full socket buffer or tx queue, empty mbuf pool);
     /// the engine's loss recovery sends them again.
     pub tx_would_block: u64,
+    /// UDP: datagrams handed over without a kernel receive stamp (their batch's clock read
+    /// instead): non-zero means delay and rate estimates are degraded. DPDK: 0 (the loop's
+    /// clock read follows the rx burst at once).
+    pub rx_unstamped: u64,
 }
 
 /// The backend's own calls: its `recv_each`/`send_each` (in place from and into mbufs on
@@ -202,6 +206,7 @@ impl WorkerPort {
                     rx_unknown_peer: c.rx_unknown_peer,
                     rx_dropped: c.rx_truncated,
                     tx_would_block: c.tx_would_block,
+                    rx_unstamped: c.rx_unstamped,
                 }
             }
             #[cfg(feature = "dpdk")]
@@ -218,6 +223,7 @@ impl WorkerPort {
                         + s.rx_not_for_us
                         + s.rx_too_long,
                     tx_would_block: s.tx_refused + s.tx_pool_empty,
+                    rx_unstamped: 0,
                 }
             }
         }
@@ -340,6 +346,8 @@ struct LinkSampler {
     link_bps: Vec<f64>,
     poll: Vec<LinkPoll>,
     acc: Vec<LinkAcc>,
+    /// The loop's `behind_iterations` at the last poll.
+    behind_seen: u64,
 }
 
 impl LinkSampler {
@@ -350,7 +358,17 @@ impl LinkSampler {
     /// the link's capacity only if a queue stood on the link meanwhile (a direct path's
     /// sample was `saturated`: its one-way delay rose); otherwise it measured the senders'
     /// pace and is only a lower bound. The best of each kind in a report interval is kept.
-    fn sample(&mut self, engine: &Engine, policies: &[Arc<Policy>], me: NodeId, now: Nanos) {
+    /// A stretch in which the loop fell behind (`behind_iterations`, the loop's count, moved
+    /// since the last poll) measured the CPU, not the link: it is dropped, never reported,
+    /// so a busy core can never lower an estimate.
+    fn sample(
+        &mut self,
+        engine: &Engine,
+        policies: &[Arc<Policy>],
+        me: NodeId,
+        now: Nanos,
+        behind_iterations: u64,
+    ) {
         let Some(epoch) = engine.epoch() else { return };
         if self.epoch != Some(epoch) {
             let Some(p) = policies.iter().find(|p| p.epoch == epoch) else {
@@ -363,6 +381,13 @@ impl LinkSampler {
                 .collect();
             self.poll = vec![LinkPoll::default(); n];
             self.acc = vec![LinkAcc::default(); n];
+        }
+        if behind_iterations != self.behind_seen {
+            self.behind_seen = behind_iterations;
+            for a in &mut self.acc {
+                a.since = None;
+            }
+            return;
         }
         self.poll.fill(LinkPoll::default());
         for t in engine.telemetry() {
@@ -465,6 +490,7 @@ impl Worker {
             next_report: None,
             next_sample: 0,
             sampler: LinkSampler::default(),
+            behind_iterations: 0,
             told_uncovered: 0,
             run: WorkerRun::default(),
             completed: None,
@@ -510,6 +536,8 @@ struct WorkerHook<'a> {
     next_report: Option<Nanos>,
     next_sample: Nanos,
     sampler: LinkSampler,
+    /// The loop's `behind_iterations` as of this iteration's intake.
+    behind_iterations: u64,
     /// The request last reported as covered by no policy (said once, not per poll).
     told_uncovered: u64,
     run: WorkerRun,
@@ -701,6 +729,7 @@ impl LoopHook<WorkerPort> for WorkerHook<'_> {
         now: Nanos,
         stats: &LoopStats,
     ) -> Result<(), WorkerError> {
+        self.behind_iterations = stats.behind_iterations;
         if self.next_report.is_none() {
             self.next_report = Some(now + self.report_every);
             self.next_sample = now;
@@ -739,7 +768,8 @@ impl LoopHook<WorkerPort> for WorkerHook<'_> {
         if let Some(round) = handed_over {
             if self.running == u64::from(round) + 1 {
                 let known = &self.state.known;
-                self.sampler.sample(engine, known, self.node, now);
+                self.sampler
+                    .sample(engine, known, self.node, now, self.behind_iterations);
                 self.node_file
                     .write_buffer(self.range.start, engine.buffer());
                 self.done = self.running;
@@ -766,8 +796,14 @@ impl LoopHook<WorkerPort> for WorkerHook<'_> {
         // Samples and reports at the iteration's time: no clock read of their own.
         if self.running != 0 && now >= self.next_sample {
             self.next_sample = now + self.sample_every;
-            self.sampler
-                .sample(engine, &self.state.known, self.node, now);
+            self.behind_iterations = stats.behind_iterations;
+            self.sampler.sample(
+                engine,
+                &self.state.known,
+                self.node,
+                now,
+                self.behind_iterations,
+            );
         }
         if self.next_report.is_some_and(|t| now >= t) {
             self.next_report = Some(now + self.report_every);

@@ -357,6 +357,8 @@ pub(crate) fn run_learned(
         wan_bytes: sim.wan_bytes(),
         policies_installed: 1 + coord.counters.committed as u32,
         retransmits,
+        early_dropped: sim.early_dropped(),
+        cpu_limited_acks: sim.cpu_limited_acks(),
         events: sim.events_processed(),
         learning: Some(stats),
     })

@@ -157,6 +157,8 @@ pub(crate) fn run_oracle(
         wan_bytes: sim.wan_bytes(),
         policies_installed: oracle.installed,
         retransmits: sim.retransmits(),
+        early_dropped: sim.early_dropped(),
+        cpu_limited_acks: sim.cpu_limited_acks(),
         events: sim.events_processed(),
         learning: None,
     })

@@ -145,6 +145,10 @@ pub struct StrategyResult {
     pub wan_bytes: u64,
     pub policies_installed: u32,
     pub retransmits: u64,
+    /// Next-round packets the nodes dropped for want of room in their early pools.
+    pub early_dropped: u64,
+    /// Acks the engines took as CPU-limited (0 in virtual time unless a rule misfires).
+    pub cpu_limited_acks: u64,
     /// Events the emulator processed (for speed accounting).
     pub events: u64,
     /// With learned knowledge: what the control plane did.

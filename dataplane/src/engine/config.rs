@@ -6,6 +6,9 @@ use crate::probe::ProbeConfig;
 use crate::wire::{self, PayloadType};
 use crate::{Nanos, NodeId, NANOS_PER_SEC};
 
+/// The early pool's bound before a policy sizes it, and its floor, with `early_packets = 0`.
+pub const AUTO_EARLY_PACKETS_FLOOR: usize = 4096;
+
 /// Tunables of one engine. Defaults suit a WAN with 1500-byte MTU.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
@@ -37,11 +40,20 @@ pub struct EngineConfig {
     /// less than a poll loop); below about 600 Mbit/s the default is less than one frame,
     /// so WAN-rate pacing is unchanged. The long-run rate is unaffected. Default 20 us.
     pub pacing_burst_ns: Nanos,
-    /// Retransmission timeout bounds and initial value.
+    /// Retransmission timeout bounds.
     pub min_rto_ns: Nanos,
     pub max_rto_ns: Nanos,
+    /// The RTO before a path's first RTT sample when the topology does not know the route's
+    /// latency (a link with latency 0, as in a node file without `latency_ms`); otherwise the
+    /// RTT estimator is seeded from the latencies: 3x the propagation RTT (RFC 9002).
+    /// Default 200 ms. RFC 6298's 1 s was tried: on paper9-static100 (latencies 0) it made
+    /// the fan-in baselines' first rounds wait on it (mxnet-ps 36.2 -> 40.1 s with another
+    /// change); set it higher where unknown routes may be long.
     pub initial_rto_ns: Nanos,
-    /// Packets of the next round that may be held before that round starts.
+    /// Packets of the next round that may be held before that round starts. 0 (the
+    /// default): sized per policy from the packets addressed to this node in one round, at
+    /// least [`AUTO_EARLY_PACKETS_FLOOR`] (see `engine::early`); any other value is the
+    /// exact bound.
     pub early_packets: usize,
     /// Datagrams a relay may hold while its outgoing link is busy.
     pub relay_packets: usize,
@@ -86,7 +98,7 @@ impl EngineConfig {
             min_rto_ns: 5_000_000,
             max_rto_ns: 2 * NANOS_PER_SEC,
             initial_rto_ns: 200_000_000,
-            early_packets: 4096,
+            early_packets: 0,
             relay_packets: 4096,
             auth: Auth::default(),
             probe: ProbeConfig::default(),

@@ -38,6 +38,7 @@
 
 mod config;
 mod congestion;
+mod early;
 mod liveness;
 mod pacing;
 mod path;
@@ -47,7 +48,7 @@ mod round;
 mod timers;
 mod transmit;
 
-pub use config::{EngineConfig, EngineError};
+pub use config::{EngineConfig, EngineError, AUTO_EARLY_PACKETS_FLOOR};
 pub use path::rate_sample::RateSample;
 pub use release::RoundStatus;
 
@@ -58,12 +59,13 @@ use crate::probe::{ProbeReceiver, ProbeSample, ProbeSender};
 use crate::topology::Topology;
 use crate::wire::{AckRepr, Packet, PacketKind, ProbeRepr};
 use crate::{Nanos, NodeId};
+use early::EarlyHold;
 use pacing::Pacer;
 use path::recv::Arrival;
 use path::Paths;
 use relay::Relay;
 pub use round::RoundStats;
-use round::{CompiledPolicy, Delivery, EarlyPool, RoundState};
+use round::{CompiledPolicy, Delivery, RoundState};
 use std::collections::VecDeque;
 use timers::{Timer, TimerTable};
 
@@ -161,6 +163,9 @@ pub struct Counters {
     /// Idle heartbeats sent and received.
     pub tx_heartbeats: u64,
     pub rx_heartbeats: u64,
+    /// Acks taken while this node's loop was behind: their rate and delay samples only bound
+    /// the path from below (see [`Engine::set_loop_behind`]).
+    pub cpu_limited_acks: u64,
 }
 
 /// One node's synchronization engine. See the module documentation.
@@ -175,7 +180,7 @@ pub struct Engine {
     /// The newest installed policy not active yet, and the round it activates at.
     pending: Option<(Policy, u32)>,
     round: RoundState,
-    early: EarlyPool,
+    early: EarlyHold,
     paths: Paths,
     /// Per neighbour: the pacer of the link `self → v`.
     links: Vec<Pacer>,
@@ -218,7 +223,7 @@ impl Engine {
             current: None,
             pending: None,
             round: RoundState::default(),
-            early: EarlyPool::new(cfg.early_packets, cfg.max_datagram_len()),
+            early: EarlyHold::new(cfg.early_packets, cfg.max_datagram_len()),
             paths: Paths::default(),
             links: vec![Pacer::new(cfg.default_rate_bps); n],
             relay: Relay::new(cfg.relay_packets, cfg.max_datagram_len()),
@@ -252,6 +257,19 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// The real-time loop tells the engine it fell behind (a long gap between iterations, or
+    /// a receive batch that filled up: a socket backlog) or caught up. While behind, rate
+    /// and RTT samples measure the CPU, not the network: they may raise estimates, never
+    /// lower them (see `SendPath::set_loop_behind`). Cheap when nothing changes.
+    pub fn set_loop_behind(&mut self, behind: bool) {
+        self.paths.set_loop_behind(behind);
+    }
+
+    /// Whether the loop said it is behind (see [`Engine::set_loop_behind`]).
+    pub fn loop_behind(&self) -> bool {
+        self.paths.loop_behind()
     }
 
     pub fn counters(&self) -> &Counters {
@@ -354,6 +372,8 @@ impl Engine {
             policy.routes.len(),
             policy.routes.iter().map(|r| &r.hops[..]),
         );
+        let (me, elems, seg) = (self.cfg.node, self.cfg.buffer_elems, self.cfg.segment_elems);
+        self.early.size_for(&policy, me, elems, seg);
         self.pending = Some((policy, activate_round));
         Ok(())
     }
@@ -367,7 +387,7 @@ impl Engine {
         }
         // Paths: (re)create the state of routes that start or end here.
         self.release_on_activate();
-        self.paths.install(&policy, me, &self.cfg)?;
+        self.paths.install(&policy, me, &self.cfg, &self.topo)?;
         let (compiled, queue_need) = CompiledPolicy::compile(
             &policy,
             me,

@@ -111,8 +111,10 @@ fn poll_timeout_is_the_rto_once_everything_is_sent() {
         sent += drain(&mut child, now).len();
         now = child.poll_timeout().unwrap();
     }
-    // The initial RTO (200 ms) after the first datagram left.
-    assert_eq!(child.poll_timeout(), Some(MS + 200 * MS));
+    // The initial RTO after the first datagram left: seeded from the pair's 1 ms latency,
+    // 3x the round trip plus the ack delay (RFC 9002), not the unseeded default.
+    let rtt = 2 * MS + child.config().ack_delay_ns;
+    assert_eq!(child.poll_timeout(), Some(MS + 3 * rtt));
 }
 
 #[test]

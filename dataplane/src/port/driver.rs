@@ -19,6 +19,12 @@
 //! 6. engine events go to [`LoopHook::event`], then [`LoopHook::end`] (telemetry, reports,
 //!    whether to stop).
 //!
+//! The loop also tells the engine when it is *behind* ([`Engine::set_loop_behind`]): its
+//! clock read came more than [`LOOP_BEHIND_NS`] after the previous one (the thread was
+//! descheduled, or an iteration ran long), or the previous receive filled the whole batch
+//! (a socket backlog). Samples taken meanwhile measure the CPU, not the network: they may
+//! raise estimates, never lower them. Counted in [`LoopStats::behind_iterations`].
+//!
 //! No clock read and no allocation per packet: buffers are allocated once; the engine stays
 //! sans-IO (the loop owns the clock and the port).
 
@@ -28,6 +34,11 @@ use crate::{Nanos, NodeId};
 use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
+
+/// A gap between two clock reads of the loop longer than this means the loop fell behind:
+/// an iteration is microseconds and an idle back-off tens of them, while a thread that lost
+/// its core to another process waits a scheduler slice (milliseconds).
+pub const LOOP_BEHIND_NS: Nanos = 1_000_000;
 
 /// How [`run_engine`] and [`run_engines`] poll.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +127,9 @@ pub struct LoopStats {
     pub busy: Duration,
     /// Iterations counted in `busy`.
     pub busy_iterations: u64,
+    /// Iterations in which the loop was behind (see the module docs): a gap of more than
+    /// [`LOOP_BEHIND_NS`] since the previous clock read, or a receive backlog.
+    pub behind_iterations: u64,
 }
 
 /// What the hook tells the loop at the end of an iteration.
@@ -186,6 +200,8 @@ pub struct EngineLoop<C = MonotonicClock> {
     /// when that iteration did work, so busy accounting costs no clock read of its own.
     last_tick: Option<Nanos>,
     last_was_busy: bool,
+    /// The previous receive filled the whole batch: more was waiting (a backlog).
+    backlog: bool,
 }
 
 impl<C: LoopClock> EngineLoop<C> {
@@ -211,6 +227,7 @@ impl<C: LoopClock> EngineLoop<C> {
             stats: LoopStats::default(),
             last_tick: None,
             last_was_busy: false,
+            backlog: false,
         })
     }
 
@@ -237,6 +254,7 @@ impl<C: LoopClock> EngineLoop<C> {
             stats,
             last_tick,
             last_was_busy,
+            backlog,
         } = self;
         stats.iterations += 1;
         let mut receive = Receive {
@@ -244,6 +262,7 @@ impl<C: LoopClock> EngineLoop<C> {
             stats,
             last_tick,
             last_was_busy: *last_was_busy,
+            backlog: *backlog,
             engine,
             hook,
             now: None,
@@ -258,6 +277,11 @@ impl<C: LoopClock> EngineLoop<C> {
             return Err(e);
         }
         stats.rx_datagrams += k as u64;
+        *backlog = k >= rx.len();
+        if *backlog {
+            // The samples of this batch were read late too (the engine already had them).
+            engine.set_loop_behind(true);
+        }
         if engine.poll_timeout().is_some_and(|t| t <= now) {
             engine.handle_timeout(now);
         }
@@ -287,6 +311,8 @@ struct Receive<'a, C, P: ?Sized, H: LoopHook<P> + ?Sized> {
     stats: &'a mut LoopStats,
     last_tick: &'a mut Option<Nanos>,
     last_was_busy: bool,
+    /// The previous receive filled its batch.
+    backlog: bool,
     engine: &'a mut Engine,
     hook: &'a mut H,
     now: Option<Nanos>,
@@ -309,6 +335,12 @@ impl<C: LoopClock, P: ?Sized, H: LoopHook<P> + ?Sized> Receive<'_, C, P, H> {
                 self.stats.busy_iterations += 1;
             }
         }
+        let gap = self
+            .last_tick
+            .is_some_and(|last| now.saturating_sub(last) > LOOP_BEHIND_NS);
+        let behind = gap || self.backlog;
+        self.stats.behind_iterations += u64::from(behind);
+        self.engine.set_loop_behind(behind);
         *self.last_tick = Some(now);
         self.now = Some(now);
         if let Err(e) = self.hook.intake(self.engine, now, self.stats) {
@@ -875,5 +907,87 @@ mod tests {
         assert!(busy_iterations >= 2);
         assert_eq!(stats.busy, Duration::from_nanos(busy));
         assert_eq!(stats.busy_iterations, busy_iterations);
+    }
+
+    /// The loop is behind after a clock gap of more than LOOP_BEHIND_NS and in the
+    /// iteration after a receive that filled its batch (a backlog), and only then; the
+    /// engine is told (so its samples only bound the paths from below).
+    #[test]
+    fn a_long_gap_or_a_full_batch_marks_the_loop_behind() {
+        /// Per iteration: how far its device read moves the time line and how many
+        /// (malformed) datagrams it returns.
+        struct Script {
+            timeline: Rc<RefCell<Timeline>>,
+            steps: Vec<(Nanos, usize)>,
+            i: usize,
+        }
+        impl Port for Script {
+            fn max_datagram_len(&self) -> usize {
+                1500
+            }
+            fn recv_batch(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, PortError> {
+                let (advance, n) = self.steps[self.i];
+                self.i += 1;
+                self.timeline.borrow_mut().t += advance;
+                for b in &mut bufs[..n] {
+                    b.len = 10;
+                    b.peer = 1;
+                }
+                Ok(n)
+            }
+            fn send_batch(&mut self, bufs: &[PacketBuf]) -> Result<usize, PortError> {
+                Ok(bufs.len())
+            }
+        }
+        /// The loop's count and the engine's flag at the end of every iteration.
+        struct Behind(Vec<(u64, bool)>, usize);
+        impl<P: ?Sized> LoopHook<P> for Behind {
+            type Error = PortError;
+            fn end(
+                &mut self,
+                e: &Engine,
+                _: &P,
+                _: Nanos,
+                s: &LoopStats,
+            ) -> Result<Flow, PortError> {
+                self.0.push((s.behind_iterations, e.loop_behind()));
+                Ok(if self.0.len() == self.1 {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                })
+            }
+        }
+        const US: Nanos = 1_000;
+        let steps = vec![
+            (US, 0),                  // the first iteration: no gap to measure
+            (LOOP_BEHIND_NS + US, 0), // descheduled: behind
+            (US, 0),                  // caught up
+            (LOOP_BEHIND_NS - 1, 0),  // with the clock read's 1 ns: the limit, not behind
+            (US, 8),                  // the batch (8) filled: behind from here...
+            (US, 3),                  // ...and in the next iteration (the backlog)
+            (US, 0),                  // caught up
+        ];
+        let timeline = Rc::new(RefCell::new(Timeline::default()));
+        let mut port = Script {
+            timeline: timeline.clone(),
+            i: 0,
+            steps,
+        };
+        let mut hook = Behind(Vec::new(), 7);
+        let clock = FakeClock(timeline.clone());
+        run_loop(&mut engine(), &mut port, &mut hook, 8, None, clock).unwrap();
+        assert_eq!(
+            hook.0,
+            [
+                (0, false),
+                (1, true),
+                (1, false),
+                (1, false),
+                (1, true),
+                (2, true),
+                (2, false)
+            ]
+        );
     }
 }

@@ -22,20 +22,23 @@
 //! 3. it hands each datagram to [`RxSink::datagram`] with its arrival time, in place, and
 //!    only then releases the buffers.
 //!
-//! A datagram's arrival time is the port's own stamp when it has one (to come: kernel
-//! `SO_TIMESTAMPING`, a DPDK rx cycle stamp, converted to the loop's clock and never later
-//! than the time `received` returned), otherwise the time `received` returned. Today no port
-//! stamps datagrams itself.
+//! A datagram's arrival time is the port's own stamp when it has one, converted to the
+//! loop's clock and never later than the time `received` returned, otherwise the time
+//! `received` returned. The kernel UDP port hands over the kernel's receive stamps
+//! (`SO_TIMESTAMPNS`, [`rx_stamp`]); the DPDK port stamps nothing itself: the loop's clock
+//! read follows its `rte_eth_rx_burst` at once, so a per-burst cycle stamp would be the
+//! same time (per-packet stamps there need NIC timestamping).
 
 pub mod channel;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 mod driver;
+pub mod rx_stamp;
 pub mod udp;
 
 pub use driver::{
     run_engine, run_engines, run_loop, run_loops_in_turn, DriverConfig, DriverReport, EngineLoop,
-    FixedRounds, Flow, LoopClock, LoopHook, LoopStats, MonotonicClock, Step, Turn,
+    FixedRounds, Flow, LoopClock, LoopHook, LoopStats, MonotonicClock, Step, Turn, LOOP_BEHIND_NS,
 };
 
 use crate::{Nanos, NodeId};

@@ -16,9 +16,28 @@
 //!   short count, [`UdpCounters::tx_would_block`]);
 //! * GSO/GRO are optional: probed at open, switchable off in [`UdpConfig`], and a GSO send the
 //!   kernel rejects (`EIO`/`EINVAL`) switches GSO off and resends the datagrams one by one.
+//!
+//! # Receive timestamps
+//!
+//! Each datagram is handed to the loop with the kernel's receive stamp (`SO_TIMESTAMPNS`,
+//! read from the `recvmmsg` control messages) converted to the loop's clock
+//! ([`super::rx_stamp`]), so a receive batch no longer collapses a train into one arrival
+//! time and a thread that was descheduled does not read as a slow link. A kernel that
+//! refuses the option is reported once (a warning) and the port falls back to the loop's
+//! one clock read per batch; [`UdpPort::rx_timestamps`] is then false and every datagram
+//! counts in [`UdpCounters::rx_unstamped`] — the sign that delay and rate estimates are
+//! degraded. With GRO on (the default where the kernel has `UDP_GRO`), a coalesced message
+//! carries one stamp, the first segment's, which every datagram split from it shares: a GSO
+//! train that crossed the stack as one buffer (loopback, veth without a qdisc that splits
+//! it) did arrive at once; one that was merged on receive (NIC or veth NAPI GRO) arrived
+//! within one GRO flush, microseconds. Probes that need spacing must not rely on a train
+//! staying split. The kernel turns receive stamping on asynchronously when the first socket
+//! of the system asks (a deferred static key): datagrams of its first moments may be
+//! stamped late — never early, so at worst they read like the batch-time fallback.
 #![allow(unsafe_code)]
 
-use super::{PacketBuf, Port, PortError};
+use super::rx_stamp;
+use super::{PacketBuf, Port, PortError, RxSink};
 use crate::NodeId;
 use std::collections::HashMap;
 use std::io;
@@ -36,9 +55,13 @@ const GRO_BUFFER_BYTES: usize = 1 << 16;
 /// Most coalesced messages per GRO `recvmmsg` (each may hold up to 64 datagrams), which
 /// bounds the GRO buffers to 1 MiB per port.
 const GRO_MAX_MESSAGES: usize = 16;
-/// Room for one control message with a 4-byte payload (`UDP_SEGMENT` u16, `UDP_GRO` int),
+/// Room for the control messages of one datagram: a `UDP_SEGMENT` u16 on send; a `UDP_GRO`
+/// int and an `SCM_TIMESTAMPNS` timespec on receive (24 + 32 bytes on 64-bit Linux),
 /// generously rounded up.
-const CMSG_BUF_BYTES: usize = 64;
+const CMSG_BUF_BYTES: usize = 128;
+/// Datagrams one [`Port::recv_each`] call hands over at most (the stamps of a call are kept
+/// in an array of this size, allocated at open).
+const MAX_RX_PER_CALL: usize = 1024;
 
 /// How to open a [`UdpPort`].
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +83,9 @@ pub struct UdpConfig {
     pub gro: bool,
     /// Requested `SO_RCVBUF`/`SO_SNDBUF` (best effort; the kernel may cap it). Default 4 MiB.
     pub socket_buffer_bytes: Option<usize>,
+    /// Stamp every received datagram with the kernel's receive time (`SO_TIMESTAMPNS`; see
+    /// the module docs). Default true.
+    pub rx_timestamps: bool,
 }
 
 impl UdpConfig {
@@ -73,6 +99,7 @@ impl UdpConfig {
             gso: true,
             gro: true,
             socket_buffer_bytes: Some(4 << 20),
+            rx_timestamps: true,
         }
     }
 
@@ -143,6 +170,10 @@ pub struct UdpCounters {
     pub rx_syscalls: u64,
     /// `sendmmsg` calls.
     pub tx_syscalls: u64,
+    /// Datagrams handed over without a usable kernel receive stamp (stamps refused, missing
+    /// or implausible): their arrival is the loop's clock read of their batch. Non-zero means
+    /// the delay and rate estimates built on arrival times are degraded.
+    pub rx_unstamped: u64,
 }
 
 /// A socket address in the kernel's representation.
@@ -164,6 +195,8 @@ struct GroRx {
     len: Vec<usize>,
     seg: Vec<usize>,
     peer: Vec<Option<NodeId>>,
+    /// Kernel receive stamp (`CLOCK_REALTIME` ns, 0 = none).
+    stamp: Vec<u64>,
     /// Messages filled by the last `recvmmsg`; the next message and offset to split.
     filled: usize,
     cur: usize,
@@ -193,6 +226,10 @@ pub struct UdpPort {
     rx_names: Vec<libc::sockaddr_storage>,
     rx_cmsg: Vec<CmsgBuf>,
     gro_rx: Option<GroRx>,
+    /// The kernel stamps received datagrams (`SO_TIMESTAMPNS` accepted).
+    rx_timestamps: bool,
+    /// Per datagram returned by the last `recv_batch`: its kernel stamp (0 = none).
+    rx_stamps: Vec<u64>,
 }
 
 // SAFETY: the raw pointers inside the mmsghdr/iovec arrays are scratch space: every one is
@@ -209,6 +246,7 @@ impl std::fmt::Debug for UdpPort {
             .field("gso", &self.gso)
             .field("gro", &self.gro)
             .field("batch", &self.batch)
+            .field("rx_timestamps", &self.rx_timestamps)
             .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
@@ -312,6 +350,48 @@ fn to_raw(addr: SocketAddr, v6: bool) -> Option<RawAddr> {
         storage,
         len: len as libc::socklen_t,
     })
+}
+
+/// What the control messages of a received message say: the GRO segment size (`UDP_GRO`,
+/// when coalesced) and the kernel receive stamp (`SCM_TIMESTAMPNS`, `CLOCK_REALTIME` ns,
+/// 0 when absent).
+fn read_rx_cmsgs(hdr: &libc::msghdr) -> (Option<usize>, u64) {
+    let (mut seg, mut stamp) = (None, 0);
+    if hdr.msg_control.is_null() {
+        return (seg, stamp);
+    }
+    // SAFETY: after recvmmsg, msg_control/msg_controllen describe the control messages the
+    // kernel wrote inside the port's rx_cmsg buffer (the pointer was set by prepare_rx and
+    // the buffer is alive); CMSG_FIRSTHDR/CMSG_NXTHDR only return headers lying within
+    // msg_controllen (or null). Payloads are read unaligned and only when cmsg_len says the
+    // whole payload is there: a c_int for UDP_GRO, a timespec for SCM_TIMESTAMPNS.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            let (level, kind, len) = ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len as usize);
+            if level == libc::SOL_UDP
+                && kind == libc::UDP_GRO
+                && len >= cmsg_len(size_of::<libc::c_int>())
+            {
+                let s = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                if s > 0 {
+                    seg = Some(s as usize);
+                }
+            } else if level == libc::SOL_SOCKET
+                && kind == libc::SCM_TIMESTAMPNS
+                && len >= cmsg_len(size_of::<libc::timespec>())
+            {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                if ts.tv_sec > 0 {
+                    stamp = (ts.tv_sec as u64)
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(ts.tv_nsec as u64);
+                }
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    (seg, stamp)
 }
 
 /// The canonical address in a `sockaddr_storage` the kernel filled (`len` bytes valid).
@@ -425,6 +505,18 @@ impl UdpPort {
             }
         }
         let gso = cfg.gso && getsockopt_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT).is_ok();
+        let rx_timestamps = cfg.rx_timestamps
+            && match setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(
+                        local = %local, %error,
+                        "the kernel refused SO_TIMESTAMPNS: datagrams get their batch's clock \
+                         read as arrival time; delay and rate estimates are degraded"
+                    );
+                    false
+                }
+            };
         let gro = cfg.gro && setsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         let batch = cfg.batch;
         let tx_iov_len = if gso { batch * GSO_MAX_SEGMENTS } else { batch };
@@ -435,6 +527,7 @@ impl UdpPort {
             len: vec![0; batch.min(GRO_MAX_MESSAGES)],
             seg: vec![0; batch.min(GRO_MAX_MESSAGES)],
             peer: vec![None; batch.min(GRO_MAX_MESSAGES)],
+            stamp: vec![0; batch.min(GRO_MAX_MESSAGES)],
             filled: 0,
             cur: 0,
             off: 0,
@@ -459,6 +552,8 @@ impl UdpPort {
             rx_names: vec![zeroed_storage(); batch],
             rx_cmsg: vec![CmsgBuf([0; CMSG_BUF_BYTES]); batch],
             gro_rx,
+            rx_timestamps,
+            rx_stamps: vec![0; MAX_RX_PER_CALL],
         };
         port.set_peers(&cfg.peers)?;
         Ok(port)
@@ -507,6 +602,12 @@ impl UdpPort {
     /// Whether receives use UDP GRO (probed at open).
     pub fn gro_enabled(&self) -> bool {
         self.gro
+    }
+
+    /// Whether the kernel stamps received datagrams (`SO_TIMESTAMPNS` accepted at open).
+    /// False: arrival times are per batch and the estimates built on them degraded.
+    pub fn rx_timestamps(&self) -> bool {
+        self.rx_timestamps
     }
 
     fn peer_addr(&self, node: NodeId) -> Option<&RawAddr> {
@@ -581,8 +682,9 @@ impl UdpPort {
     /// Receives straight into the caller's buffers (no GRO).
     fn recv_plain(&mut self, bufs: &mut [PacketBuf]) -> Result<usize, PortError> {
         let n = bufs.len().min(self.batch);
+        let stamps = self.rx_timestamps;
         for (j, b) in bufs[..n].iter_mut().enumerate() {
-            self.prepare_rx(j, &mut b.data, None);
+            self.prepare_rx(j, &mut b.data, stamps.then_some(j));
         }
         let r = self.recvmmsg(n)?;
         let mut k = 0;
@@ -597,6 +699,10 @@ impl UdpPort {
                 continue;
             };
             let len = msg.msg_len as usize;
+            let (_, stamp) = read_rx_cmsgs(&msg.msg_hdr);
+            if let Some(s) = self.rx_stamps.get_mut(k) {
+                *s = stamp;
+            }
             bufs.swap(k, j);
             bufs[k].len = len;
             bufs[k].peer = peer;
@@ -686,24 +792,9 @@ impl UdpPort {
         let r = self.recvmmsg(n)?;
         for j in 0..r {
             let len = self.rx_msgs[j].msg_len as usize;
-            let mut seg = len;
             let hdr = &self.rx_msgs[j].msg_hdr;
-            // SAFETY: the kernel set msg_control/msg_controllen to the control messages it
-            // wrote inside rx_cmsg[j]; CMSG_FIRSTHDR/CMSG_NXTHDR only return headers lying
-            // within msg_controllen (or null), and each UDP_GRO payload is one c_int, read
-            // unaligned.
-            unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(hdr);
-                while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
-                        let s = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                        if s > 0 {
-                            seg = s as usize;
-                        }
-                    }
-                    c = libc::CMSG_NXTHDR(hdr, c);
-                }
-            }
+            let (gro_seg, stamp) = read_rx_cmsgs(hdr);
+            let seg = gro_seg.unwrap_or(len);
             let truncated = hdr.msg_flags & libc::MSG_TRUNC != 0;
             let segments = if seg == 0 { 1 } else { len.div_ceil(seg) } as u64;
             let peer = if truncated {
@@ -722,6 +813,7 @@ impl UdpPort {
             g.len[j] = len;
             g.seg[j] = seg;
             g.peer[j] = peer;
+            g.stamp[j] = stamp;
         }
         let g = self.gro_rx.as_mut().expect("GRO is on");
         g.filled = r;
@@ -750,6 +842,9 @@ impl UdpPort {
                 dst.data[..seg_len].copy_from_slice(&g.bufs[j][g.off..g.off + seg_len]);
                 dst.len = seg_len;
                 dst.peer = peer;
+                if let Some(s) = self.rx_stamps.get_mut(k) {
+                    *s = g.stamp[j];
+                }
                 self.counters.rx += 1;
                 self.counters.rx_bytes += seg_len as u64;
                 k += 1;
@@ -777,6 +872,34 @@ impl Port for UdpPort {
         } else {
             self.recv_plain(bufs)
         }
+    }
+
+    /// Hands each datagram over with its kernel receive stamp in the loop's clock (see the
+    /// module docs and [`super::rx_stamp`]).
+    fn recv_each(
+        &mut self,
+        scratch: &mut [PacketBuf],
+        sink: &mut dyn RxSink,
+    ) -> Result<usize, PortError> {
+        let n = scratch.len().min(MAX_RX_PER_CALL);
+        let k = self.recv_batch(&mut scratch[..n])?;
+        // The one real-time clock read of the call, after the receive and just before the
+        // loop's own clock read: ages measured up to it make arrivals late by the few ns
+        // between the two reads, never early.
+        let realtime_now = if self.rx_timestamps && k > 0 {
+            rx_stamp::realtime_ns()
+        } else {
+            0
+        };
+        let now = sink.received();
+        for (b, &stamp) in scratch[..k].iter().zip(&self.rx_stamps) {
+            let arrival = rx_stamp::to_loop_time(stamp, realtime_now, now).unwrap_or_else(|| {
+                self.counters.rx_unstamped += 1;
+                now
+            });
+            sink.datagram(b.peer, b.bytes(), arrival);
+        }
+        Ok(k)
     }
 
     fn send_batch(&mut self, bufs: &[PacketBuf]) -> Result<usize, PortError> {
@@ -856,7 +979,11 @@ mod tests {
 
     #[test]
     fn control_buffers_fit_one_message() {
-        assert!(cmsg_space(size_of::<libc::c_int>()) <= CMSG_BUF_BYTES);
+        assert!(
+            cmsg_space(size_of::<libc::c_int>()) + cmsg_space(size_of::<libc::timespec>())
+                <= CMSG_BUF_BYTES,
+            "UDP_GRO and SCM_TIMESTAMPNS together"
+        );
         assert!(cmsg_len(size_of::<u16>()) <= cmsg_space(size_of::<u16>()));
     }
 
@@ -898,5 +1025,98 @@ mod tests {
             p.send_batch(&[b1]),
             Err(PortError::UnknownPeer(9))
         ));
+    }
+
+    /// Records what the loop would get.
+    struct Arrivals {
+        loop_now: crate::Nanos,
+        got: Vec<(NodeId, usize, crate::Nanos)>,
+    }
+
+    impl RxSink for Arrivals {
+        fn received(&mut self) -> crate::Nanos {
+            self.loop_now
+        }
+        fn datagram(&mut self, peer: NodeId, datagram: &[u8], arrival: crate::Nanos) {
+            self.got.push((peer, datagram.len(), arrival));
+        }
+    }
+
+    /// Sends `lens` datagrams from `tx` to `rx` (node 0 at `tx`, node 1 at `rx`), lets
+    /// them wait `wait` in the socket (at least that long however busy the machine is),
+    /// then receives them at loop time `loop_now`.
+    fn exchange(
+        tx: &mut UdpPort,
+        rx: &mut UdpPort,
+        lens: &[usize],
+        wait: std::time::Duration,
+        loop_now: crate::Nanos,
+    ) -> Vec<(NodeId, usize, crate::Nanos)> {
+        let mut out = PacketBuf::batch(lens.len(), 100);
+        for (b, &len) in out.iter_mut().zip(lens) {
+            b.len = len;
+            b.peer = 0;
+        }
+        assert_eq!(tx.send_batch(&out).unwrap(), lens.len());
+        std::thread::sleep(wait);
+        let mut sink = Arrivals {
+            loop_now,
+            got: Vec::new(),
+        };
+        let mut scratch = PacketBuf::batch(8, 1500);
+        while sink.got.len() < lens.len() {
+            rx.recv_each(&mut scratch, &mut sink).unwrap();
+        }
+        sink.got
+    }
+
+    /// Datagrams that waited in the socket are handed over with the kernel's receive time
+    /// (at least the wait before the loop's time), in order; with stamps off (or refused)
+    /// they get the loop's time and count as unstamped.
+    #[test]
+    fn datagrams_carry_their_kernel_receive_time() {
+        const WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+        let wait_ns = WAIT.as_nanos() as crate::Nanos;
+        let loop_now = 10 * crate::NANOS_PER_SEC;
+        for (gro, stamps) in [(false, true), (true, true), (false, false)] {
+            let mut rc = UdpConfig::new("127.0.0.1:0".parse().unwrap());
+            rc.gro = gro;
+            rc.rx_timestamps = stamps;
+            let mut rx = UdpPort::open(&rc).unwrap();
+            let mut tx = UdpPort::open(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+            rx.set_peers(&[(1, tx.local_addr())]).unwrap();
+            tx.set_peers(&[(0, rx.local_addr())]).unwrap();
+            assert_eq!(rx.rx_timestamps(), stamps);
+            if stamps {
+                // The kernel turns receive stamping on asynchronously (a deferred static
+                // key) when the first socket asks; until then datagrams are stamped late
+                // (never early). Wait for it: a stamped datagram shows its wait.
+                let ready = (0..250).any(|_| {
+                    let got = exchange(&mut tx, &mut rx, &[1], WAIT, loop_now);
+                    got[0].2 <= loop_now - wait_ns
+                });
+                assert!(ready, "the kernel never stamped a datagram on arrival");
+            }
+            let unstamped_before = rx.counters().rx_unstamped;
+            let got = exchange(&mut tx, &mut rx, &[10, 11, 12], WAIT, loop_now);
+            let lens: Vec<usize> = got.iter().map(|g| g.1).collect();
+            assert_eq!(lens, [10, 11, 12], "gro {gro}, stamps {stamps}");
+            assert!(got.iter().all(|g| g.0 == 1));
+            let unstamped = rx.counters().rx_unstamped - unstamped_before;
+            if stamps {
+                assert_eq!(unstamped, 0);
+                for g in &got {
+                    assert!(
+                        g.2 <= loop_now - wait_ns,
+                        "gro {gro}: arrival {} is not the kernel's ({loop_now})",
+                        g.2
+                    );
+                }
+                assert!(got.windows(2).all(|w| w[0].2 <= w[1].2), "in order");
+            } else {
+                assert_eq!(unstamped, 3);
+                assert!(got.iter().all(|g| g.2 == loop_now));
+            }
+        }
     }
 }

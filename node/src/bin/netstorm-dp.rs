@@ -89,6 +89,12 @@ struct DpStats {
     tx_would_block: u64,
     /// Round durations (first worker starting to last completing), a histogram.
     round_durations: RoundDurations,
+    /// Datagrams received without a kernel receive stamp (the kernel refused
+    /// `SO_TIMESTAMPNS`, or stamps were missing): see `estimates_degraded`.
+    rx_unstamped: u64,
+    /// Arrival times fell back to one clock read per receive batch: delay and rate estimates
+    /// (and the link estimates sent to the cp) are coarser than the kernel's stamps allow.
+    estimates_degraded: bool,
     uptime_s: f64,
 }
 
@@ -425,6 +431,8 @@ fn run() -> anyhow::Result<()> {
             stats.rx_unknown_peer = sum(&|c| c.1.rx_unknown_peer);
             stats.rx_port_dropped = sum(&|c| c.1.rx_dropped);
             stats.tx_would_block = sum(&|c| c.1.tx_would_block);
+            stats.rx_unstamped = sum(&|c| c.1.rx_unstamped);
+            stats.estimates_degraded = stats.rx_unstamped > 0;
             stats.rx_malformed = sum(&|c| c.0.rx_malformed);
             stats.rx_stale_epoch = sum(&|c| c.0.rx_stale_epoch);
             stats.rx_wrong_payload = sum(&|c| c.0.rx_wrong_payload);

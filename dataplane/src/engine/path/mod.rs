@@ -18,6 +18,7 @@ use super::congestion::{AckSignal, Aimd, Controller};
 use super::pacing::Pacer;
 use super::{Counters, EngineConfig, EngineError, PathTelemetry};
 use crate::policy::{PathId, Policy};
+use crate::topology::Topology;
 use crate::wire::AckRepr;
 use crate::{Nanos, NodeId};
 use rate_sample::RateSampler;
@@ -48,6 +49,8 @@ pub(crate) struct SendPath {
     /// Paces at `cc`'s rate (set after every controller call).
     pub pacer: Pacer,
     delivery: RateSampler,
+    /// This node's real-time loop is behind (see [`SendPath::set_loop_behind`]).
+    loop_behind: bool,
 }
 
 impl SendPath {
@@ -64,6 +67,18 @@ impl SendPath {
             cc: PathController::new(rate_bps, cfg.loss_tolerance, frame_bits),
             pacer: Pacer::new(rate_bps),
             delivery: RateSampler::new(frame_bits),
+            loop_behind: false,
+        }
+    }
+
+    /// This node's loop fell behind (`true`: a long gap between iterations or a receive
+    /// backlog) or caught up. While behind, samples are CPU-limited and treated like
+    /// application-limited ones: the open rate window is marked so, and RTT growth is no
+    /// congestion signal — the acks were read late, the route did not slow down.
+    pub fn set_loop_behind(&mut self, behind: bool) {
+        self.loop_behind = behind;
+        if behind {
+            self.delivery.mark_app_limited();
         }
     }
 
@@ -83,6 +98,17 @@ impl SendPath {
     #[inline]
     pub fn has_work(&self) -> bool {
         self.sent.has_retransmissions() || (!self.queue.is_empty() && !self.sent.is_full())
+    }
+
+    /// Seeds the RTT estimator with `rtt_ns` (see [`RttEstimator::seed`]).
+    pub fn seed_rtt(&mut self, rtt_ns: Nanos) {
+        self.rtt.seed(rtt_ns);
+    }
+
+    /// The retransmission timeout in force.
+    #[cfg(test)]
+    pub fn rto_ns(&self) -> Nanos {
+        self.rtt.rto_timeout()
     }
 
     /// Room for a round's worst case: `need` queued segments (and as many retransmissions,
@@ -217,11 +243,20 @@ impl SendPath {
             queueing = sample > min_rtt + threshold;
             forward_queue = self.delivery.forward_queue(ack.owd_ns, threshold);
         }
+        // A loop that fell behind makes samples CPU-limited: they may raise an estimate,
+        // never lower it — no decrease on RTT growth, no saturation claim, the rate window
+        // application-limited.
+        let behind = self.loop_behind;
+        if behind {
+            counters.cpu_limited_acks += 1;
+            queueing = false;
+            forward_queue = false;
+        }
         let sender_dry = self.queue.is_empty() && !self.sent.has_retransmissions();
         self.delivery.on_ack(
             now,
             acked,
-            sender_dry,
+            sender_dry || behind,
             forward_queue,
             self.rtt.smoothed_or_rto(),
         );
@@ -274,17 +309,22 @@ pub(crate) struct Paths {
     pub recv: Vec<Option<RecvPath>>,
     /// Receive paths with an acknowledgement to send, in order.
     pub ack_queue: VecDeque<PathId>,
+    /// This node's loop is behind (every send path knows it too).
+    loop_behind: bool,
 }
 
 impl Paths {
     /// (Re)creates the state of `policy`'s routes that start or end at `me`: a path whose
     /// route is unchanged keeps its state (and restarts at the new rates); one whose route
-    /// changed while packets on the old one are unacknowledged is an error.
+    /// changed while packets on the old one are unacknowledged is an error. A new path's
+    /// RTT estimator is seeded from `topo`'s latencies when they are known
+    /// ([`initial_rtt_ns`]).
     pub fn install(
         &mut self,
         policy: &Policy,
         me: NodeId,
         cfg: &EngineConfig,
+        topo: &Topology,
     ) -> Result<(), EngineError> {
         let cap = cfg.max_inflight;
         if self.send.len() < policy.routes.len() {
@@ -303,7 +343,14 @@ impl Paths {
                 let sp = match &mut self.send[id] {
                     Some(p) if p.hops == *hops => p,
                     Some(p) if !p.idle() => return Err(EngineError::PathBusy(id as PathId)),
-                    slot => slot.insert(SendPath::new(hops.clone(), cap, rate, cfg)),
+                    slot => {
+                        let sp = slot.insert(SendPath::new(hops.clone(), cap, rate, cfg));
+                        sp.set_loop_behind(self.loop_behind);
+                        if let Some(rtt) = initial_rtt_ns(topo, hops, cfg.ack_delay_ns) {
+                            sp.seed_rtt(rtt);
+                        }
+                        sp
+                    }
                 };
                 sp.reset_rates(rate, ceiling);
             }
@@ -344,6 +391,22 @@ impl Paths {
         }
     }
 
+    /// This node's loop fell behind or caught up (see [`SendPath::set_loop_behind`]);
+    /// touches the paths only when the state changes.
+    pub fn set_loop_behind(&mut self, behind: bool) {
+        if behind == self.loop_behind {
+            return;
+        }
+        self.loop_behind = behind;
+        for sp in self.send.iter_mut().flatten() {
+            sp.set_loop_behind(behind);
+        }
+    }
+
+    pub fn loop_behind(&self) -> bool {
+        self.loop_behind
+    }
+
     /// Every send path is idle.
     pub fn all_idle(&self) -> bool {
         self.send.iter().flatten().all(|p| p.idle())
@@ -359,6 +422,28 @@ impl Paths {
             .queue
             .push(item);
     }
+}
+
+/// The initial RTT estimate of a route (RFC 9002's initial RTT, from what the topology
+/// knows): its links' one-way latencies out, the reverse links' back (acknowledgements
+/// retrace the route), plus the receiver's acknowledgement delay. `None` when some link's
+/// latency is unknown (0, as in a node file without `latency_ms`): the caller falls back to
+/// the configured initial RTO.
+pub(crate) fn initial_rtt_ns(
+    topo: &Topology,
+    hops: &[NodeId],
+    ack_delay_ns: Nanos,
+) -> Option<Nanos> {
+    let mut rtt = ack_delay_ns;
+    for w in hops.windows(2) {
+        let out = topo.link(w[0], w[1])?.latency_ns;
+        let back = topo.link(w[1], w[0]).map_or(out, |l| l.latency_ns);
+        if out == 0 || back == 0 {
+            return None;
+        }
+        rtt += out + back;
+    }
+    (hops.len() >= 2).then_some(rtt)
 }
 
 /// Reconstructs a 64-bit sequence number from its low 32 bits, nearest to `expected`.

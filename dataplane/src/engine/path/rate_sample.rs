@@ -2,6 +2,11 @@
 //! least one RTT. A window in which the sender ran dry is marked application-limited (the
 //! path is at least that fast); one in which the forward one-way delay rose is marked
 //! saturated (its rate is the route's bottleneck, not only the sender's pace).
+//!
+//! A window in which this node's loop fell behind (see [`super::SendPath::set_loop_behind`])
+//! is marked application-limited too: a CPU that was busy elsewhere paced late and read the
+//! acks late, so the window measured the CPU, not the path. Such a sample may raise an
+//! estimate, never lower it.
 
 use crate::Nanos;
 
@@ -75,6 +80,12 @@ impl RateSampler {
         } else {
             above as u64 > threshold_ns
         }
+    }
+
+    /// Marks the open window application-limited (a worker fell behind during it).
+    #[inline]
+    pub fn mark_app_limited(&mut self) {
+        self.window_app_limited = true;
     }
 
     /// An acknowledgement at `now` newly acknowledged `acked` packets; `sender_dry` if the
@@ -161,6 +172,24 @@ mod tests {
         r.on_ack(3 * MS, 1, false, false, MS);
         let s = r.sample().unwrap();
         assert!(!s.app_limited && !s.saturated);
+    }
+
+    #[test]
+    fn a_window_marked_while_behind_is_application_limited() {
+        let mut r = RateSampler::new(8.0);
+        r.on_ack(MS, 1, false, false, MS);
+        r.mark_app_limited();
+        r.on_ack(2 * MS, 1, false, true, MS);
+        let s = r.sample().unwrap();
+        assert!(
+            s.app_limited,
+            "a stalled window only bounds the rate from below"
+        );
+        r.on_ack(3 * MS, 1, false, false, MS);
+        assert!(
+            !r.sample().unwrap().app_limited,
+            "the next window starts clean"
+        );
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! Round-trip time of one path (RFC 6298) from echoed timestamps — no synchronized clocks
 //! needed — and the retransmission timeout with its exponential back-off.
+//!
+//! Before the first sample the RTO comes, as in QUIC (RFC 9002 §6.2.2), from an initial RTT
+//! estimate when there is one ([`RttEstimator::seed`]: the route's propagation delay from
+//! the topology): srtt = seed, rttvar = seed / 2, so RTO = 3 × seed. Without one it is the
+//! configured initial RTO. The seed is never a sample: it sets neither the smoothed nor the
+//! minimum RTT, and the first real sample replaces it.
 
 use crate::Nanos;
 
@@ -12,6 +18,8 @@ const MAX_BACKOFF: u32 = 64;
 #[derive(Debug, Clone)]
 pub(crate) struct RttEstimator {
     srtt_ns: Option<Nanos>,
+    /// The initial RTT estimate, used only until the first sample.
+    seed_ns: Option<Nanos>,
     rttvar_ns: Nanos,
     /// Smallest RTT seen: the route's propagation + serialization baseline
     /// (`Nanos::MAX` before the first sample).
@@ -28,6 +36,7 @@ impl RttEstimator {
     pub fn new(initial_rto_ns: Nanos, min_rto_ns: Nanos, max_rto_ns: Nanos) -> Self {
         Self {
             srtt_ns: None,
+            seed_ns: None,
             rttvar_ns: 0,
             min_rtt_ns: Nanos::MAX,
             rto_ns: initial_rto_ns,
@@ -35,6 +44,18 @@ impl RttEstimator {
             min_rto_ns,
             max_rto_ns,
         }
+    }
+
+    /// Seeds the estimator with an initial RTT estimate (RFC 9002 §6.2.2): until the first
+    /// sample the RTO is `rtt_ns + 4 max(rtt_ns / 2, 1 ms)` (within the bounds) and
+    /// `rtt_ns` is the RTT to reason with. Ignored once a sample was taken.
+    pub fn seed(&mut self, rtt_ns: Nanos) {
+        if self.srtt_ns.is_some() {
+            return;
+        }
+        self.seed_ns = Some(rtt_ns);
+        let rto = rtt_ns + 4 * (rtt_ns / 2).max(MIN_RTTVAR_TERM_NS);
+        self.rto_ns = rto.clamp(self.min_rto_ns, self.max_rto_ns);
     }
 
     /// Folds in one RTT sample (RFC 6298) and ends any back-off.
@@ -61,10 +82,10 @@ impl RttEstimator {
         self.srtt_ns
     }
 
-    /// The RTT to reason with: smoothed, or the RTO before any sample.
+    /// The RTT to reason with: smoothed; before any sample the seed, else the RTO.
     #[inline]
     pub fn smoothed_or_rto(&self) -> Nanos {
-        self.srtt_ns.unwrap_or(self.rto_ns)
+        self.srtt_ns.or(self.seed_ns).unwrap_or(self.rto_ns)
     }
 
     pub fn min(&self) -> Option<Nanos> {
@@ -187,6 +208,32 @@ mod tests {
             r.back_off();
         }
         assert_eq!(r.rto_timeout(), 64 * MS);
+    }
+
+    #[test]
+    fn a_seed_sets_the_initial_rto_to_three_rtts_until_the_first_sample() {
+        // aws10-latency's longest route: 326 ms round trip. The unseeded 200 ms RTO would
+        // fire before the first acknowledgement can arrive.
+        let mut r = estimator();
+        r.seed(326 * MS);
+        assert_eq!(r.rto_timeout(), 978 * MS, "326 + 4 * 163");
+        assert_eq!(r.smoothed_or_rto(), 326 * MS);
+        assert_eq!(r.smoothed(), None, "a seed is not a sample");
+        assert_eq!(r.min(), None, "nor a minimum");
+        assert_eq!(r.tail_timeout(), None);
+        // The first sample replaces it (RFC 6298's first-sample rule).
+        r.on_sample(300 * MS);
+        assert_eq!(r.smoothed(), Some(300 * MS));
+        assert_eq!(r.rto_timeout(), 900 * MS);
+        r.seed(10 * MS);
+        assert_eq!(r.rto_timeout(), 900 * MS, "a late seed is ignored");
+        // Bounds and the variance floor hold for seeds too.
+        let mut r = estimator();
+        r.seed(900 * MS);
+        assert_eq!(r.rto_timeout(), 2_000 * MS);
+        let mut r = estimator();
+        r.seed(100_000);
+        assert_eq!(r.rto_timeout(), 5 * MS);
     }
 
     #[test]

@@ -7,8 +7,10 @@ use crate::wire::PacketKind;
 const MS: Nanos = 1_000_000;
 const US: Nanos = 1_000;
 
+/// A path with no RTT seed and a 200 ms initial RTO (the timer tests' time scale).
 fn path() -> SendPath {
-    let cfg = EngineConfig::new(0, 2, 1024);
+    let mut cfg = EngineConfig::new(0, 2, 1024);
+    cfg.initial_rto_ns = 200 * MS;
     SendPath::new(vec![0, 1], 64, 1e9, &cfg)
 }
 
@@ -242,4 +244,101 @@ fn expand_seq_picks_nearest() {
     assert_eq!(expand_seq(5, 3), 5);
     assert_eq!(expand_seq(u32::MAX, 1 << 32), (1 << 32) - 1);
     assert_eq!(expand_seq(2, (1 << 32) - 3), (1 << 32) + 2);
+}
+
+#[test]
+fn a_route_s_initial_rtt_comes_from_the_topology_latencies() {
+    let mut topo = Topology::full_mesh(3, 1e9, 50 * MS);
+    // Asymmetric: 1 -> 2 is slower one way (acks come back on 2 -> 1).
+    for l in &mut topo.links {
+        if (l.from, l.to) == (2, 1) {
+            l.latency_ns = 70 * MS;
+        }
+    }
+    assert_eq!(
+        initial_rtt_ns(&topo, &[0, 1], MS / 2),
+        Some(100 * MS + MS / 2)
+    );
+    assert_eq!(
+        initial_rtt_ns(&topo, &[0, 1, 2], 0),
+        Some(50 * MS + 50 * MS + 50 * MS + 70 * MS),
+        "out over both hops, back over both reverse links"
+    );
+    topo.links[0].latency_ns = 0;
+    let (a, b) = (topo.links[0].from, topo.links[0].to);
+    assert_eq!(initial_rtt_ns(&topo, &[a, b], MS), None, "unknown latency");
+}
+
+#[test]
+fn installed_paths_start_with_an_rto_above_their_propagation_rtt() {
+    let cfg = EngineConfig::new(0, 2, 4096);
+    // 163 ms each way: aws10-latency's longest pair.
+    let topo = Topology::pair(1e9, 163 * MS);
+    let mut paths = Paths::default();
+    paths
+        .install(&Policy::pair(&topo, 1), 0, &cfg, &topo)
+        .unwrap();
+    let sp = paths.send.iter().flatten().next().unwrap();
+    let rtt = 326 * MS + cfg.ack_delay_ns;
+    assert_eq!(sp.rto_ns(), 3 * rtt);
+    // Latency unknown: the configured initial RTO.
+    let topo = Topology::pair(1e9, 0);
+    let mut paths = Paths::default();
+    paths
+        .install(&Policy::pair(&topo, 1), 0, &cfg, &topo)
+        .unwrap();
+    let sp = paths.send.iter().flatten().next().unwrap();
+    assert_eq!(sp.rto_ns(), cfg.initial_rto_ns);
+}
+
+/// Four packets leave at 1 ms with more queued (the sender is not dry); the first ack comes
+/// back after 10 ms, the second after 40 ms (30 ms more than the minimum: a queue, if the
+/// network caused it), read by a loop that is `behind` or not. Returns the path's rate after
+/// the second ack, whether the rate window it closed was application-limited, and the
+/// CPU-limited ack count.
+fn rtt_growth_while_behind(behind: bool) -> (f64, bool, u64) {
+    let mut p = path();
+    let mut c = Counters::default();
+    send(&mut p, 0, 4, MS);
+    for seg in 10..20 {
+        p.queue.push(item(seg));
+    }
+    assert!(p.on_ack(11 * MS, &ack(1, &[], MS), &mut c));
+    p.set_loop_behind(behind);
+    assert!(p.on_ack(41 * MS, &ack(2, &[], MS), &mut c));
+    let sample = p
+        .telemetry(0, 1)
+        .rate_sample
+        .expect("a 30 ms window closed");
+    (p.rate_bps(), sample.app_limited, c.cpu_limited_acks)
+}
+
+#[test]
+fn samples_taken_while_the_loop_was_behind_never_lower_the_rate() {
+    // The network's queue: the controller backs off, the sample is a real one.
+    let (rate, app_limited, cpu) = rtt_growth_while_behind(false);
+    assert!(
+        rate < 1e9 && !app_limited && cpu == 0,
+        "{rate} {app_limited} {cpu}"
+    );
+    // The same RTTs read by a loop that was behind: no decrease, and the window only bounds
+    // the path from below.
+    let (rate, app_limited, cpu) = rtt_growth_while_behind(true);
+    assert_eq!(rate, 1e9);
+    assert!(app_limited);
+    assert_eq!(cpu, 1);
+}
+
+#[test]
+fn a_path_created_while_the_loop_is_behind_knows_it() {
+    let cfg = EngineConfig::new(0, 2, 4096);
+    let topo = Topology::pair(1e9, MS);
+    let mut paths = Paths::default();
+    paths.set_loop_behind(true);
+    paths
+        .install(&Policy::pair(&topo, 1), 0, &cfg, &topo)
+        .unwrap();
+    assert!(paths.send.iter().flatten().all(|sp| sp.loop_behind));
+    paths.set_loop_behind(false);
+    assert!(paths.send.iter().flatten().all(|sp| !sp.loop_behind));
 }
