@@ -210,7 +210,8 @@ done
 declare -a TR_PID
 for i in $(seq 1 "$K"); do
     ip netns exec "$NS-$i" timeout "$TIMEOUT_S" "$BIN/netstorm-trainer" --config "$CFG" --node "n$i" \
-        --rounds "$ROUNDS" --compute-ms "$COMPUTE_MS" > "$WORK/trainer-n$i.log" 2>&1 &
+        --rounds "$ROUNDS" --compute-ms "$COMPUTE_MS" \
+        --pause-before-round $(( ROUNDS / 4 )) --pause-file "$WORK/go" > "$WORK/trainer-n$i.log" 2>&1 &
     TR_PID[$i]=$!
     PIDS+=($!)
 done
@@ -224,16 +225,20 @@ dump_logs() {
         echo "--- $f" >&2; tail -n 12 "$f" >&2
     done
 }
-wait_rounds() { # n
+
+# Every trainer pauses before round ROUNDS/4 until $WORK/go exists: the change lands at that
+# round however busy the machine is (polling the counters raced the trainers under load).
+wait_paused() {
     local deadline=$(( SECONDS + TIMEOUT_S ))
-    while [ "$(rounds_done 1)" -lt "$1" ] 2>/dev/null || [ -z "$(rounds_done 1)" ]; do
-        [ $SECONDS -lt $deadline ] || { echo "testbed: timeout waiting for round $1" >&2; dump_logs; return 1; }
-        sleep 0.05
+    for i in $(seq 1 "$K"); do
+        while [ ! -e "$WORK/go.n$i.waiting" ]; do
+            [ $SECONDS -lt $deadline ] || { echo "testbed: timeout waiting for the trainers to pause" >&2; dump_logs; return 1; }
+            sleep 0.05
+        done
     done
 }
-
-wait_rounds $(( ROUNDS / 4 ))
-echo "testbed: round $(rounds_done 1) done at n1; changing n$CHANGE_FROM -> n$CHANGE_TO to $NEW_MBPS Mbit/s with tc"
+wait_paused
+echo "testbed: every trainer paused after $(( ROUNDS / 4 )) rounds; changing n$CHANGE_FROM -> n$CHANGE_TO to $NEW_MBPS Mbit/s with tc"
 tbf "$NS-$CHANGE_FROM" "v$TAG-$CHANGE_FROM-$CHANGE_TO" $(( NEW_MBPS * 1000 )) change
 if [ "$RESTART_CP" = 1 ] && [ "$K" -ge 2 ]; then
     echo "testbed: killing netstorm-cp of n2 (pid ${CP_PID[2]}) and restarting it"
@@ -241,6 +246,7 @@ if [ "$RESTART_CP" = 1 ] && [ "$K" -ge 2 ]; then
     wait "${CP_PID[2]}" 2>/dev/null || true
     start_cp 2
 fi
+touch "$WORK/go"
 
 FAIL=0
 for i in $(seq 1 "$K"); do
@@ -252,7 +258,12 @@ for i in $(seq 1 "$K"); do
         FAIL=1
     fi
 done
-sleep 0.7 # one more counters interval
+# Every dp's counters file shows its last round (rewritten every 100 ms; waited for, not
+# slept on: a starved dp writes late).
+for i in $(seq 1 "$K"); do
+    deadline=$(( SECONDS + 20 ))
+    while [ "$(rounds_done "$i")" != "$ROUNDS" ] && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+done
 for i in $(seq 1 "$K"); do
     STATS=$(cat "$WORK/shm/netstorm-$(( TAG + 1 ))-n$i.dp-stats.json" 2>/dev/null || echo '{}')
     EPOCHS=$(echo "$STATS" | sed -n 's/.*"installed_epochs":\[\([0-9,]*\)\].*/\1/p')

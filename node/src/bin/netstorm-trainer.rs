@@ -30,6 +30,15 @@ struct Args {
     /// Wait up to this long for the dp to come up.
     #[arg(long, default_value_t = 30.0)]
     connect_timeout_s: f64,
+    /// Before this run's round N (0-based), write `<pause-file>.<node>.waiting` and wait until
+    /// `<pause-file>` exists (up to `--pause-timeout-s`): lets a script change the network at
+    /// a known round however busy the machine is.
+    #[arg(long, requires = "pause_file")]
+    pause_before_round: Option<u32>,
+    #[arg(long)]
+    pause_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 60.0)]
+    pause_timeout_s: f64,
 }
 
 fn main() {
@@ -58,7 +67,10 @@ fn run() -> anyhow::Result<()> {
     let mut buf = vec![0.0f32; cfg.buffer_elems];
     let mut total = Duration::ZERO;
     let mut epochs = Vec::new();
-    for _ in 0..args.rounds {
+    for i in 0..args.rounds {
+        if args.pause_before_round == Some(i) {
+            pause(&args)?;
+        }
         let r = session.next_round() as u32;
         fill_test_gradient(&mut buf, me, r);
         let st = session.allreduce(&mut buf)?;
@@ -104,5 +116,29 @@ fn run() -> anyhow::Result<()> {
         epochs,
         bits / total.as_secs_f64().max(1e-9) / 1e6
     );
+    Ok(())
+}
+
+/// Announces the pause and waits for the go file (see `--pause-before-round`).
+fn pause(args: &Args) -> anyhow::Result<()> {
+    let go = args
+        .pause_file
+        .as_ref()
+        .expect("clap requires --pause-file");
+    let mut waiting = go.clone().into_os_string();
+    waiting.push(format!(".{}.waiting", args.node));
+    std::fs::write(&waiting, b"")
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", PathBuf::from(&waiting).display()))?;
+    let t0 = std::time::Instant::now();
+    while !go.exists() {
+        if t0.elapsed().as_secs_f64() > args.pause_timeout_s {
+            anyhow::bail!(
+                "paused for {} s and {} never appeared",
+                args.pause_timeout_s,
+                go.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     Ok(())
 }
