@@ -19,7 +19,8 @@
 //! mac_key = "00112233445566778899aabbccddeeff"  # per-job secret packet MAC key (32 hex digits);
 //!                                # default: a key derived from the job id; `mac = false` turns it off
 //! mtu = 1500                     # IP MTU of the paths between nodes (576..=9000), default 1500:
-//!                                # datagrams never exceed it (segment_elems defaults to what fits)
+//!                                # segment_elems defaults to what fits; when `mtu` is set,
+//!                                # a larger segment_elems is refused
 //!
 //! [coordinator]
 //! node = "a"                     # the node whose netstorm-cp coordinates
@@ -470,16 +471,26 @@ impl Source<'_> {
         let segment_elems = match &raw.segment_elems {
             Some(s) => {
                 let v = *s.get_ref();
-                let max = room / wire.elem_bytes();
+                // Without an `mtu` key an explicit size is the operator's (the datagram may
+                // be fragmented; configs from before the key stay valid); with one, it must fit.
+                let max = if mtu_span.is_some() {
+                    room / wire.elem_bytes()
+                } else {
+                    (wire::MAX_DATAGRAM_LEN - wire::HEADER_LEN - wire::AUTH_TAG_LEN)
+                        / wire.elem_bytes()
+                };
                 if v == 0 || v as usize > max {
                     return Err(self.invalid(
                         s.span(),
                         "segment_elems",
-                        format!(
-                            "{v} is outside 1..={max}: datagrams must fit the MTU of {mtu} bytes{} ({} B of {wire} payload)",
-                            if mtu_span.is_some() { " set by 'mtu'" } else { " (default; set 'mtu' for larger paths)" },
-                            max * wire.elem_bytes()
-                        ),
+                        if mtu_span.is_some() {
+                            format!(
+                                "{v} is outside 1..={max}: datagrams must fit the MTU of {mtu} bytes set by 'mtu' ({} B of {wire} payload)",
+                                max * wire.elem_bytes()
+                            )
+                        } else {
+                            format!("{v} is outside 1..={max}")
+                        },
                     ));
                 }
                 v as usize
@@ -1188,6 +1199,17 @@ bidirectional = true
                 .unwrap()
                 .segment_elems,
             2200
+        );
+        // Without an `mtu` key an explicit segment size is kept as before the key existed.
+        let old = GOOD.replace(
+            "shm_dir = \"/tmp\"",
+            "shm_dir = \"/tmp\"\nsegment_elems = 1000",
+        );
+        assert_eq!(
+            ClusterConfig::parse_str(&old, "c.toml")
+                .unwrap()
+                .segment_elems,
+            1000
         );
         // Segments that would not fit are refused, naming the key and the MTU.
         let e = err(&t.replace(
