@@ -226,13 +226,16 @@ impl Replica {
         let first_at = voters.iter().position(|&v| v == first).expect("a voter");
         let my_at = voters.iter().position(|&v| v == node).expect("a voter");
         let place = (my_at + voters.len() - first_at) % voters.len();
-        let election_tick = config.election_ticks + place * config.election_stagger_ticks;
+        let election_timeout = config.election_ticks + place * config.election_stagger_ticks;
         let raft_config = raft::Config {
             id: raft_id(node),
-            election_tick,
+            // Also the leader lease (a follower that heard the leader this recently refuses
+            // votes) and the leader's quorum check: the same on every replica, so every lease
+            // has expired when the next in line campaigns.
+            election_tick: config.election_ticks,
             // A range of one value: raft-rs would otherwise draw the timeout at random.
-            min_election_tick: election_tick,
-            max_election_tick: election_tick + 1,
+            min_election_tick: election_timeout,
+            max_election_tick: election_timeout + 1,
             heartbeat_tick: config.heartbeat_ticks,
             check_quorum: true,
             pre_vote: true,
