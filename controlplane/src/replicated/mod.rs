@@ -44,6 +44,16 @@
 //!   majority that forgot an entry could elect a leader without it); durable storage of the
 //!   hard state and log is the follow-up that removes the caveat.
 
+//!
+//! Driving it from a cp loop: every tick interval (e.g. 100 ms: a dead preferred leader is
+//! replaced after 10 + 4 = 14 ticks, 1.4 s) call `tick`; for each frame from peer `p` call
+//! `step(p, bytes)`; after either, `poll()` and send each `(to, bytes)` as one frame (drop it if
+//! `to` is unreachable, and say so with `report_unreachable`). The coordinator role belongs to
+//! the replica that reported `LeaderReady` for its current term (`is_ready_leader`); it logs
+//! before it acts: propose `Prepare`, send Prepare to the nodes once that entry shows up in
+//! `Output::applied`; every ack → propose `Commit`, send Commit once applied; likewise
+//! `RoundFailed`/`RoundSucceeded` before announcing an outcome.
+
 pub mod wire;
 
 use crate::membership::{Applied, ClusterState, Entry, Install};
@@ -338,6 +348,12 @@ impl Replica {
     pub fn step_message(&mut self, m: Message) -> Result<(), StepError> {
         self.raw.step(m)?;
         Ok(())
+    }
+
+    /// The transport could not reach `peer` (connection refused or dropped): the leader stops
+    /// pipelining appends to it until it answers again.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        self.raw.report_unreachable(raft_id(peer));
     }
 
     /// Appends `entry` to the log; it is applied (on every replica) once a majority has it —
