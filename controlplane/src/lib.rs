@@ -25,6 +25,7 @@ pub mod experiment;
 pub mod faults;
 pub mod models;
 pub mod network;
+pub mod peer_loss;
 pub mod planner;
 pub mod replanner;
 pub mod round_bound;
