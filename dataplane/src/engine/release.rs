@@ -202,6 +202,12 @@ impl Engine {
         }
     }
 
+    /// Whether `node`'s buffer takes part in the rounds of the active policy (every node
+    /// before the first activation).
+    pub fn is_member(&self, node: NodeId) -> bool {
+        self.release.is_member(node)
+    }
+
     /// Stops `round` from being released on its own (a coordinator is deciding its outcome)
     /// and says where it stands. A round already released stays released. `None`: not
     /// started here — the caller must then not start it while the freeze lasts.
