@@ -252,6 +252,9 @@ impl ClusterCoordinator {
                         members: members.clone(),
                     });
                     if members.len() == 1 {
+                        // Told before the round in flight is decided, so its trainer's next
+                        // call hears it instead of waiting for a policy that never comes.
+                        self.loss_out.push_back((members[0], ControlMsg::Alone));
                         self.events
                             .push_back(CoordinatorEvent::Alone { node: members[0] });
                     }
@@ -604,5 +607,29 @@ mod tests {
             assert_eq!(policy.members.as_deref(), Some(&[0, 1, 2][..]));
             policy.validate(&topo).unwrap();
         }
+    }
+
+    #[test]
+    fn the_last_member_is_told_it_is_alone_before_its_round_is_decided() {
+        let topo = Topology::full_mesh(2, 100.0 * MBPS, 20_000_000);
+        let mut d = driven(&topo);
+        d.cc = std::mem::replace(&mut d.cc, coordinator(&topo)).with_peer_timeout(SECOND);
+        let mut nodes = Nodes::new(2);
+        run(&mut d, &mut nodes, &topo, 0, 3 * SECOND, |_, _| {
+            100.0 * MBPS
+        });
+        let round = nodes.next_round - 1;
+        for step in 0..=12 {
+            let now = 3 * SECOND + step * SECOND / 10;
+            let peers = vec![(1, Some(step * SECOND / 10))];
+            d.cc.handle_control(now, 0, ControlMsg::PeerSilence { node: 0, peers });
+            d.tick(now);
+        }
+        let sent: Vec<_> = std::iter::from_fn(|| d.cc.poll_transmit()).collect();
+        assert_eq!(
+            sent[..2],
+            [(0, ControlMsg::Alone), (0, ControlMsg::Freeze { round })]
+        );
+        assert!(d.events.contains(&CoordinatorEvent::Alone { node: 0 }));
     }
 }

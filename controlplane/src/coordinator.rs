@@ -93,6 +93,8 @@ pub enum ControlMsg {
         round: u32,
         lost: Vec<NodeId>,
     },
+    /// Leader → node: every other node was lost; no round can run.
+    Alone,
 }
 
 /// Where a frozen round stands at a node (all its workers).

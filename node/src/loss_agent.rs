@@ -79,6 +79,10 @@ impl LossAgent {
                 self.decided = Some(round);
                 true
             }
+            ControlMsg::Alone => {
+                nf.set_alone(true);
+                true
+            }
             _ => false,
         }
     }

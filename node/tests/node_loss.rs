@@ -137,9 +137,20 @@ fn a_killed_node_fails_one_round_and_the_survivors_train_on_exactly() {
         "kill to both survivors done with {ROUNDS} rounds: {:.2} s",
         killed.elapsed().as_secs_f64()
     );
-    let stats = std::fs::read_to_string(cl.dir.join("netstorm-9.coordinator.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    // The coordinator's counters file is rewritten every 100 ms: wait for the one written
+    // after the loss (the trainers may finish first).
+    let t0 = Instant::now();
+    let (stats, v) = loop {
+        let stats =
+            std::fs::read_to_string(cl.dir.join("netstorm-9.coordinator.json")).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
+        if v["lost"] == serde_json::json!(["c"]) || t0.elapsed() > Duration::from_secs(20) {
+            break (stats, v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(v["lost"], serde_json::json!(["c"]), "{stats}");
+    assert_eq!(v["loss_log"].as_array().map(Vec::len), Some(2), "{stats}");
     for n in ["a", "b"] {
         assert!(
             cl.children[procs[n][0]].try_wait().unwrap().is_none(),

@@ -97,6 +97,13 @@ fn run() -> anyhow::Result<()> {
                 );
                 continue;
             }
+            Err(SessionError::Alone) => {
+                anyhow::bail!(
+                    "node {} is the only member left (lost: {}): nothing to synchronize with; stopping after {ok_rounds} good rounds",
+                    args.node,
+                    lost_nodes.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
             Err(e) => return Err(e.into()),
         };
         total += st.elapsed;
