@@ -60,6 +60,9 @@ pub enum LossEvent {
     Decided { round: u32, outcome: Outcome },
 }
 
+/// When a report arrived, and the silence it reported (`None`: never heard).
+type SilenceReport = (Nanos, Option<Nanos>);
+
 #[derive(Debug, Clone)]
 struct Resolving {
     round: u32,
@@ -72,8 +75,8 @@ struct Resolving {
 pub struct PeerLoss {
     peer_timeout_ns: Nanos,
     resend_ns: Nanos,
-    /// `reports[reporter][peer]`: (when the report arrived, silence it reported).
-    reports: Vec<Vec<Option<(Nanos, Option<Nanos>)>>>,
+    /// `reports[reporter][peer]`.
+    reports: Vec<Vec<Option<SilenceReport>>>,
     member: Vec<bool>,
     lost: BTreeSet<NodeId>,
     resolving: Option<Resolving>,
