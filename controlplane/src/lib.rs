@@ -30,6 +30,7 @@ pub mod faults;
 pub mod membership;
 pub mod models;
 pub mod network;
+pub mod peer_loss;
 pub mod planner;
 pub mod replanner;
 pub mod replicated;

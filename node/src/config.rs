@@ -15,6 +15,9 @@
 //! telemetry_window_ms = 2000     # window of the per-link rate max-filter, default 2000
 //! idle_backoff_us = 50           # sleep after an idle poll; absent = pure busy-poll
 //! trainer_timeout_s = 30         # Session::allreduce gives up after this, default 30
+//! peer_timeout_ms = 2000         # a node whose data plane every other node has not heard for
+//!                                # this long is lost: its round fails, the rest re-plan; default
+//!                                # 2000, at least 300 (three idle heartbeats), below the trainer timeout
 //! rates_file = "rates.toml"      # optional: operator link-rate overrides the coordinator watches
 //! mac_key = "00112233445566778899aabbccddeeff"  # per-job secret packet MAC key (32 hex digits);
 //!                                # default: a key derived from the job id; `mac = false` turns it off
@@ -162,6 +165,11 @@ impl Default for ReplanConfig {
     }
 }
 
+/// Default `peer_timeout_ms`.
+pub const DEFAULT_PEER_TIMEOUT_MS: u64 = 2000;
+/// Smallest `peer_timeout_ms`: three of netstorm-dp's idle heartbeats (100 ms).
+pub const MIN_PEER_TIMEOUT_MS: u64 = 300;
+
 /// A loaded, validated cluster config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
@@ -181,6 +189,8 @@ pub struct ClusterConfig {
     pub replan: ReplanConfig,
     pub idle_backoff_us: Option<u64>,
     pub trainer_timeout_s: f64,
+    /// A node silent this long at every other node's data plane is lost (issue 19).
+    pub peer_timeout_ms: u64,
     pub rates_file: Option<PathBuf>,
     /// Packet authentication: `mac_key = "<32 hex digits>"` (a secret per job), the default
     /// job-derived key, or off with `mac = false` (explicitly only).
@@ -353,6 +363,7 @@ struct RawCluster {
     telemetry_window_ms: Option<Spanned<u64>>,
     idle_backoff_us: Option<u64>,
     trainer_timeout_s: Option<Spanned<f64>>,
+    peer_timeout_ms: Option<Spanned<u64>>,
     rates_file: Option<String>,
     mac_key: Option<Spanned<String>>,
     mac: Option<Spanned<bool>>,
@@ -548,6 +559,30 @@ impl Source<'_> {
             }
             Some(t) => *t.get_ref(),
             None => 30.0,
+        };
+        let peer_timeout_ms = match &raw.peer_timeout_ms {
+            Some(t) if *t.get_ref() < MIN_PEER_TIMEOUT_MS => {
+                return Err(self.invalid(
+                    t.span(),
+                    "peer_timeout_ms",
+                    format!(
+                        "{} ms is below {MIN_PEER_TIMEOUT_MS} ms (three idle heartbeats of 100 ms): every pause would lose a node",
+                        t.get_ref()
+                    ),
+                ))
+            }
+            Some(t) if *t.get_ref() as f64 >= trainer_timeout_s * 1e3 => {
+                return Err(self.invalid(
+                    t.span(),
+                    "peer_timeout_ms",
+                    format!(
+                        "{} ms is not below trainer_timeout_s ({trainer_timeout_s} s): trainers would give up before a lost node is declared",
+                        t.get_ref()
+                    ),
+                ))
+            }
+            Some(t) => *t.get_ref(),
+            None => DEFAULT_PEER_TIMEOUT_MS.min((trainer_timeout_s * 500.0) as u64).max(MIN_PEER_TIMEOUT_MS),
         };
         if raw.node.is_empty() {
             return Err(ConfigError::Invalid {
@@ -857,6 +892,7 @@ impl Source<'_> {
             replan,
             idle_backoff_us: raw.idle_backoff_us,
             trainer_timeout_s,
+            peer_timeout_ms,
             rates_file: raw.rates_file.map(PathBuf::from),
             auth,
             coordinator,
