@@ -397,6 +397,7 @@ mod tests {
             trees: Vec::new(),
             routes: Vec::new(),
             link_rates: Vec::new(),
+            members: None,
         }
     }
 

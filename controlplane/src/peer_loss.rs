@@ -82,6 +82,9 @@ pub struct PeerLoss {
     resolving: Option<Resolving>,
     /// The newest round decided, and how.
     last_decided: Option<(u32, Outcome)>,
+    /// A loss has not been followed by a failed round yet (so no policy without the lost
+    /// node was asked for): the next round a survivor starts must be resolved.
+    unsettled: bool,
     out: Vec<(NodeId, ControlMsg)>,
 }
 
@@ -95,6 +98,7 @@ impl PeerLoss {
             lost: BTreeSet::new(),
             resolving: None,
             last_decided: None,
+            unsettled: false,
             out: Vec::new(),
         }
     }
@@ -168,17 +172,19 @@ impl PeerLoss {
             self.member[x] = false;
             self.lost.insert(x as NodeId);
             events.push(LossEvent::Lost { node: x as NodeId });
-            // Rounds a survivor may still be in: from the lowest started one (a node that
-            // released it answers "released"), unless a resolution is running.
-            if self.resolving.is_none() {
-                let lowest = (0..n)
-                    .filter(|&v| self.member[v])
-                    .filter_map(|v| started[v])
-                    .min();
-                let after_last = self.last_decided.as_ref().map(|(r, _)| r + 1);
-                if let Some(r) = lowest.map(|l| after_last.map_or(l, |a| l.max(a))) {
-                    self.start(now, r);
-                }
+            self.unsettled = true;
+        }
+        // Rounds a survivor may still be in: from the lowest started one (a node that
+        // released it answers "released"). If none started a round yet, the first one that
+        // does (under the old epoch, so it cannot complete) is resolved then.
+        if self.resolving.is_none() && self.unsettled {
+            let lowest = (0..n)
+                .filter(|&v| self.member[v])
+                .filter_map(|v| started[v])
+                .min();
+            let after_last = self.last_decided.as_ref().map(|(r, _)| r + 1);
+            if let Some(r) = lowest.map(|l| after_last.map_or(l, |a| l.max(a))) {
+                self.start(now, r);
             }
         }
         if let Some(r) = self.resolving.as_mut() {
@@ -201,6 +207,10 @@ impl PeerLoss {
                 if outcome == Outcome::Succeeded {
                     // The next round runs under the old epoch and needs the lost node.
                     self.start(now, round + 1);
+                } else {
+                    // The survivors wait for a policy without the lost nodes (the caller
+                    // re-plans): nothing more to resolve until the next loss.
+                    self.unsettled = false;
                 }
                 events.push(LossEvent::Decided { round, outcome });
             } else if now >= r.sent_at + self.resend_ns {
@@ -364,6 +374,21 @@ mod tests {
             decide(&[Released, Incomplete], &lost),
             Outcome::Failed { lost: vec![4] }
         );
+    }
+
+    #[test]
+    fn a_loss_between_rounds_resolves_the_first_round_a_survivor_starts() {
+        let mut p = PeerLoss::new(4, 1_500 * MS);
+        silence_of_3(&mut p, 2_600 * MS);
+        // Lost before any survivor started a round: nothing to freeze yet.
+        assert_eq!(
+            p.handle_timeout(2_600 * MS, &[None; 4]),
+            [LossEvent::Lost { node: 3 }]
+        );
+        assert_eq!(p.resolving(), None);
+        // Node 1 starts round 0 (under the epoch with node 3 in it): resolved.
+        p.handle_timeout(2_700 * MS, &[None, Some(0), None, None]);
+        assert_eq!(p.resolving(), Some(0));
     }
 
     #[test]

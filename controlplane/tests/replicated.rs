@@ -202,6 +202,7 @@ fn policy(epoch: u32, node_count: u16) -> Policy {
         trees: Vec::new(),
         routes: Vec::new(),
         link_rates: Vec::new(),
+        members: None,
     }
 }
 
