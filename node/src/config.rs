@@ -15,9 +15,10 @@
 //! telemetry_window_ms = 2000     # window of the per-link rate max-filter, default 2000
 //! idle_backoff_us = 50           # sleep after an idle poll; absent = pure busy-poll
 //! trainer_timeout_s = 30         # Session::allreduce gives up after this, default 30
-//! peer_timeout_ms = 2000         # a node whose data plane every other node has not heard for
-//!                                # this long is lost: its round fails, the rest re-plan; default
-//!                                # 2000, at least 300 (three idle heartbeats), below the trainer timeout
+//! peer_timeout_ms = 2000         # optional: a node whose data plane every other node has not
+//!                                # heard for this long is lost: its round fails, the rest re-plan
+//!                                # (at least 300 = three idle heartbeats, below the trainer timeout).
+//!                                # Absent: no loss detection (a lost node stalls the job)
 //! rates_file = "rates.toml"      # optional: operator link-rate overrides the coordinator watches
 //! mac_key = "00112233445566778899aabbccddeeff"  # per-job secret packet MAC key (32 hex digits);
 //!                                # default: a key derived from the job id; `mac = false` turns it off
@@ -165,8 +166,6 @@ impl Default for ReplanConfig {
     }
 }
 
-/// Default `peer_timeout_ms`.
-pub const DEFAULT_PEER_TIMEOUT_MS: u64 = 2000;
 /// Smallest `peer_timeout_ms`: three of netstorm-dp's idle heartbeats (100 ms).
 pub const MIN_PEER_TIMEOUT_MS: u64 = 300;
 
@@ -189,8 +188,10 @@ pub struct ClusterConfig {
     pub replan: ReplanConfig,
     pub idle_backoff_us: Option<u64>,
     pub trainer_timeout_s: f64,
-    /// A node silent this long at every other node's data plane is lost (issue 19).
-    pub peer_timeout_ms: u64,
+    /// A node silent this long at every other node's data plane is lost (issue 19); `None`:
+    /// no loss detection. Off by default until idle peers are reliably heard: a Python
+    /// torch test (a trainer importing torch for seconds) saw a live idle node declared lost.
+    pub peer_timeout_ms: Option<u64>,
     pub rates_file: Option<PathBuf>,
     /// Packet authentication: `mac_key = "<32 hex digits>"` (a secret per job), the default
     /// job-derived key, or off with `mac = false` (explicitly only).
@@ -581,8 +582,8 @@ impl Source<'_> {
                     ),
                 ))
             }
-            Some(t) => *t.get_ref(),
-            None => DEFAULT_PEER_TIMEOUT_MS.min((trainer_timeout_s * 500.0) as u64).max(MIN_PEER_TIMEOUT_MS),
+            Some(t) => Some(*t.get_ref()),
+            None => None,
         };
         if raw.node.is_empty() {
             return Err(ConfigError::Invalid {
@@ -1256,6 +1257,29 @@ bidirectional = true
         assert!(e.contains("1..=327") && e.contains("MTU of 1400"), "{e}");
         let e = err(&GOOD.replace("shm_dir = \"/tmp\"", "shm_dir = \"/tmp\"\nmtu = 100"));
         assert!(e.starts_with("c.toml:5: invalid 'mtu'"), "{e}");
+    }
+
+    #[test]
+    fn peer_timeouts_that_cannot_work_are_refused_naming_the_key() {
+        let with = |ms: &str| {
+            GOOD.replace(
+                "shm_dir = \"/tmp\"",
+                &format!("shm_dir = \"/tmp\"\npeer_timeout_ms = {ms}"),
+            )
+        };
+        let ok = ClusterConfig::parse_str(&with("1500"), "c.toml").unwrap();
+        assert_eq!(ok.peer_timeout_ms, Some(1500));
+        assert_eq!(
+            ClusterConfig::parse_str(GOOD, "c.toml")
+                .unwrap()
+                .peer_timeout_ms,
+            None
+        );
+        let e = err(&with("200"));
+        assert!(e.starts_with("c.toml:5: invalid 'peer_timeout_ms'"), "{e}");
+        assert!(e.contains("heartbeats"), "{e}");
+        let e = err(&with("30000"));
+        assert!(e.contains("trainer_timeout_s"), "{e}");
     }
 
     fn err(text: &str) -> String {

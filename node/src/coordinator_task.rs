@@ -132,8 +132,11 @@ impl CoordinatorTask {
                 lead_rounds: 2,
                 ..CoordinatorConfig::default()
             },
-        )
-        .with_peer_timeout(cfg.peer_timeout_ms * 1_000_000);
+        );
+        let cc = match cfg.peer_timeout_ms {
+            Some(ms) => cc.with_peer_timeout(ms * 1_000_000),
+            None => cc,
+        };
         Ok(Self {
             cc,
             conns: (0..cfg.nodes.len()).map(|_| None).collect(),
@@ -288,7 +291,7 @@ impl CoordinatorTask {
                     let line = format!(
                         "node {} lost: its data plane was silent at every other node for {} ms; members now {}",
                         self.name(node),
-                        self.cfg.peer_timeout_ms,
+                        self.cfg.peer_timeout_ms.unwrap_or(0),
                         names.join(", ")
                     );
                     (self.log)(&line);
