@@ -249,30 +249,37 @@ fn without_gossip_the_same_crash_splits_the_survivors() {
     assert_eq!(survivors, [(true, true), (true, true), (false, false)]);
 }
 
-#[test]
-fn an_aborted_round_is_never_completed_and_the_next_epoch_runs_exactly() {
-    // 1.6 MB rounds: tens of milliseconds of data in flight on every link.
+/// Gossiping mesh with 1.6 MB rounds (tens of milliseconds of data in flight on every
+/// link): round 0 released everywhere, round 1 started at `t0` (returned), and node 3's
+/// links down from `t0 + 20 ms` until `t0 + cut_for` (`Nanos::MAX`: for good).
+fn node_3_cut_off_in_round_1(cut_for: Nanos) -> (Simulation, Nanos) {
     let mut s = sim_of(false, true, EmuConfig::default(), 400_000);
     for v in 0..N as NodeId {
         s.schedule_start(v, 0, 0);
     }
     s.run_round_released(0, 60_000 * MS).unwrap();
-    // Round 1 starts; node 3 is cut off for 500 ms from 20 ms in; the coordinator acts at
-    // 40 ms, with the other nodes' data still in flight.
     let t0 = s.now() + MS;
     for v in 0..N as NodeId {
         s.schedule_start(v, 1, t0);
     }
-    let topo = topology(false);
-    for (i, l) in topo.links.iter().enumerate() {
+    for (i, l) in topology(false).links.iter().enumerate() {
         if l.from == 3 || l.to == 3 {
             s.add_outage(LinkOutage {
                 link: i,
                 from_ns: t0 + 20 * MS,
-                until_ns: t0 + 520 * MS,
+                until_ns: t0.saturating_add(cut_for),
             });
         }
     }
+    (s, t0)
+}
+
+#[test]
+fn an_aborted_round_is_never_completed_and_the_next_epoch_runs_exactly() {
+    // Round 1 starts; node 3 is cut off for 500 ms from 20 ms in; the coordinator acts at
+    // 40 ms, with the other nodes' data still in flight.
+    let (mut s, t0) = node_3_cut_off_in_round_1(520 * MS);
+    let topo = topology(false);
     let t_abort = t0 + 40 * MS;
     s.advance_to(t_abort).unwrap();
     // A coordinator freezes round 1: nobody released it, someone has no full result.
@@ -403,25 +410,8 @@ fn survivors_policy(topo: &Topology, epoch: u32) -> Policy {
 
 #[test]
 fn after_a_loss_the_survivors_run_exact_rounds_over_a_policy_of_members() {
-    let mut s = sim_of(false, true, EmuConfig::default(), 400_000);
-    for v in 0..N as NodeId {
-        s.schedule_start(v, 0, 0);
-    }
-    s.run_round_released(0, 60_000 * MS).unwrap();
-    let t0 = s.now() + MS;
-    for v in 0..N as NodeId {
-        s.schedule_start(v, 1, t0);
-    }
+    let (mut s, t0) = node_3_cut_off_in_round_1(Nanos::MAX);
     let topo = topology(false);
-    for (i, l) in topo.links.iter().enumerate() {
-        if l.from == 3 || l.to == 3 {
-            s.add_outage(LinkOutage {
-                link: i,
-                from_ns: t0 + 20 * MS,
-                until_ns: Nanos::MAX,
-            });
-        }
-    }
     let t_abort = t0 + 40 * MS;
     s.advance_to(t_abort).unwrap();
     let next = survivors_policy(&topo, 8);
