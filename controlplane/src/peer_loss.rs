@@ -253,8 +253,14 @@ impl PeerLoss {
             if now.saturating_sub(at) > fresh {
                 continue;
             }
+            // No figure (an older dp's "never heard"): no vote either way. Counting it as
+            // silent declared a node lost the moment the coordinator started, before the
+            // reporter's dp had heard anyone (a CI run under load).
+            let Some(silence) = silence else {
+                continue;
+            };
             reporters += 1;
-            if silence.is_some_and(|s| s < self.peer_timeout_ns) {
+            if silence < self.peer_timeout_ns {
                 return false;
             }
         }
@@ -295,6 +301,30 @@ mod tests {
                 .collect();
             p.handle_silence(now, v, &peers);
         }
+    }
+
+    /// The CI failure: the coordinator started while the reporters' dps had not heard node 1
+    /// yet; their "never heard" must not declare it lost at once. A figure counts only once
+    /// it reaches the timeout (the dp reports "silent since I started").
+    #[test]
+    fn never_heard_is_no_vote_and_a_dp_that_just_started_condemns_nobody() {
+        let mut p = PeerLoss::new(3, 2_000 * MS);
+        let started = [Some(0), Some(0), None];
+        p.handle_silence(100 * MS, 0, &[(1, None), (2, None)]);
+        p.handle_silence(100 * MS, 2, &[(0, None), (1, None)]);
+        assert!(p.handle_timeout(100 * MS, &started).is_empty());
+        // A dp up for 300 ms that has not heard node 1: silent 300 ms, below the timeout.
+        p.handle_silence(300 * MS, 0, &[(1, Some(300 * MS)), (2, Some(5 * MS))]);
+        p.handle_silence(300 * MS, 2, &[(0, Some(5 * MS)), (1, Some(300 * MS))]);
+        assert!(p.handle_timeout(300 * MS, &started).is_empty());
+        assert!(p.lost().is_empty());
+        // Still nothing from node 1 after the timeout: now it is lost.
+        p.handle_silence(2_400 * MS, 0, &[(1, Some(2_400 * MS)), (2, Some(5 * MS))]);
+        p.handle_silence(2_400 * MS, 2, &[(0, Some(5 * MS)), (1, Some(2_400 * MS))]);
+        assert_eq!(
+            p.handle_timeout(2_400 * MS, &started),
+            [LossEvent::Lost { node: 1 }]
+        );
     }
 
     #[test]

@@ -15,10 +15,10 @@
 //! telemetry_window_ms = 2000     # window of the per-link rate max-filter, default 2000
 //! idle_backoff_us = 50           # sleep after an idle poll; absent = pure busy-poll
 //! trainer_timeout_s = 30         # Session::allreduce gives up after this, default 30
-//! peer_timeout_ms = 2000         # optional: a node whose data plane every other node has not
-//!                                # heard for this long is lost: its round fails, the rest re-plan
-//!                                # (at least 300 = three idle heartbeats, below the trainer timeout).
-//!                                # Absent: no loss detection (a lost node stalls the job)
+//! peer_timeout_ms = 5000         # a node whose data plane every other node has not heard for
+//!                                # this long is lost: its round fails, the rest re-plan (at least
+//!                                # 300 = three idle heartbeats, below the trainer timeout). Default:
+//!                                # 5000, or half the trainer timeout if that is less; 0 = off
 //! rates_file = "rates.toml"      # optional: operator link-rate overrides the coordinator watches
 //! mac_key = "00112233445566778899aabbccddeeff"  # per-job secret packet MAC key (32 hex digits);
 //!                                # default: a key derived from the job id; `mac = false` turns it off
@@ -168,6 +168,10 @@ impl Default for ReplanConfig {
 
 /// Smallest `peer_timeout_ms`: three of netstorm-dp's idle heartbeats (100 ms).
 pub const MIN_PEER_TIMEOUT_MS: u64 = 300;
+/// `peer_timeout_ms` when absent (capped at half the trainer timeout): long enough that a
+/// gateway busy with other work never looks dead (a dp descheduled for a second is still
+/// heard), short against the trainer timeout a stalled round would otherwise cost.
+pub const DEFAULT_PEER_TIMEOUT_MS: u64 = 5000;
 
 /// A loaded, validated cluster config.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,8 +193,7 @@ pub struct ClusterConfig {
     pub idle_backoff_us: Option<u64>,
     pub trainer_timeout_s: f64,
     /// A node silent this long at every other node's data plane is lost (issue 19); `None`:
-    /// no loss detection. Off by default until idle peers are reliably heard: a Python
-    /// torch test (a trainer importing torch for seconds) saw a live idle node declared lost.
+    /// no loss detection (`peer_timeout_ms = 0`, or a trainer timeout too short for any).
     pub peer_timeout_ms: Option<u64>,
     pub rates_file: Option<PathBuf>,
     /// Packet authentication: `mac_key = "<32 hex digits>"` (a secret per job), the default
@@ -562,6 +565,7 @@ impl Source<'_> {
             None => 30.0,
         };
         let peer_timeout_ms = match &raw.peer_timeout_ms {
+            Some(t) if *t.get_ref() == 0 => None,
             Some(t) if *t.get_ref() < MIN_PEER_TIMEOUT_MS => {
                 return Err(self.invalid(
                     t.span(),
@@ -583,7 +587,8 @@ impl Source<'_> {
                 ))
             }
             Some(t) => Some(*t.get_ref()),
-            None => None,
+            None => Some(DEFAULT_PEER_TIMEOUT_MS.min((trainer_timeout_s * 500.0) as u64))
+                .filter(|&ms| ms >= MIN_PEER_TIMEOUT_MS),
         };
         if raw.node.is_empty() {
             return Err(ConfigError::Invalid {
@@ -1269,12 +1274,22 @@ bidirectional = true
         };
         let ok = ClusterConfig::parse_str(&with("1500"), "c.toml").unwrap();
         assert_eq!(ok.peer_timeout_ms, Some(1500));
-        assert_eq!(
-            ClusterConfig::parse_str(GOOD, "c.toml")
+        let timeout_of = |text: &str| {
+            ClusterConfig::parse_str(text, "c.toml")
                 .unwrap()
-                .peer_timeout_ms,
-            None
-        );
+                .peer_timeout_ms
+        };
+        // Absent: 5 s, or half a short trainer timeout, or off when even that is too short.
+        assert_eq!(timeout_of(GOOD), Some(DEFAULT_PEER_TIMEOUT_MS));
+        let trainer = |s: &str| {
+            GOOD.replace(
+                "shm_dir = \"/tmp\"",
+                &format!("shm_dir = \"/tmp\"\ntrainer_timeout_s = {s}"),
+            )
+        };
+        assert_eq!(timeout_of(&trainer("4")), Some(2000));
+        assert_eq!(timeout_of(&trainer("0.5")), None);
+        assert_eq!(timeout_of(&with("0")), None, "0 turns detection off");
         let e = err(&with("200"));
         assert!(e.starts_with("c.toml:5: invalid 'peer_timeout_ms'"), "{e}");
         assert!(e.contains("heartbeats"), "{e}");

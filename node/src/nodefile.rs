@@ -201,6 +201,23 @@ pub enum NodeFileError {
     },
     #[error("node file {path}: {workers} workers, at most {MAX_WORKERS} supported")]
     TooManyWorkers { path: String, workers: usize },
+    /// Left by a netstorm-dp that is gone (a new one replaces the file when it starts). A
+    /// waiting reader retries this like [`NodeFileError::BadMagic`].
+    #[error("node file {path}: made by netstorm-dp pid {pid}, which is not running")]
+    NotServed { path: String, pid: u32 },
+}
+
+impl NodeFileError {
+    /// Whether a reader waiting for its dp to come up should try again (the file is missing,
+    /// being created, or left by a dp that is gone) rather than give up.
+    pub fn is_dp_pending(&self) -> bool {
+        matches!(
+            self,
+            NodeFileError::BadMagic { .. }
+                | NodeFileError::Incomplete { .. }
+                | NodeFileError::NotServed { .. }
+        ) || matches!(self, NodeFileError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
 }
 
 /// A mapped node file.
@@ -241,15 +258,21 @@ impl NodeFile {
                 source,
             }
         };
+        // Built under a temporary name and renamed into place: a process still mapping a
+        // predecessor's file (a cp or trainer that outlived its dp) keeps a valid mapping of
+        // the old inode instead of faulting (SIGBUS) while this one is sized, and sees it is
+        // no longer served ([`NodeFile::is_served`]).
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(format!(".{}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp_name);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
+            .truncate(true)
             .mode(0o600)
-            .open(path)
+            .open(&tmp)
             .map_err(io("open"))?;
-        file.set_len(0).map_err(io("truncate"))?;
         file.set_len(Self::total_len(buffer_elems))
             .map_err(io("resize"))?;
         let map = memmap2::MmapRaw::map_raw(&file).map_err(io("mmap"))?;
@@ -272,6 +295,14 @@ impl NodeFile {
         // The magic last (Release): a reader seeing it sees the rest.
         nf.word64(0)
             .store(u64::from_ne_bytes(NODE_FILE_MAGIC), Ordering::Release);
+        std::fs::rename(&tmp, path).map_err(|source| {
+            let _ = std::fs::remove_file(&tmp);
+            NodeFileError::Io {
+                path: p.clone(),
+                op: "rename into place",
+                source,
+            }
+        })?;
         Ok(nf)
     }
 
@@ -354,6 +385,10 @@ impl NodeFile {
             });
         }
         nf.workers = w;
+        let pid = nf.dp_pid();
+        if !crate::sys::pid_alive(pid) {
+            return Err(NodeFileError::NotServed { path: p, pid });
+        }
         Ok(nf)
     }
 
@@ -381,6 +416,18 @@ impl NodeFile {
         self.buffer_elems
     }
     /// Pid of the dp that created the file.
+    /// Whether this mapping is still the node's file and its dp is alive: false once the dp
+    /// died or a new dp replaced the file (a reader then reopens it). Two syscalls: for
+    /// periodic checks, not per round.
+    pub fn is_served(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let same_file = match (std::fs::metadata(&self.path), self._file.metadata()) {
+            (Ok(named), Ok(mapped)) => named.ino() == mapped.ino() && named.dev() == mapped.dev(),
+            _ => false,
+        };
+        same_file && crate::sys::pid_alive(self.dp_pid())
+    }
+
     pub fn dp_pid(&self) -> u32 {
         self.word32(OFF_PID).load(Ordering::Relaxed)
     }
@@ -649,6 +696,45 @@ mod tests {
         std::fs::write(dir.join("empty.node"), b"").unwrap();
         let e = NodeFile::open(&dir.join("empty.node"), 100, None).unwrap_err();
         assert!(matches!(e, NodeFileError::Incomplete { len: 0, .. }), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A restarted dp replaces the file instead of truncating it under its readers: a reader
+    /// of the old one keeps a valid mapping (no SIGBUS) and learns it is stale; a file whose
+    /// dp is gone is refused as "not served" (a waiting reader retries it).
+    #[test]
+    fn a_new_dp_replaces_the_file_and_a_dead_dps_file_is_not_served() {
+        let dir = std::env::temp_dir().join(format!("nsnode-restart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.node");
+        let old_dp = NodeFile::create(&path, 1, 100).unwrap();
+        let reader = NodeFile::open(&path, 100, None).unwrap();
+        reader.write_buffer(0, &[1.5; 100]);
+        assert!(reader.is_served());
+        old_dp.set_done(0, 9);
+        let new_dp = NodeFile::create(&path, 1, 100).unwrap();
+        // The old mapping still reads what it held (was: zeroed, or SIGBUS mid-resize).
+        let mut back = [0.0f32; 100];
+        reader.read_buffer(0..100, &mut back);
+        assert_eq!((back, reader.done(0)), ([1.5; 100], 9));
+        assert!(!reader.is_served(), "the path names the new dp's file now");
+        let fresh = NodeFile::open(&path, 100, None).unwrap();
+        assert_eq!(fresh.done(0), 0);
+        assert!(fresh.is_served());
+        // No temporary file is left beside it.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // The new dp dies: its file is refused, and a waiting reader would retry.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        new_dp.word32(OFF_PID).store(dead, Ordering::Relaxed);
+        assert!(!fresh.is_served());
+        let e = NodeFile::open(&path, 100, None).unwrap_err();
+        assert!(
+            matches!(e, NodeFileError::NotServed { pid, .. } if pid == dead) && e.is_dp_pending(),
+            "{e}"
+        );
+        assert!(e.to_string().contains("which is not running"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

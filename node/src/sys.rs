@@ -69,6 +69,20 @@ pub fn take_signal() -> Option<i32> {
     }
 }
 
+/// Whether process `pid` exists (`kill(pid, 0)`; a process of another user counts).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks existence/permission; pid > 0 names one process, never a
+    // group.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Sends `sig` to process `pid` (best effort).
 pub fn send_signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) takes plain integers; a vanished pid only yields ESRCH.

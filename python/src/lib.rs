@@ -13,7 +13,6 @@ mod rounds;
 
 use buffer::Buffers;
 use errors::{config_error, raise, session_error, size_message, Kind};
-use netstorm_node::nodefile::NodeFileError;
 use netstorm_node::{ClusterConfig, Session, SessionError};
 use pyo3::prelude::*;
 use rounds::{divide, run_rounds, CallError, CallStats, Contribution};
@@ -100,11 +99,7 @@ fn connect_waiting(
                 cfg.node_file_path(node).display(),
                 s.dp_pid()
             ),
-            Err(SessionError::NodeFile(
-                e @ (NodeFileError::Io { .. }
-                | NodeFileError::BadMagic { .. }
-                | NodeFileError::Incomplete { .. }),
-            )) => e.to_string(),
+            Err(SessionError::NodeFile(e)) if e.is_dp_pending() => e.to_string(),
             Err(e) => return Err(ConnectFailure::Session(e)),
         };
         if t0.elapsed() >= wait {

@@ -55,10 +55,39 @@ struct Args {
     attach_timeout_s: f64,
 }
 
+/// How often the cp checks that its dp still serves the node file.
+const SERVED_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Why [`run`] returned.
+enum Exit {
+    /// A termination signal.
+    Signal,
+    /// The node file is no longer served: the dp died or a new dp replaced it.
+    DpGone,
+}
+
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("netstorm-cp: error: {e:#}");
-        std::process::exit(1);
+    match run() {
+        Ok(Exit::Signal) => {}
+        Ok(Exit::DpGone) => {
+            // Start over in this process (same pid, so scripts and supervisors keep their
+            // handle): the fresh start waits for a live dp and attaches to it. Every ring
+            // claim and mapping was dropped when `run` returned; sockets are close-on-exec.
+            use std::os::unix::process::CommandExt;
+            let exe = std::env::current_exe();
+            let err = match exe {
+                Ok(exe) => std::process::Command::new(exe)
+                    .args(std::env::args_os().skip(1))
+                    .exec(),
+                Err(e) => e,
+            };
+            eprintln!("netstorm-cp: error: restarting after the dp went away: {err}");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("netstorm-cp: error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -80,7 +109,7 @@ fn wait_for<T, E: std::fmt::Display>(
     }
 }
 
-fn run() -> anyhow::Result<()> {
+fn run() -> anyhow::Result<Exit> {
     let args = Args::parse();
     let cfg = ClusterConfig::load(&args.config)?;
     let me = cfg.node(&args.node)?.clone();
@@ -102,6 +131,9 @@ fn run() -> anyhow::Result<()> {
                 )
         },
     )?;
+    // Only a node file a live dp serves: one left by a dead dp (the whole node restarting)
+    // is waited out until the new dp replaces it. (A ring file left by a dead dp is fine:
+    // the new dp keeps a mapped ring file's layout and takes over the dead claims.)
     let node_file = wait_for(
         deadline,
         "opening the node file",
@@ -112,15 +144,7 @@ fn run() -> anyhow::Result<()> {
                 Some(me.cores.len()),
             )
         },
-        |e| {
-            // Incomplete: the dp created the file and has not sized it yet (was fatal: a cp
-            // started alongside its dp could die here, leaving the cluster without a policy).
-            matches!(e, NodeFileError::Io { source, .. } if not_found(source))
-                || matches!(
-                    e,
-                    NodeFileError::BadMagic { .. } | NodeFileError::Incomplete { .. }
-                )
-        },
+        NodeFileError::is_dp_pending,
     )?;
     // A killed predecessor's claim is taken over; a live one's is refused (retry briefly: it
     // may still be exiting).
@@ -190,10 +214,21 @@ fn run() -> anyhow::Result<()> {
     let mut last_silences = Instant::now();
     let mut next_connect = Instant::now();
     let mut tbuf = [0u8; 256];
+    let mut next_served_check = Instant::now() + SERVED_CHECK_EVERY;
     loop {
         if let Some(sig) = sys::take_signal() {
             eprintln!("netstorm-cp: signal {sig}, exiting (the dp keeps running)");
-            return Ok(());
+            return Ok(Exit::Signal);
+        }
+        if Instant::now() >= next_served_check {
+            next_served_check = Instant::now() + SERVED_CHECK_EVERY;
+            if !node_file.is_served() {
+                eprintln!(
+                    "netstorm-cp: netstorm-dp (pid {}) is gone or was replaced; starting over to attach to a live one",
+                    node_file.dp_pid()
+                );
+                return Ok(Exit::DpGone);
+            }
         }
         if conn.is_none() && Instant::now() >= next_connect {
             next_connect = Instant::now() + Duration::from_millis(100);

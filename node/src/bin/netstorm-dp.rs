@@ -400,7 +400,11 @@ fn run() -> anyhow::Result<()> {
                             let rec = peer_record(&PeerSilence {
                                 node: me.id,
                                 peer: peer as u16,
-                                silence_ns: (h != 0).then(|| at.saturating_sub(h)),
+                                // Never heard: silent since this dp started (its clock's
+                                // origin), not "silent forever" — a peer whose dp starts a
+                                // moment later is not lost (was: None, counted as silent at
+                                // once by the coordinator).
+                                silence_ns: Some(at.saturating_sub(h)),
                                 at,
                             });
                             let len = rec.emit(&mut tbuf).unwrap_or(0);
