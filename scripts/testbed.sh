@@ -9,7 +9,15 @@
 #
 #   scripts/testbed.sh [-k NODES] [-r ROUNDS] [-m MBPS] [-n NEW_MBPS] [-e ELEMS]
 #                      [-c COMPUTE_MS] [-t TIMEOUT_S] [-s SCENARIO.toml] [--restart-cp]
-#                      [--dpdk] [--keep]
+#                      [--dpdk] [--keep] [--static] [--warmup N] [--vs-gloo] [--gloo-rounds N]
+#
+# Efficiency (--static: no link change, and then no re-plan may happen): the summary line
+# puts the sync rate (the slowest trainer's "Mbit/s of buffer per second of sync", --warmup
+# rounds untimed) beside the topology's fluid limit (`netstorm plan`'s optimum for the
+# buffer) and, with --vs-gloo, beside PyTorch gloo's all_reduce of the same buffer on the same
+# namespaces in the same run (scripts/gloo_allreduce.py, torch from $NETSTORM_VENV, default
+# /opt/netstorm-venv, same warm-up; --gloo-rounds, default ROUNDS: a ring across a slow link
+# takes long). E.g. scripts/testbed.sh --static -r 10 -e 2000000 -c 0 --warmup 1 --vs-gloo
 #
 # --dpdk (with -k 2): n1's data plane runs on DPDK — net_af_packet on its veth, frames built
 # by NetStorm's DPDK port — against n2's kernel UDP stack (needs a netstorm-dp built with
@@ -29,7 +37,8 @@
 set -euo pipefail
 
 K=3 ROUNDS=80 MBPS=50 NEW_MBPS=10 ELEMS=50000 COMPUTE_MS=20 TIMEOUT_S=90 RESTART_CP=0 KEEP=0 DPDK=0
-SCENARIO=
+SCENARIO= STATIC=0 WARMUP=0 VS_GLOO=0 GLOO_ROUNDS=
+VENV=${NETSTORM_VENV:-/opt/netstorm-venv}
 while [ $# -gt 0 ]; do
     case "$1" in
         -k) K=$2; shift 2 ;;
@@ -43,7 +52,11 @@ while [ $# -gt 0 ]; do
         --restart-cp) RESTART_CP=1; shift ;;
         --dpdk) DPDK=1; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        --static) STATIC=1; shift ;;
+        --warmup) WARMUP=$2; shift 2 ;;
+        --vs-gloo) VS_GLOO=1; shift ;;
+        --gloo-rounds) GLOO_ROUNDS=$2; shift 2 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "testbed: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -88,6 +101,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${NETSTORM_BIN_DIR:-}
 if [ -z "$BIN" ]; then
     if [ -x "$ROOT/target/release/netstorm-dp" ]; then BIN=$ROOT/target/release; else BIN=$ROOT/target/debug; fi
+fi
+if [ "$VS_GLOO" = 1 ]; then
+    "$VENV/bin/python" -c "import torch.distributed" 2>/dev/null \
+        || { echo "testbed: --vs-gloo needs torch in $VENV (scripts/install-python-venv.sh)" >&2; exit 2; }
 fi
 for b in netstorm-dp netstorm-cp netstorm-trainer; do
     [ -x "$BIN/$b" ] || { echo "testbed: $BIN/$b missing (cargo build -p netstorm-node --bins)" >&2; exit 2; }
@@ -208,10 +225,12 @@ for i in $(seq 1 "$K"); do
 done
 
 declare -a TR_PID
+PAUSE=(--pause-before-round $(( ROUNDS / 4 )) --pause-file "$WORK/go")
+[ "$STATIC" = 0 ] || PAUSE=()
 for i in $(seq 1 "$K"); do
     ip netns exec "$NS-$i" timeout "$TIMEOUT_S" "$BIN/netstorm-trainer" --config "$CFG" --node "n$i" \
-        --rounds "$ROUNDS" --compute-ms "$COMPUTE_MS" \
-        --pause-before-round $(( ROUNDS / 4 )) --pause-file "$WORK/go" > "$WORK/trainer-n$i.log" 2>&1 &
+        --rounds $(( ROUNDS + WARMUP )) --warmup-rounds "$WARMUP" --compute-ms "$COMPUTE_MS" \
+        "${PAUSE[@]}" > "$WORK/trainer-n$i.log" 2>&1 &
     TR_PID[$i]=$!
     PIDS+=($!)
 done
@@ -237,9 +256,11 @@ wait_paused() {
         done
     done
 }
+if [ "$STATIC" = 0 ]; then
 wait_paused
 echo "testbed: every trainer paused after $(( ROUNDS / 4 )) rounds; changing n$CHANGE_FROM -> n$CHANGE_TO to $NEW_MBPS Mbit/s with tc"
 tbf "$NS-$CHANGE_FROM" "v$TAG-$CHANGE_FROM-$CHANGE_TO" $(( NEW_MBPS * 1000 )) change
+fi
 if [ "$RESTART_CP" = 1 ] && [ "$K" -ge 2 ]; then
     echo "testbed: killing netstorm-cp of n2 (pid ${CP_PID[2]}) and restarting it"
     kill -9 "${CP_PID[2]}"
@@ -262,12 +283,13 @@ done
 # slept on: a starved dp writes late).
 for i in $(seq 1 "$K"); do
     deadline=$(( SECONDS + 20 ))
-    while [ "$(rounds_done "$i")" != "$ROUNDS" ] && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+    while [ "$(rounds_done "$i")" != "$(( ROUNDS + WARMUP ))" ] && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
 done
 for i in $(seq 1 "$K"); do
     STATS=$(cat "$WORK/shm/netstorm-$(( TAG + 1 ))-n$i.dp-stats.json" 2>/dev/null || echo '{}')
     EPOCHS=$(echo "$STATS" | sed -n 's/.*"installed_epochs":\[\([0-9,]*\)\].*/\1/p')
     echo "testbed: n$i installed_epochs [$EPOCHS] counters $STATS"
+    [ "$STATIC" = 0 ] || continue
     case "$EPOCHS" in
         *,*) ;;
         *) echo "testbed: n$i installed no second policy epoch" >&2; FAIL=1 ;;
@@ -278,11 +300,65 @@ done
 COORD=$(cat "$WORK/shm/netstorm-$(( TAG + 1 )).coordinator.json" 2>/dev/null || echo '{}')
 echo "testbed: coordinator $COORD"
 grep -h "coordinator: replan\|coordinator: epoch\|coordinator: proposing" "$WORK/cp-n1.log" | sed 's/^/testbed: /' || true
-if ! grep -q "coordinator: replan: estimate of link n$CHANGE_FROM->n$CHANGE_TO changed" "$WORK/cp-n1.log"; then
+if [ "$STATIC" = 1 ]; then
+    if grep -q "coordinator: replan" "$WORK/cp-n1.log"; then
+        echo "testbed: the coordinator re-planned on a static network" >&2
+        FAIL=1
+    fi
+elif ! grep -q "coordinator: replan: estimate of link n$CHANGE_FROM->n$CHANGE_TO changed" "$WORK/cp-n1.log"; then
     echo "testbed: the coordinator never re-planned for the measured change of n$CHANGE_FROM -> n$CHANGE_TO" >&2
     FAIL=1
 fi
 echo "testbed: qdisc n$CHANGE_FROM -> n$CHANGE_TO now: $(ip netns exec "$NS-$CHANGE_FROM" tc qdisc show dev "v$TAG-$CHANGE_FROM-$CHANGE_TO")"
+
+# Efficiency: the slowest node's sync rate, the fluid limit of the topology as configured
+# (before any change) for this buffer, and gloo's all_reduce on the same namespaces.
+slowest() { # files... -> the smallest "<X> Mbit/s of buffer per second of sync"
+    sed -n 's/.* \([0-9.]*\) Mbit\/s of buffer per second of sync$/\1/p' "$@" | sort -g | head -n 1
+}
+NS_MBPS=$(slowest "$WORK"/trainer-n*.log)
+{
+    echo 'name = "testbed"'
+    for i in $(seq 1 "$K"); do printf '\n[[node]]\nname = "n%d"\n' "$i"; done
+    for i in $(seq 1 "$K"); do for j in $(seq 1 "$K"); do
+        [ -n "${RATE[$i,$j]:-}" ] || continue
+        printf '\n[[link]]\nfrom = "n%d"\nto = "n%d"\nmbps = %s\n' "$i" "$j" \
+            "$(awk -v k="${RATE[$i,$j]}" 'BEGIN { printf "%g", k / 1000 }')"
+    done; done
+} > "$WORK/topology.toml"
+OPT_S= CLI=
+for c in "$BIN/netstorm" "$ROOT/target/release/netstorm" "$ROOT/target/debug/netstorm"; do
+    [ -x "$c" ] && { CLI=$c; break; }
+done
+[ -n "$CLI" ] && OPT_S=$("$CLI" plan --scenario "$WORK/topology.toml" --model-mb "$(awk -v e="$ELEMS" 'BEGIN { printf "%.6f", e * 4 / 1e6 }')" --json \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["optimum_s"])') || OPT_S=
+LIMIT=
+[ -z "$OPT_S" ] || LIMIT=$(awk -v e="$ELEMS" -v t="$OPT_S" 'BEGIN { printf "%.1f", e * 32 / t / 1e6 }')
+SUMMARY="testbed: sync ${NS_MBPS:-?} Mbit/s of buffer per second (slowest node); fluid limit ${LIMIT:-?} Mbit/s ($(awk -v a="${NS_MBPS:-0}" -v b="${LIMIT:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else printf "?" }') of it)"
+if [ "$VS_GLOO" = 1 ]; then
+    GLOO_ROUNDS=${GLOO_ROUNDS:-$ROUNDS}
+    echo "testbed: PyTorch gloo all_reduce of the same $ELEMS floats on the same namespaces ($GLOO_ROUNDS rounds + $WARMUP warm-up)"
+    declare -a GL_PID
+    for i in $(seq 1 "$K"); do
+        ip netns exec "$NS-$i" timeout "$TIMEOUT_S" "$VENV/bin/python" "$ROOT/scripts/gloo_allreduce.py" \
+            --rank $(( i - 1 )) --world "$K" --master 10.88.0.1:7800 --addr "10.88.0.$i" \
+            --elems "$ELEMS" --rounds "$GLOO_ROUNDS" --warmup "$WARMUP" > "$WORK/gloo-n$i.log" 2>&1 &
+        GL_PID[$i]=$!
+        PIDS+=($!)
+    done
+    for i in $(seq 1 "$K"); do
+        if wait "${GL_PID[$i]}" && grep -q "gloo $(( i - 1 )): OK" "$WORK/gloo-n$i.log"; then
+            echo "testbed: n$i $(tail -n 1 "$WORK/gloo-n$i.log")"
+        else
+            echo "testbed: n$i gloo FAILED:" >&2
+            tail -n 5 "$WORK/gloo-n$i.log" >&2
+            FAIL=1
+        fi
+    done
+    GLOO_MBPS=$(slowest "$WORK"/gloo-n*.log)
+    SUMMARY="$SUMMARY; gloo ${GLOO_MBPS:-?} Mbit/s ($(awk -v a="${NS_MBPS:-0}" -v b="${GLOO_MBPS:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else printf "?" }') NetStorm vs gloo)"
+fi
+echo "$SUMMARY"
 if [ "$FAIL" = 0 ]; then
     echo "testbed: PASS"
 else

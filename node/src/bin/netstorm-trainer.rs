@@ -43,6 +43,10 @@ struct Args {
     pause_file: Option<PathBuf>,
     #[arg(long, default_value_t = 60.0)]
     pause_timeout_s: f64,
+    /// The first N good rounds of this run are checked but not timed (the Mbit/s figure
+    /// leaves out start-up: first policy, first rates, cold caches).
+    #[arg(long, default_value_t = 0)]
+    warmup_rounds: u32,
 }
 
 fn main() {
@@ -70,6 +74,7 @@ fn run() -> anyhow::Result<()> {
     };
     let mut buf = vec![0.0f32; cfg.buffer_elems];
     let mut total = Duration::ZERO;
+    let mut timed_rounds = 0u32;
     let mut epochs = Vec::new();
     let (mut ok_rounds, mut failed) = (0u32, 0u32);
     let mut lost_nodes: BTreeSet<String> = BTreeSet::new();
@@ -106,7 +111,10 @@ fn run() -> anyhow::Result<()> {
             }
             Err(e) => return Err(e.into()),
         };
-        total += st.elapsed;
+        if ok_rounds >= args.warmup_rounds {
+            total += st.elapsed;
+            timed_rounds += 1;
+        }
         ok_rounds += 1;
         // The nodes the result sums (every node unless one was lost).
         let contributors: Vec<usize> = if st.contributors.is_empty() {
@@ -147,7 +155,7 @@ fn run() -> anyhow::Result<()> {
         );
         std::thread::sleep(Duration::from_millis(args.compute_ms));
     }
-    let bits = cfg.buffer_elems as f64 * 32.0 * f64::from(ok_rounds);
+    let bits = cfg.buffer_elems as f64 * 32.0 * f64::from(timed_rounds);
     let failures = if failed > 0 {
         format!(
             ", {failed} failed (peer lost: {})",
