@@ -15,7 +15,6 @@
 //!   `netstorm-cp` and `netstorm-dp` on one host, and the records they carry.
 #![deny(unsafe_code)]
 
-pub mod auth;
 pub mod emu;
 pub mod engine;
 pub mod kernel;
@@ -23,6 +22,7 @@ pub mod kernel16;
 pub mod policy;
 pub mod port;
 pub mod probe;
+pub mod protect;
 pub mod reference;
 pub mod scenario;
 pub mod shm;

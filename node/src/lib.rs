@@ -23,6 +23,7 @@ pub mod coordinator_task;
 pub mod metrics;
 pub mod nodefile;
 pub mod proto;
+pub mod secret;
 pub mod session;
 pub mod status;
 pub mod sys;

@@ -176,7 +176,7 @@ fn bf16_wire_on_real_sockets_is_bit_identical_and_within_bound() {
         loopback_pair(dir, port).replace("segment_elems = 200\n", "wire = \"bf16\"\n")
     });
     let cfg = cl.cfg();
-    assert_eq!((cfg.wire, cfg.segment_elems), (PayloadType::Bf16, 704));
+    assert_eq!((cfg.wire, cfg.segment_elems), (PayloadType::Bf16, 696));
     for n in ["a", "b"] {
         cl.spawn(DP, n);
         cl.spawn(CP, n);

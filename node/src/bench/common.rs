@@ -112,7 +112,7 @@ pub(super) fn bench_engines(
             let mut cfg = EngineConfig::new(v as NodeId, n as u16, elems * a.segments_per_round);
             cfg.segment_elems = elems;
             if a.no_mac {
-                cfg.auth = netstorm_dataplane::auth::Auth::Disabled;
+                cfg.protection = netstorm_dataplane::protect::Protection::off();
             }
             if real_time {
                 // Loopback/ring RTTs are microseconds: do not wait 200 ms for a first RTO.

@@ -108,6 +108,8 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = ClusterConfig::load(&args.config)?;
+    // Real hosts never run on keys derived from the public job id (issue 20).
+    cfg.require_secret()?;
     let me = cfg.node(&args.node)?.clone();
     // Bad DPDK setup is refused before anything starts.
     let dpdk = dpdk_setup(&cfg, &me)?;
@@ -472,7 +474,7 @@ fn engine_config(cfg: &ClusterConfig, me: &NodeConfig, w: usize) -> EngineConfig
     ec.job = cfg.job;
     ec.segment_elems = cfg.segment_elems;
     ec.wire = cfg.wire;
-    ec.auth = cfg.auth;
+    ec.protection = cfg.protection.clone();
     // Issue 19: a round is handed to the trainer only once every member completed it (so a
     // node lost mid-round never leaves two outcomes), and idle links carry a heartbeat so
     // a quiet peer is told from a dead one.
