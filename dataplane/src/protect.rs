@@ -239,6 +239,14 @@ pub fn new_sender_start() -> u64 {
     candidate.max(prev + 1)
 }
 
+/// A new random job secret of 32 bytes (what `netstorm keygen` writes), from the operating
+/// system's generator (ring's `SystemRandom`).
+pub fn random_secret() -> Result<[u8; 32], ring::error::Unspecified> {
+    let mut out = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut out)?;
+    Ok(out)
+}
+
 /// The job key (HKDF-Extract of the secret).
 fn job_key(keys: &KeySource, job: u32) -> hkdf::Prk {
     let salt_text = format!("netstorm v1 job {job}");

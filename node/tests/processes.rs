@@ -15,14 +15,14 @@ fn config_errors_name_file_line_and_key() {
     let (ok, err) = run_to_end(DP, &cl.config, "a");
     assert!(!ok);
     assert!(
-        err.contains("cluster.toml:24:1: unknown key 'mbsp'"),
+        err.contains("cluster.toml:25:1: unknown key 'mbsp'"),
         "{err}"
     );
     std::fs::write(&cl.config, text.replace("name = \"b\"", "name = \"a\"")).unwrap();
     let (ok, err) = run_to_end(CP, &cl.config, "a");
     assert!(!ok);
     assert!(
-        err.contains("cluster.toml:18: invalid 'name': duplicate node name 'a'"),
+        err.contains("cluster.toml:19: invalid 'name': duplicate node name 'a'"),
         "{err}"
     );
     std::fs::write(&cl.config, text.clone()).unwrap();

@@ -27,6 +27,7 @@ use netstorm_node::worker::{
     SAMPLE_EVERY,
 };
 use serde::Serialize;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -448,7 +449,15 @@ fn run() -> anyhow::Result<()> {
             stats.uptime_s = start.elapsed().as_secs_f64();
             let json = serde_json::to_string(&stats)?;
             let tmp = stats_path.with_extension("json.tmp");
-            if std::fs::write(&tmp, &json).is_ok() {
+            // Owner-only, like the rings and node files beside it.
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, json.as_bytes()));
+            if written.is_ok() {
                 let _ = std::fs::rename(&tmp, &stats_path);
             }
             if args.stats {
