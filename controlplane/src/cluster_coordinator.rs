@@ -13,6 +13,7 @@
 //! (messages to nodes), `poll_event` (what to tell the operator), `counters`.
 
 use crate::coordinator::{ControlMsg, Coordinator, CoordinatorConfig};
+use crate::peer_loss::{LossEvent, Outcome, PeerLoss};
 use crate::planner::{PlanError, Planner};
 use crate::replanner::{Proposal, Replanner, ReplannerConfig};
 use netstorm_dataplane::topology::Topology;
@@ -39,6 +40,14 @@ pub enum CoordinatorEvent {
     Proposed(Proposal),
     /// Every node committed `epoch`, activating at `activate_at_round`.
     Committed { epoch: u32, activate_at_round: u32 },
+    /// A node's data plane went silent everywhere for the peer timeout (issue 19).
+    NodeLost { node: NodeId, members: Vec<NodeId> },
+    /// A round in flight at a loss was decided.
+    RoundDecided { round: u32, outcome: Outcome },
+    /// One member is left: nothing to synchronize with.
+    Alone { node: NodeId },
+    /// A lost node said hello again: it stays out (rejoining is not supported yet).
+    LostNodeRefused { node: NodeId },
 }
 
 /// Protocol and learning counters, for the coordinator's counters file.
@@ -66,6 +75,9 @@ pub struct ClusterCoordinator {
     replanner: Replanner<'static>,
     last_committed: Option<(u32, u32)>,
     events: VecDeque<CoordinatorEvent>,
+    /// Loss detection and round resolution (`None`: off).
+    loss: Option<PeerLoss>,
+    loss_out: VecDeque<(NodeId, ControlMsg)>,
 }
 
 impl ClusterCoordinator {
@@ -86,7 +98,21 @@ impl ClusterCoordinator {
             replanner: Replanner::new(planner, model_bits, prior, replan),
             last_committed: None,
             events: VecDeque::new(),
+            loss: None,
+            loss_out: VecDeque::new(),
         }
+    }
+
+    /// Declares a member lost once its data plane was silent for `peer_timeout_ns` at
+    /// every other member, and resolves its rounds ([`crate::peer_loss`]).
+    pub fn with_peer_timeout(mut self, peer_timeout_ns: Nanos) -> Self {
+        self.loss = Some(PeerLoss::new(self.hellos.len(), peer_timeout_ns));
+        self
+    }
+
+    /// The loss state, when detection is on.
+    pub fn peer_loss(&self) -> Option<&PeerLoss> {
+        self.loss.as_ref()
     }
 
     pub fn node_count(&self) -> usize {
@@ -108,6 +134,14 @@ impl ClusterCoordinator {
             return;
         };
         *slot = Some(hello);
+        if let Some(loss) = self.loss.as_mut() {
+            if loss.lost().contains(&node) {
+                self.events
+                    .push_back(CoordinatorEvent::LostNodeRefused { node });
+                return;
+            }
+            loss.on_hello(node);
+        }
         if let (Some(c), Some(round)) = (self.coord.as_mut(), hello.started_round) {
             c.handle(now, node, ControlMsg::Heartbeat { node, round });
         }
@@ -128,6 +162,18 @@ impl ClusterCoordinator {
                     s.at = now.saturating_sub(newest - s.at);
                 }
                 ControlMsg::Telemetry { node, samples }
+            }
+            ControlMsg::PeerSilence { peers, .. } => {
+                if let Some(loss) = self.loss.as_mut() {
+                    loss.handle_silence(now, node, &peers);
+                }
+                return;
+            }
+            ControlMsg::FrozenStatus { round, status, .. } => {
+                if let Some(loss) = self.loss.as_mut() {
+                    loss.handle_status(node, round, status);
+                }
+                return;
             }
             other => other,
         };
@@ -180,11 +226,59 @@ impl ClusterCoordinator {
         while let Some(p) = self.replanner.poll_proposal() {
             self.events.push_back(CoordinatorEvent::Proposed(p));
         }
+        self.handle_loss(now);
         Ok(())
+    }
+
+    /// Loss detection and round resolution, once a policy runs.
+    fn handle_loss(&mut self, now: Nanos) {
+        let (Some(loss), Some(coord)) = (self.loss.as_mut(), self.coord.as_mut()) else {
+            return;
+        };
+        if coord.committed().is_none() {
+            return;
+        }
+        let started: Vec<Option<u32>> = (0..self.hellos.len() as NodeId)
+            .map(|v| coord.node_round(v))
+            .collect();
+        for event in loss.handle_timeout(now, &started) {
+            match event {
+                LossEvent::Lost { node } => {
+                    coord.remove_member(now, node);
+                    let members = loss.members();
+                    self.replanner.set_members(Some(members.clone()));
+                    self.events.push_back(CoordinatorEvent::NodeLost {
+                        node,
+                        members: members.clone(),
+                    });
+                    if members.len() == 1 {
+                        // Told before the round in flight is decided, so its trainer's next
+                        // call hears it instead of waiting for a policy that never comes.
+                        self.loss_out.push_back((members[0], ControlMsg::Alone));
+                        self.events
+                            .push_back(CoordinatorEvent::Alone { node: members[0] });
+                    }
+                }
+                LossEvent::Decided { round, outcome } => {
+                    if let Outcome::Failed { lost } = &outcome {
+                        if loss.members().len() > 1 {
+                            self.replanner
+                                .request(format!("lost node(s) {lost:?}"), Some(round + 1));
+                        }
+                    }
+                    self.events
+                        .push_back(CoordinatorEvent::RoundDecided { round, outcome });
+                }
+            }
+        }
+        self.loss_out.extend(loss.drain_transmit());
     }
 
     /// The next message for a node.
     pub fn poll_transmit(&mut self) -> Option<(NodeId, ControlMsg)> {
+        if let Some(m) = self.loss_out.pop_front() {
+            return Some(m);
+        }
         self.coord.as_mut()?.poll_transmit()
     }
 
@@ -218,6 +312,7 @@ impl ClusterCoordinator {
 mod tests {
     use super::*;
     use crate::awareness::LinkSample;
+    use crate::coordinator::NodeRoundStatus;
     use crate::planner::{by_name, PlannerOptions};
     use crate::replanner::Trigger;
     use crate::test_support::{link_samples, run, CoordinatorSide, Nodes, SECOND};
@@ -431,5 +526,110 @@ mod tests {
         assert_eq!((c.telemetry_accepted, c.telemetry_rejected), (2, 0));
         let est = d.cc.replanner().estimator().estimate(0, 1).unwrap();
         assert_eq!(est.updated_at, Some(2 * SECOND));
+    }
+    #[test]
+    fn a_lost_node_fails_its_round_and_the_survivors_get_a_policy_without_it() {
+        let (mut d, mut nodes, topo) = started();
+        d.cc = std::mem::replace(&mut d.cc, coordinator(&topo)).with_peer_timeout(SECOND);
+        run(&mut d, &mut nodes, &topo, 0, 5 * SECOND, |_, _| {
+            100.0 * MBPS
+        });
+        let round = nodes.next_round - 1;
+        // Node 3's data plane goes silent; the others say so for 1.2 s.
+        let mut now = 5 * SECOND;
+        for step in 0..=12 {
+            now = 5 * SECOND + step * SECOND / 10;
+            for v in 0..3 {
+                let peers = vec![(3, Some(step * SECOND / 10)), ((v + 1) % 3, Some(0))];
+                d.cc.handle_control(now, v, ControlMsg::PeerSilence { node: v, peers });
+            }
+            d.tick(now);
+        }
+        assert!(d.events.contains(&CoordinatorEvent::NodeLost {
+            node: 3,
+            members: vec![0, 1, 2]
+        }));
+        let sent: Vec<_> = std::iter::from_fn(|| d.cc.poll_transmit()).collect();
+        assert_eq!(
+            sent,
+            (0..3)
+                .map(|v| (v, ControlMsg::Freeze { round }))
+                .collect::<Vec<_>>()
+        );
+        for v in 0..3 {
+            let status = if v == 0 {
+                NodeRoundStatus::Completed
+            } else {
+                NodeRoundStatus::Incomplete
+            };
+            d.cc.handle_control(
+                now,
+                v,
+                ControlMsg::FrozenStatus {
+                    node: v,
+                    round,
+                    status,
+                },
+            );
+        }
+        d.tick(now + SECOND / 100);
+        assert!(d.events.contains(&CoordinatorEvent::RoundDecided {
+            round,
+            outcome: Outcome::Failed { lost: vec![3] }
+        }));
+        let sent: Vec<_> = std::iter::from_fn(|| d.cc.poll_transmit()).collect();
+        let decides: Vec<_> = sent
+            .iter()
+            .filter(|(_, m)| matches!(m, ControlMsg::Decide { .. }))
+            .collect();
+        assert_eq!(decides.len(), 3, "{sent:?}");
+        // The re-plan: prepared at the survivors only, over the survivors, from round + 1.
+        d.tick(now + SECOND / 50);
+        let sent: Vec<_> = std::iter::from_fn(|| d.cc.poll_transmit()).collect();
+        let prepares: Vec<_> = sent
+            .iter()
+            .filter_map(|(v, m)| match m {
+                ControlMsg::Prepare {
+                    activate_at_round,
+                    policy,
+                    ..
+                } => Some((*v, *activate_at_round, policy.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            prepares.iter().map(|p| p.0).collect::<Vec<_>>(),
+            [0, 1, 2],
+            "{sent:?}"
+        );
+        for (_, at, policy) in &prepares {
+            assert_eq!(*at, round + 1);
+            assert_eq!(policy.members.as_deref(), Some(&[0, 1, 2][..]));
+            policy.validate(&topo).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_last_member_is_told_it_is_alone_before_its_round_is_decided() {
+        let topo = Topology::full_mesh(2, 100.0 * MBPS, 20_000_000);
+        let mut d = driven(&topo);
+        d.cc = std::mem::replace(&mut d.cc, coordinator(&topo)).with_peer_timeout(SECOND);
+        let mut nodes = Nodes::new(2);
+        run(&mut d, &mut nodes, &topo, 0, 3 * SECOND, |_, _| {
+            100.0 * MBPS
+        });
+        let round = nodes.next_round - 1;
+        for step in 0..=12 {
+            let now = 3 * SECOND + step * SECOND / 10;
+            let peers = vec![(1, Some(step * SECOND / 10))];
+            d.cc.handle_control(now, 0, ControlMsg::PeerSilence { node: 0, peers });
+            d.tick(now);
+        }
+        let sent: Vec<_> = std::iter::from_fn(|| d.cc.poll_transmit()).collect();
+        assert_eq!(
+            sent[..2],
+            [(0, ControlMsg::Alone), (0, ControlMsg::Freeze { round })]
+        );
+        assert!(d.events.contains(&CoordinatorEvent::Alone { node: 0 }));
     }
 }

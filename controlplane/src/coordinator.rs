@@ -70,6 +70,42 @@ pub enum ControlMsg {
         node: NodeId,
         samples: Vec<LinkSample>,
     },
+    /// Node → leader: how long its data plane has not heard from each peer, nanoseconds
+    /// (`None`: never). Feeds loss detection ([`crate::peer_loss`]).
+    PeerSilence {
+        node: NodeId,
+        peers: Vec<(NodeId, Option<u64>)>,
+    },
+    /// Leader → node: a node was lost; stop releasing `round` on your own and say where it
+    /// stands.
+    Freeze {
+        round: u32,
+    },
+    /// Node → leader: where `round` stands over all the node's workers.
+    FrozenStatus {
+        node: NodeId,
+        round: u32,
+        status: NodeRoundStatus,
+    },
+    /// Leader → node: the outcome of a frozen round: succeeded when `lost` is empty, else
+    /// failed, losing `lost`.
+    Decide {
+        round: u32,
+        lost: Vec<NodeId>,
+    },
+    /// Leader → node: every other node was lost; no round can run.
+    Alone,
+}
+
+/// Where a frozen round stands at a node (all its workers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeRoundStatus {
+    /// Every worker released it: the trainer has (or may have) the result.
+    Released,
+    /// Every worker holds the full result (some not released).
+    Completed,
+    /// Some worker has no full result (and, frozen, never releases it on its own).
+    Incomplete,
 }
 
 /// Coordinator timers.
@@ -153,6 +189,8 @@ pub struct Coordinator {
     /// Newest round each node reported.
     node_round: Vec<Option<u32>>,
     last_heard: Vec<Option<Nanos>>,
+    /// Nodes taking part (issue 19): a lost node is sent nothing and acknowledges nothing.
+    member: Vec<bool>,
     out: VecDeque<(NodeId, ControlMsg)>,
     telemetry: VecDeque<(NodeId, Vec<LinkSample>)>,
     pub counters: CoordinatorCounters,
@@ -170,9 +208,62 @@ impl Coordinator {
             committed: None,
             node_round: vec![None; node_count],
             last_heard: vec![None; node_count],
+            member: vec![true; node_count],
             out: VecDeque::new(),
             telemetry: VecDeque::new(),
             counters: CoordinatorCounters::default(),
+        }
+    }
+
+    /// An acknowledgement vector: non-members count as acknowledged.
+    fn unacked(&self) -> Vec<bool> {
+        self.member.iter().map(|&m| !m).collect()
+    }
+
+    fn member_ids(&self) -> Vec<usize> {
+        (0..self.n).filter(|&v| self.member[v]).collect()
+    }
+
+    /// Whether `node` takes part in installs.
+    pub fn is_member(&self, node: NodeId) -> bool {
+        self.member.get(node as usize).copied().unwrap_or(false)
+    }
+
+    /// Takes `node` out of the installs (it was lost): it is sent nothing more, and the
+    /// open transactions stop waiting for it.
+    pub fn remove_member(&mut self, now: Nanos, node: NodeId) {
+        let v = node as usize;
+        if !self.is_member(node) {
+            return;
+        }
+        self.member[v] = false;
+        let mut i = 0;
+        while i < self.txns.len() {
+            let all = match &mut self.txns[i].phase {
+                Phase::Preparing { acked, .. }
+                | Phase::Committing { acked }
+                | Phase::Aborting { acked } => {
+                    acked[v] = true;
+                    acked.iter().all(|&a| a)
+                }
+            };
+            if all {
+                match self.txns[i].phase {
+                    Phase::Preparing { .. } => self.decide_commit(now, i),
+                    _ => {
+                        self.txns.remove(i);
+                        continue;
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Lets `node` take part in installs again (it rejoined).
+    pub fn add_member(&mut self, node: NodeId) {
+        if let Some(m) = self.member.get_mut(node as usize) {
+            *m = true;
         }
     }
 
@@ -203,13 +294,22 @@ impl Coordinator {
         }
         match self.committed {
             None => true,
-            Some((_, at)) => self.node_round.iter().all(|r| r.is_some_and(|r| r >= at)),
+            Some((_, at)) => self
+                .node_round
+                .iter()
+                .zip(&self.member)
+                .all(|(r, &m)| !m || r.is_some_and(|r| r >= at)),
         }
     }
 
     /// Newest round any node reported.
     pub fn newest_round(&self) -> Option<u32> {
         self.node_round.iter().flatten().copied().max()
+    }
+
+    /// The newest round `node` reported starting.
+    pub fn node_round(&self, node: NodeId) -> Option<u32> {
+        self.node_round.get(node as usize).copied().flatten()
     }
 
     /// When each node was last heard from (for liveness checks).
@@ -243,14 +343,15 @@ impl Coordinator {
                 cluster: self.n,
             });
         }
+        let (unacked, members) = (self.unacked(), self.member_ids());
         for t in &mut self.txns {
             if matches!(t.phase, Phase::Preparing { .. }) {
                 t.phase = Phase::Aborting {
-                    acked: vec![false; self.n],
+                    acked: unacked.clone(),
                 };
                 t.last_send = now;
                 self.counters.aborted += 1;
-                for v in 0..self.n {
+                for &v in &members {
                     self.out
                         .push_back((v as NodeId, ControlMsg::Abort { epoch: t.epoch }));
                 }
@@ -264,7 +365,7 @@ impl Coordinator {
 
     fn start_prepare(&mut self, now: Nanos, policy: Policy, activate_at_round: u32, retry: u32) {
         let epoch = policy.epoch;
-        for v in 0..self.n {
+        for v in self.member_ids() {
             self.out.push_back((
                 v as NodeId,
                 ControlMsg::Prepare {
@@ -279,7 +380,7 @@ impl Coordinator {
             activate_at_round,
             policy,
             phase: Phase::Preparing {
-                acked: vec![false; self.n],
+                acked: self.unacked(),
                 started_at: now,
             },
             last_send: now,
@@ -347,14 +448,13 @@ impl Coordinator {
     }
 
     fn decide_commit(&mut self, now: Nanos, i: usize) {
+        let (unacked, members) = (self.unacked(), self.member_ids());
         let t = &mut self.txns[i];
-        t.phase = Phase::Committing {
-            acked: vec![false; self.n],
-        };
+        t.phase = Phase::Committing { acked: unacked };
         t.last_send = now;
         self.committed = Some((t.epoch, t.activate_at_round));
         self.counters.committed += 1;
-        for v in 0..self.n {
+        for v in members {
             self.out.push_back((
                 v as NodeId,
                 ControlMsg::Commit {
@@ -368,17 +468,16 @@ impl Coordinator {
     /// Aborts transaction `i` and proposes the same trees again under a new epoch, after
     /// every round heard of.
     fn abort_and_retry(&mut self, now: Nanos, i: usize) {
+        let (unacked, members) = (self.unacked(), self.member_ids());
         let t = &mut self.txns[i];
-        t.phase = Phase::Aborting {
-            acked: vec![false; self.n],
-        };
+        t.phase = Phase::Aborting { acked: unacked };
         t.last_send = now;
         let epoch = t.epoch;
         let retry = t.retry + 1;
         let aborted_at = t.activate_at_round;
         let mut policy = t.policy.clone();
         self.counters.aborted += 1;
-        for v in 0..self.n {
+        for v in members {
             self.out
                 .push_back((v as NodeId, ControlMsg::Abort { epoch }));
         }

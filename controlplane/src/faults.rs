@@ -27,7 +27,7 @@ use netstorm_dataplane::emu::{
 use netstorm_dataplane::engine::{Counters, Engine, EngineConfig, EngineError};
 use netstorm_dataplane::reference::{fill_test_gradient, reference_sum};
 use netstorm_dataplane::scenario::{Change, Scenario, TimedChange};
-use netstorm_dataplane::topology::{Link, Topology};
+use netstorm_dataplane::topology::Topology;
 use netstorm_dataplane::{Nanos, NodeId, NANOS_PER_SEC};
 use serde::Serialize;
 
@@ -183,24 +183,7 @@ fn without(topo: &Topology, dead: NodeId) -> (Topology, Vec<NodeId>) {
     let kept: Vec<NodeId> = (0..topo.node_count() as NodeId)
         .filter(|&v| v != dead)
         .collect();
-    let new_id = |v: NodeId| kept.iter().position(|&k| k == v).map(|i| i as NodeId);
-    let links = topo
-        .links
-        .iter()
-        .filter_map(|l| {
-            let (from, to) = (new_id(l.from)?, new_id(l.to)?);
-            Some(Link {
-                from,
-                to,
-                ..l.clone()
-            })
-        })
-        .collect();
-    let nodes = kept
-        .iter()
-        .map(|&v| topo.nodes[v as usize].clone())
-        .collect();
-    (Topology { nodes, links }, kept)
+    (crate::network::restricted(topo, &kept), kept)
 }
 
 /// A control plane (re-planner) for `topo`: a fresh one per job, and after a restart.

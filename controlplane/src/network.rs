@@ -15,6 +15,29 @@ pub struct NetworkModel {
     link_index: Vec<usize>,
 }
 
+/// `topo` over the nodes `kept` only (ascending original ids), renumbered `0..kept.len()`
+/// in that order; links to or from other nodes are dropped.
+pub fn restricted(topo: &Topology, kept: &[NodeId]) -> Topology {
+    let new_id = |v: NodeId| kept.iter().position(|&k| k == v).map(|i| i as NodeId);
+    let links = topo
+        .links
+        .iter()
+        .filter_map(|l| {
+            let (from, to) = (new_id(l.from)?, new_id(l.to)?);
+            Some(netstorm_dataplane::topology::Link {
+                from,
+                to,
+                ..l.clone()
+            })
+        })
+        .collect();
+    let nodes = kept
+        .iter()
+        .map(|&v| topo.nodes[v as usize].clone())
+        .collect();
+    Topology { nodes, links }
+}
+
 impl NetworkModel {
     pub fn from_topology(topology: Topology) -> Self {
         let link_index = topology.link_matrix();

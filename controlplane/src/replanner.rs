@@ -26,11 +26,11 @@
 
 use crate::awareness::{AwarenessConfig, LinkChange, LinkSample, NetworkEstimator};
 use crate::coordinator::{Coordinator, ProposeError};
-use crate::network::NetworkModel;
+use crate::network::{restricted, NetworkModel};
 use crate::planner::{Plan, PlanError, Planner};
 use netstorm_dataplane::policy::{Policy, PolicyBuilder};
 use netstorm_dataplane::topology::Topology;
-use netstorm_dataplane::Nanos;
+use netstorm_dataplane::{Nanos, NodeId};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Tunables of the re-planning loop.
@@ -159,6 +159,8 @@ pub struct Replanner<'p> {
     /// the trees under a later epoch).
     plans: BTreeMap<u32, Plan>,
     proposed: VecDeque<Proposal>,
+    /// The nodes plans cover (ascending); `None`: every node.
+    members: Option<Vec<NodeId>>,
     pub counters: ReplannerCounters,
 }
 
@@ -184,6 +186,7 @@ impl<'p> Replanner<'p> {
             proposals_enabled: true,
             plans: BTreeMap::new(),
             proposed: VecDeque::new(),
+            members: None,
             counters: ReplannerCounters::default(),
         }
     }
@@ -224,6 +227,18 @@ impl<'p> Replanner<'p> {
     /// the coordinator's safe round).
     pub fn request(&mut self, reason: impl Into<String>, activate_at_round: Option<u32>) {
         self.requested = Some((Trigger::Requested(reason.into()), activate_at_round));
+    }
+
+    /// Plans from now on cover only `members` (ascending node ids; `None`: every node): a
+    /// lost node is left out of every tree and route (issue 19). The caller requests the
+    /// plan ([`Replanner::request`]).
+    pub fn set_members(&mut self, members: Option<Vec<NodeId>>) {
+        self.members = members;
+    }
+
+    /// The nodes plans cover (`None`: every node).
+    pub fn members(&self) -> Option<&[NodeId]> {
+        self.members.as_deref()
     }
 
     /// While disabled, the loop still learns but proposes nothing (e.g. no round is left
@@ -299,6 +314,19 @@ impl<'p> Replanner<'p> {
     /// Plans on the current estimates; the policy of `epoch`.
     fn plan(&mut self, epoch: u32) -> Result<(Plan, Policy), PlanError> {
         let net = self.estimator.model();
+        if let Some(kept) = self.members.clone() {
+            // Planned over the members' network, in their original ids.
+            let n = net.node_count();
+            let sub = NetworkModel::from_topology(restricted(&net.topology, &kept));
+            let plan = self
+                .planner
+                .get()
+                .plan(&sub, self.model_bits)?
+                .lifted(&kept, n);
+            let mut policy = plan.to_policy(&mut self.builder, &net, epoch);
+            policy.members = Some(kept);
+            return Ok((plan, policy));
+        }
         plan_policy(
             self.planner.get(),
             &net,

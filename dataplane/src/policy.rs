@@ -97,6 +97,12 @@ pub struct Policy {
     pub routes: Vec<Route>,
     /// Pacing rates the senders use per link (estimates or the scenario's truth).
     pub link_rates: Vec<LinkRate>,
+    /// The nodes whose buffers a round sums, ascending; `None`: every node. A node left out
+    /// (lost, issue 19) is in no tree: no root, parent or hop of a tree edge's route, and no
+    /// entry in the trees' maps. Node ids keep their meaning, so a policy over the survivors
+    /// shares the job's path table and sequence spaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<NodeId>>,
 }
 
 /// Why a policy was rejected.
@@ -170,9 +176,31 @@ pub enum PolicyError {
     },
     #[error("link rate {from} -> {to} = {rate} is not a positive finite number")]
     BadLinkRate { from: String, to: String, rate: f64 },
+    #[error("members {0:?} are not distinct node ids of the network in ascending order")]
+    BadMembers(Vec<NodeId>),
+    #[error("tree {tree}: node {node}, not a member, is in the {which} tree")]
+    NonMemberInTree {
+        tree: usize,
+        which: &'static str,
+        node: String,
+    },
 }
 
 impl Policy {
+    /// Whether `node`'s buffer takes part in this policy's rounds.
+    pub fn is_member(&self, node: NodeId) -> bool {
+        self.members
+            .as_ref()
+            .is_none_or(|m| m.binary_search(&node).is_ok())
+    }
+
+    /// How many nodes take part.
+    pub fn member_count(&self) -> usize {
+        self.members
+            .as_ref()
+            .map_or(self.node_count as usize, Vec::len)
+    }
+
     /// Epoch `epoch` of the two-node job on `topo` (e.g. [`Topology::pair`]): node 0 reduces
     /// into root 1 and gets the result back over the direct links, paced at `topo`'s rates.
     pub fn pair(topo: &Topology, epoch: u32) -> Policy {
@@ -199,6 +227,14 @@ impl Policy {
         }
         if self.trees.is_empty() {
             return Err(PolicyError::NoTrees);
+        }
+        if let Some(m) = &self.members {
+            if m.is_empty()
+                || m.windows(2).any(|w| w[0] >= w[1])
+                || m.iter().any(|&v| v as usize >= n)
+            {
+                return Err(PolicyError::BadMembers(m.clone()));
+            }
         }
         if self.trees.len() > u16::MAX as usize {
             return Err(PolicyError::TooManyTrees(self.trees.len()));
@@ -269,7 +305,7 @@ impl Policy {
                 });
             }
             sum += tree.share;
-            if tree.root as usize >= n {
+            if tree.root as usize >= n || !self.is_member(tree.root) {
                 return Err(PolicyError::BadRoot {
                     tree: t,
                     root: tree.root,
@@ -320,6 +356,16 @@ impl Policy {
             if v == root as usize {
                 continue;
             }
+            if !self.is_member(v as NodeId) {
+                if slot.is_some() {
+                    return Err(PolicyError::NonMemberInTree {
+                        tree: t,
+                        which,
+                        node: name(v as NodeId),
+                    });
+                }
+                continue;
+            }
             let Some(edge) = slot else {
                 return Err(PolicyError::MissingNode {
                     tree: t,
@@ -361,6 +407,9 @@ impl Policy {
                 let Some(route) = self.routes.get(wp.path as usize) else {
                     return Err(bad("is not in the path table".into()));
                 };
+                if let Some(&h) = route.hops.iter().find(|&&h| !self.is_member(h)) {
+                    return Err(bad(format!("relays through {}, not a member", name(h))));
+                }
                 if route.origin() != from || route.destination() != to {
                     return Err(bad(format!(
                         "runs {} -> {} instead",
@@ -608,6 +657,7 @@ impl PolicyBuilder {
             trees: std::mem::take(&mut self.trees),
             routes: self.routes.clone(),
             link_rates: self.link_rates.clone(),
+            members: None,
         }
     }
 }

@@ -47,11 +47,34 @@ pub fn fill_reference_sum(
 /// for f32; within [`kernel16::reduction_error_bound`] of it for 16-bit payloads, with the
 /// deepest tree `n` nodes can form (depth `n - 1`), since a trainer does not see the plan.
 pub fn result_ok(wire: PayloadType, n: usize, round: u32, index: usize, got: f32) -> bool {
-    let want = reference_sum(0..n, round, index);
+    within_bound(wire, 0..n, round, index, got)
+}
+
+/// [`result_ok`] for a round that summed the contributions of `nodes` only (after a node
+/// was lost).
+pub fn result_ok_over(
+    wire: PayloadType,
+    nodes: &[usize],
+    round: u32,
+    index: usize,
+    got: f32,
+) -> bool {
+    within_bound(wire, nodes.iter().copied(), round, index, got)
+}
+
+fn within_bound(
+    wire: PayloadType,
+    nodes: impl Iterator<Item = usize> + Clone,
+    round: u32,
+    index: usize,
+    got: f32,
+) -> bool {
+    let want = reference_sum(nodes.clone(), round, index);
     if !wire.is_16bit() {
         return got.to_bits() == want.to_bits();
     }
-    let abs_sum: f64 = (0..n)
+    let n = nodes.clone().count();
+    let abs_sum: f64 = nodes
         .map(|v| f64::from(test_gradient(v, round, index).abs()))
         .sum();
     let bound = kernel16::reduction_error_bound(wire, n.saturating_sub(1), n, abs_sum);

@@ -249,30 +249,37 @@ fn without_gossip_the_same_crash_splits_the_survivors() {
     assert_eq!(survivors, [(true, true), (true, true), (false, false)]);
 }
 
-#[test]
-fn an_aborted_round_is_never_completed_and_the_next_epoch_runs_exactly() {
-    // 1.6 MB rounds: tens of milliseconds of data in flight on every link.
+/// Gossiping mesh with 1.6 MB rounds (tens of milliseconds of data in flight on every
+/// link): round 0 released everywhere, round 1 started at `t0` (returned), and node 3's
+/// links down from `t0 + 20 ms` until `t0 + cut_for` (`Nanos::MAX`: for good).
+fn node_3_cut_off_in_round_1(cut_for: Nanos) -> (Simulation, Nanos) {
     let mut s = sim_of(false, true, EmuConfig::default(), 400_000);
     for v in 0..N as NodeId {
         s.schedule_start(v, 0, 0);
     }
     s.run_round_released(0, 60_000 * MS).unwrap();
-    // Round 1 starts; node 3 is cut off for 500 ms from 20 ms in; the coordinator acts at
-    // 40 ms, with the other nodes' data still in flight.
     let t0 = s.now() + MS;
     for v in 0..N as NodeId {
         s.schedule_start(v, 1, t0);
     }
-    let topo = topology(false);
-    for (i, l) in topo.links.iter().enumerate() {
+    for (i, l) in topology(false).links.iter().enumerate() {
         if l.from == 3 || l.to == 3 {
             s.add_outage(LinkOutage {
                 link: i,
                 from_ns: t0 + 20 * MS,
-                until_ns: t0 + 520 * MS,
+                until_ns: t0.saturating_add(cut_for),
             });
         }
     }
+    (s, t0)
+}
+
+#[test]
+fn an_aborted_round_is_never_completed_and_the_next_epoch_runs_exactly() {
+    // Round 1 starts; node 3 is cut off for 500 ms from 20 ms in; the coordinator acts at
+    // 40 ms, with the other nodes' data still in flight.
+    let (mut s, t0) = node_3_cut_off_in_round_1(520 * MS);
+    let topo = topology(false);
     let t_abort = t0 + 40 * MS;
     s.advance_to(t_abort).unwrap();
     // A coordinator freezes round 1: nobody released it, someone has no full result.
@@ -376,4 +383,132 @@ fn without_heartbeats_an_idle_node_is_never_heard() {
     }
     s.advance_to(2_000 * MS).unwrap();
     assert!((0..N as NodeId).all(|v| s.engine(v).peer_last_heard().iter().all(|&t| t == 0)));
+}
+
+/// Epoch `epoch` over members 0, 1, 2 (node 3 lost): a star at 0 and a chain 2 → 1.
+fn survivors_policy(topo: &Topology, epoch: u32) -> Policy {
+    let mut b = PolicyBuilder::new();
+    b.tree(
+        0,
+        0.5,
+        &[None, Some(0), Some(0), None],
+        &[None, Some(0), Some(0), None],
+        ForwardMode::Pipelined,
+    );
+    b.tree(
+        1,
+        0.5,
+        &[Some(1), None, Some(1), None],
+        &[Some(1), None, Some(1), None],
+        ForwardMode::Pipelined,
+    );
+    b.link_rates_from(topo);
+    let mut p = b.build(epoch, N as u16);
+    p.members = Some(vec![0, 1, 2]);
+    p
+}
+
+#[test]
+fn after_a_loss_the_survivors_run_exact_rounds_over_a_policy_of_members() {
+    let (mut s, t0) = node_3_cut_off_in_round_1(Nanos::MAX);
+    let topo = topology(false);
+    let t_abort = t0 + 40 * MS;
+    s.advance_to(t_abort).unwrap();
+    let next = survivors_policy(&topo, 8);
+    for v in 0..3 {
+        let e = s.engine_mut(v);
+        assert_ne!(e.freeze_round(1), Some(RoundStatus::Released));
+        e.abort_round(1).unwrap();
+        e.install_policy(next.clone(), 2).unwrap();
+    }
+    let t2 = t0 + 100 * MS;
+    for v in 0..3 {
+        s.schedule_start(v, 2, t2);
+    }
+    // Node 3 never starts round 2; the members release it (they wait for 3's RoundDone if
+    // the gossip counted every node, and this loop runs out).
+    let until = t2 + 10_000 * MS;
+    while s
+        .rounds()
+        .get(2)
+        .is_none_or(|r| (0..3).any(|v| r[v].released_at == 0))
+    {
+        assert!(
+            s.next_event_at().is_some_and(|t| t < until),
+            "round 2 was not released by every member"
+        );
+        s.step().unwrap();
+    }
+    for v in 0..3 as NodeId {
+        for (i, &x) in s.engine(v).buffer().iter().enumerate() {
+            let want: f32 = (0..3).map(|u| contribution(u, 2, i)).sum();
+            assert_eq!(x, want, "node {v}, element {i}");
+        }
+        assert_eq!(s.rounds()[2][v as usize].epoch, 8);
+    }
+    // The lost node, were it to come back with the policy, is refused: not a member.
+    let mut lone = Engine::new(EngineConfig::new(3, N as u16, 1_000), &topo).unwrap();
+    lone.install_policy(next, 0).unwrap();
+    assert_eq!(
+        lone.start_round(0, 0),
+        Err(EngineError::NotAMember { round: 0, epoch: 8 })
+    );
+}
+
+#[test]
+fn a_node_frozen_before_completing_withholds_its_round_done() {
+    // Node 2 is frozen right after round 0 starts (it answers "incomplete"); it completes
+    // later, but nobody may release the round on its own: the coordinator will decide it
+    // failed. (Announcing at completion would let 0, 1 and 3 release it.)
+    let mut s = sim(false, true, EmuConfig::default());
+    for v in 0..N as NodeId {
+        s.schedule_start(v, 0, 0);
+    }
+    s.advance_to(MS / 2).unwrap();
+    assert_eq!(
+        s.engine_mut(2).freeze_round(0),
+        Some(RoundStatus::Incomplete)
+    );
+    let until = 3_000 * MS;
+    while s.next_event_at().is_some_and(|t| t < until) {
+        s.step().unwrap();
+    }
+    for v in 0..N as NodeId {
+        assert_eq!(
+            s.engine(v).round_status(0),
+            Some(RoundStatus::Completed),
+            "node {v}"
+        );
+        assert_eq!(s.rounds()[0][v as usize].released_at, 0, "node {v}");
+    }
+}
+
+#[test]
+fn policies_keep_non_members_out_of_every_tree() {
+    let topo = topology(false);
+    let good = survivors_policy(&topo, 8);
+    good.validate(&topo).unwrap();
+    assert!(good.is_member(2) && !good.is_member(3));
+    assert_eq!(good.member_count(), 3);
+    // Node 3 listed in a tree but not a member.
+    let mut with_3 = policy(&topo, false, 8);
+    with_3.members = Some(vec![0, 1, 2]);
+    assert!(matches!(
+        with_3.validate(&topo),
+        Err(netstorm_dataplane::policy::PolicyError::NonMemberInTree { .. })
+    ));
+    // A route relaying through the lost node.
+    let mut b = PolicyBuilder::new();
+    let star = [None, Some(vec![1, 3, 0]), Some(vec![2, 0]), None];
+    let bcast = [None, Some(vec![0, 1]), Some(vec![0, 2]), None];
+    b.tree_with_routes(0, 1.0, &star, &bcast, ForwardMode::Pipelined)
+        .link_rates_from(&topo);
+    let mut relayed = b.build(8, N as u16);
+    relayed.members = Some(vec![0, 1, 2]);
+    let err = relayed.validate(&topo).unwrap_err().to_string();
+    assert!(err.contains("not a member"), "{err}");
+    // Members out of order.
+    let mut bad = survivors_policy(&topo, 8);
+    bad.members = Some(vec![2, 0, 1]);
+    assert!(bad.validate(&topo).is_err());
 }

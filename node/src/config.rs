@@ -15,6 +15,10 @@
 //! telemetry_window_ms = 2000     # window of the per-link rate max-filter, default 2000
 //! idle_backoff_us = 50           # sleep after an idle poll; absent = pure busy-poll
 //! trainer_timeout_s = 30         # Session::allreduce gives up after this, default 30
+//! peer_timeout_ms = 2000         # optional: a node whose data plane every other node has not
+//!                                # heard for this long is lost: its round fails, the rest re-plan
+//!                                # (at least 300 = three idle heartbeats, below the trainer timeout).
+//!                                # Absent: no loss detection (a lost node stalls the job)
 //! rates_file = "rates.toml"      # optional: operator link-rate overrides the coordinator watches
 //! secret_file = "job.key"        # the job secret (netstorm keygen --out job.key), relative to
 //!                                # this file; mode 0600, >= 32 bytes. Real hosts (netstorm-dp,
@@ -169,6 +173,9 @@ impl Default for ReplanConfig {
     }
 }
 
+/// Smallest `peer_timeout_ms`: three of netstorm-dp's idle heartbeats (100 ms).
+pub const MIN_PEER_TIMEOUT_MS: u64 = 300;
+
 /// A loaded, validated cluster config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
@@ -188,6 +195,10 @@ pub struct ClusterConfig {
     pub replan: ReplanConfig,
     pub idle_backoff_us: Option<u64>,
     pub trainer_timeout_s: f64,
+    /// A node silent this long at every other node's data plane is lost (issue 19); `None`:
+    /// no loss detection. Off by default until idle peers are reliably heard: a Python
+    /// torch test (a trainer importing torch for seconds) saw a live idle node declared lost.
+    pub peer_timeout_ms: Option<u64>,
     pub rates_file: Option<PathBuf>,
     /// Data-plane packet protection: `protection` (mode, default encrypt) and the keys from
     /// `secret_file` (or the older `mac_key`); without either the insecure job-derived keys,
@@ -412,6 +423,7 @@ struct RawCluster {
     telemetry_window_ms: Option<Spanned<u64>>,
     idle_backoff_us: Option<u64>,
     trainer_timeout_s: Option<Spanned<f64>>,
+    peer_timeout_ms: Option<Spanned<u64>>,
     rates_file: Option<String>,
     mac_key: Option<Spanned<String>>,
     mac: Option<Spanned<bool>>,
@@ -688,6 +700,30 @@ impl Source<'_> {
             }
             Some(t) => *t.get_ref(),
             None => 30.0,
+        };
+        let peer_timeout_ms = match &raw.peer_timeout_ms {
+            Some(t) if *t.get_ref() < MIN_PEER_TIMEOUT_MS => {
+                return Err(self.invalid(
+                    t.span(),
+                    "peer_timeout_ms",
+                    format!(
+                        "{} ms is below {MIN_PEER_TIMEOUT_MS} ms (three idle heartbeats of 100 ms): every pause would lose a node",
+                        t.get_ref()
+                    ),
+                ))
+            }
+            Some(t) if *t.get_ref() as f64 >= trainer_timeout_s * 1e3 => {
+                return Err(self.invalid(
+                    t.span(),
+                    "peer_timeout_ms",
+                    format!(
+                        "{} ms is not below trainer_timeout_s ({trainer_timeout_s} s): trainers would give up before a lost node is declared",
+                        t.get_ref()
+                    ),
+                ))
+            }
+            Some(t) => Some(*t.get_ref()),
+            None => None,
         };
         if raw.node.is_empty() {
             return Err(ConfigError::Invalid {
@@ -983,6 +1019,7 @@ impl Source<'_> {
             replan,
             idle_backoff_us: raw.idle_backoff_us,
             trainer_timeout_s,
+            peer_timeout_ms,
             rates_file: raw.rates_file.map(PathBuf::from),
             protection,
             secret_file: raw.secret_file.map(|f| PathBuf::from(f.into_inner())),
@@ -1400,6 +1437,29 @@ bidirectional = true
         assert!(e.contains("1..=323") && e.contains("MTU of 1400"), "{e}");
         let e = err(&GOOD.replace("shm_dir = \"/tmp\"", "shm_dir = \"/tmp\"\nmtu = 100"));
         assert!(e.starts_with("c.toml:5: invalid 'mtu'"), "{e}");
+    }
+
+    #[test]
+    fn peer_timeouts_that_cannot_work_are_refused_naming_the_key() {
+        let with = |ms: &str| {
+            GOOD.replace(
+                "shm_dir = \"/tmp\"",
+                &format!("shm_dir = \"/tmp\"\npeer_timeout_ms = {ms}"),
+            )
+        };
+        let ok = ClusterConfig::parse_str(&with("1500"), "c.toml").unwrap();
+        assert_eq!(ok.peer_timeout_ms, Some(1500));
+        assert_eq!(
+            ClusterConfig::parse_str(GOOD, "c.toml")
+                .unwrap()
+                .peer_timeout_ms,
+            None
+        );
+        let e = err(&with("200"));
+        assert!(e.starts_with("c.toml:5: invalid 'peer_timeout_ms'"), "{e}");
+        assert!(e.contains("heartbeats"), "{e}");
+        let e = err(&with("30000"));
+        assert!(e.contains("trainer_timeout_s"), "{e}");
     }
 
     fn err(text: &str) -> String {

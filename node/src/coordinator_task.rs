@@ -15,6 +15,7 @@ use crate::proto::{read_msg, write_msg, Wire};
 use netstorm_controlplane::awareness::AwarenessConfig;
 use netstorm_controlplane::cluster_coordinator::{ClusterCoordinator, CoordinatorEvent, NodeHello};
 use netstorm_controlplane::coordinator::{ControlMsg, CoordinatorConfig};
+use netstorm_controlplane::peer_loss::Outcome;
 use netstorm_controlplane::planner::{by_name, PlanError, PlannerOptions};
 use netstorm_controlplane::replanner::{ReplannerConfig, Trigger};
 use netstorm_dataplane::topology::Topology;
@@ -63,6 +64,10 @@ pub struct CoordStats {
     pub estimate_mbps: BTreeMap<String, f64>,
     /// The messages of the measured re-plans, in order.
     pub replan_log: Vec<String>,
+    /// Nodes declared lost (names).
+    pub lost: Vec<String>,
+    /// What happened at each loss.
+    pub loss_log: Vec<String>,
 }
 
 /// The coordinator task (see the module documentation).
@@ -73,6 +78,8 @@ pub struct CoordinatorTask {
     conns: Vec<Option<(u64, TcpStream)>>,
     rates_mtime: Option<SystemTime>,
     replan_log: Vec<String>,
+    /// Losses and the rounds decided after them, for the stats file.
+    loss_log: Vec<String>,
     log: LogSink,
     t0: Instant,
     /// `NETSTORM_CP_TRACE=1`: log the estimates every stats interval.
@@ -126,11 +133,16 @@ impl CoordinatorTask {
                 ..CoordinatorConfig::default()
             },
         );
+        let cc = match cfg.peer_timeout_ms {
+            Some(ms) => cc.with_peer_timeout(ms * 1_000_000),
+            None => cc,
+        };
         Ok(Self {
             cc,
             conns: (0..cfg.nodes.len()).map(|_| None).collect(),
             rates_mtime,
             replan_log: Vec::new(),
+            loss_log: Vec::new(),
             log,
             t0: Instant::now(),
             trace: std::env::var_os("NETSTORM_CP_TRACE").is_some_and(|v| v == "1"),
@@ -274,6 +286,45 @@ impl CoordinatorTask {
                 } => (self.log)(&format!(
                     "epoch {epoch} committed on every node, activates at round {activate_at_round}"
                 )),
+                CoordinatorEvent::NodeLost { node, members } => {
+                    let names: Vec<String> = members.iter().map(|&v| self.name(v)).collect();
+                    let line = format!(
+                        "node {} lost: its data plane was silent at every other node for {} ms; members now {}",
+                        self.name(node),
+                        self.cfg.peer_timeout_ms.unwrap_or(0),
+                        names.join(", ")
+                    );
+                    (self.log)(&line);
+                    self.loss_log.push(line);
+                }
+                CoordinatorEvent::RoundDecided { round, outcome } => {
+                    let line = match outcome {
+                        Outcome::Succeeded => {
+                            format!("round {round} (in flight at the loss) succeeded on every survivor")
+                        }
+                        Outcome::Failed { lost } => format!(
+                            "round {round} failed: lost {}; re-planning over the survivors from round {}",
+                            lost.iter().map(|&v| self.name(v)).collect::<Vec<_>>().join(", "),
+                            round + 1
+                        ),
+                    };
+                    (self.log)(&line);
+                    self.loss_log.push(line);
+                }
+                CoordinatorEvent::Alone { node } => {
+                    let line = format!(
+                        "only node {} is left: nothing to synchronize with (rounds will fail)",
+                        self.name(node)
+                    );
+                    (self.log)(&line);
+                }
+                CoordinatorEvent::LostNodeRefused { node } => {
+                    let line = format!(
+                        "node {} said hello after it was declared lost; it stays out (rejoining is not supported yet: restart the job)",
+                        self.name(node)
+                    );
+                    (self.log)(&line);
+                }
                 CoordinatorEvent::Proposed(p) => {
                     for c in &p.changed_links {
                         let line = format!(
@@ -305,6 +356,13 @@ impl CoordinatorTask {
                 }
             }
         }
+    }
+
+    fn name(&self, v: NodeId) -> String {
+        self.cfg
+            .nodes
+            .get(v as usize)
+            .map_or_else(|| v.to_string(), |n| n.name.clone())
     }
 
     fn link_name(&self, from: NodeId, to: NodeId) -> String {
@@ -344,6 +402,12 @@ impl CoordinatorTask {
                 })
                 .collect(),
             replan_log: self.replan_log.clone(),
+            lost: self
+                .cc
+                .peer_loss()
+                .map(|l| l.lost().iter().map(|&v| self.name(v)).collect())
+                .unwrap_or_default(),
+            loss_log: self.loss_log.clone(),
         }
     }
 

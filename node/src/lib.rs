@@ -20,6 +20,7 @@
 pub mod bench;
 pub mod config;
 pub mod coordinator_task;
+pub mod loss_agent;
 pub mod metrics;
 pub mod nodefile;
 pub mod proto;

@@ -23,6 +23,7 @@
 //! 192   installed_epoch  u64   dp: newest policy epoch installed from the policy ring
 //! 200   active_epoch     u64   dp: epoch the newest started round runs under
 //! 208   members          [u64; 3] dp/cp: the nodes rounds sum over now (a NodeSet)
+//! 232   alone            u64   cp: 1 once every other node was lost (no round can run)
 //! 256   done[w]          u64   dp worker w: round + 1 of the newest round complete there
 //! 264   started[w]       u64   dp worker w: round + 1 of the newest round started there
 //! 272   status[w]        u64   dp worker w: its answer to `freeze`: (round + 1) << 2 | status
@@ -82,6 +83,7 @@ const OFF_LOST: usize = 168;
 const OFF_INSTALLED: usize = 192;
 const OFF_ACTIVE: usize = 200;
 const OFF_MEMBERS: usize = 208;
+const OFF_ALONE: usize = 232;
 const OFF_DONE: usize = 256;
 const OFF_STARTED: usize = 264;
 const OFF_STATUS: usize = 272;
@@ -497,6 +499,14 @@ impl NodeFile {
             .store(u64::from(d.failed.is_some()), Ordering::Release);
         self.word64(OFF_DECIDED)
             .store(d.round + 1, Ordering::Release);
+    }
+    /// Every other node was lost: no round can run (issue 19).
+    pub fn alone(&self) -> bool {
+        self.word64(OFF_ALONE).load(Ordering::Acquire) == 1
+    }
+    pub fn set_alone(&self, alone: bool) {
+        self.word64(OFF_ALONE)
+            .store(u64::from(alone), Ordering::Release)
     }
     /// The nodes rounds sum over now (empty in a file of an older dp).
     pub fn members(&self) -> NodeSet {

@@ -60,6 +60,9 @@ pub enum SessionError {
     /// its result; the caller's buffer is unchanged and the next call runs the next round.
     #[error("round {round} failed: lost node(s) {lost:?}; the buffer is unchanged")]
     PeerLost { round: u64, lost: Vec<NodeId> },
+    /// Every other node was lost: nothing to synchronize with (the buffer is unchanged).
+    #[error("this node is the only member left (every other node was lost): nothing to synchronize with")]
+    Alone,
 }
 
 /// What [`Session::allreduce_with`] moves into and out of the shared buffer.
@@ -181,6 +184,9 @@ impl Session {
         let round = target - 1;
         // A round requested by an earlier session may still be running: let it finish.
         self.wait_done(target - 1, round.saturating_sub(1), start)?;
+        if self.file.alone() {
+            return Err(SessionError::Alone);
+        }
         io.fill(&self.file);
         self.file.set_request(target);
         self.wait_done(target, round, start)?;
@@ -320,6 +326,27 @@ mod tests {
         assert_eq!(stats.contributors.iter().collect::<Vec<_>>(), [0, 1]);
         assert_eq!(b, [3.0; 8]);
         fake_dp.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Once the cp says every other node was lost, a call returns `Alone` at once (no
+    /// request, the buffer unchanged) instead of waiting for a policy that never comes.
+    #[test]
+    fn a_node_left_alone_is_told_so_without_a_request() {
+        let dir = std::env::temp_dir().join(format!("nssess4-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.node");
+        let dp = NodeFile::create(&path, 1, 4).unwrap();
+        dp.set_alone(true);
+        let mut s = Session::from_node_file(
+            NodeFile::open(&path, 4, None).unwrap(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let mut b = [7.0f32; 4];
+        assert!(matches!(s.allreduce(&mut b), Err(SessionError::Alone)));
+        assert_eq!(b, [7.0; 4]);
+        assert_eq!(dp.request(), 0, "nothing was asked of the dp");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -492,6 +492,7 @@ impl Worker {
             sampler: LinkSampler::default(),
             behind_iterations: 0,
             told_uncovered: 0,
+            members_epoch: None,
             run: WorkerRun::default(),
             completed: None,
         };
@@ -540,6 +541,8 @@ struct WorkerHook<'a> {
     behind_iterations: u64,
     /// The request last reported as covered by no policy (said once, not per poll).
     told_uncovered: u64,
+    /// The epoch whose members the node file's `members` word holds (set by this worker).
+    members_epoch: Option<u32>,
     run: WorkerRun,
     /// A round completed in this iteration (its mark is taken at the next clock read).
     completed: Option<u32>,
@@ -616,6 +619,13 @@ impl WorkerHook<'_> {
                     stats: *stats,
                 });
                 let epoch = engine.epoch().unwrap_or(0);
+                if self.members_epoch != Some(epoch) {
+                    // Before the round can complete, so a trainer reading who contributed
+                    // after it sees this round's members (every worker stores the same).
+                    self.members_epoch = Some(epoch);
+                    let n = engine.config().node_count;
+                    nf.set_members((0..n).filter(|&v| engine.is_member(v)).collect());
+                }
                 let _ = self.events.send(WorkerEvent::Started {
                     worker: w,
                     round,
@@ -625,7 +635,11 @@ impl WorkerHook<'_> {
             }
             // No policy for this round after all, or none newer than a failed round's: try
             // again next iteration.
-            Err(EngineError::NoPolicy(_) | EngineError::AwaitingEpoch { .. }) => {
+            Err(
+                EngineError::NoPolicy(_)
+                | EngineError::AwaitingEpoch { .. }
+                | EngineError::NotAMember { .. },
+            ) => {
                 nf.set_started(w, before);
                 Ok(())
             }

@@ -27,11 +27,10 @@ class TimeoutError(NetstormError, builtins.TimeoutError):  # noqa: A001 (shadows
 
 
 class PeerLostError(NetstormError, ConnectionError):
-    """A peer left the cluster during a round.
-
-    Reserved for membership (issue 19, "Lose a data center, keep training"): the data plane
-    does not detect lost peers yet, so today a lost peer shows as :class:`TimeoutError`.
-    Attributes: ``round``, ``nodes`` (names of the lost nodes).
+    """A peer was lost during a round: the cluster decided the round failed on every
+    survivor, the buffer is unchanged, and later rounds run over the survivors (issue 19).
+    Attributes: ``round``, ``nodes`` (ids of the lost nodes). Also raised, with ``round``
+    None and no nodes, when every other node was lost and nothing is left to synchronize.
     """
 
     def __init__(self, message, round=None, nodes=None):

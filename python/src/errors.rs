@@ -107,6 +107,9 @@ pub fn session_error(py: Python<'_>, e: &SessionError, config: &str) -> PyErr {
             },
         ),
         SessionError::NodeFile(_) => raise(py, Kind::Netstorm, e.to_string()),
+        SessionError::Alone => raise_with(py, Kind::PeerLost, e.to_string(), |kw| {
+            kw.set_item("nodes", Vec::<u16>::new())
+        }),
         SessionError::PeerLost { round, lost } => {
             raise_with(py, Kind::PeerLost, e.to_string(), |kw| {
                 kw.set_item("round", round)?;

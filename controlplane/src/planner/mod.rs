@@ -139,6 +139,44 @@ impl ModeledTime {
 
 impl Plan {
     /// The data-plane policy for `epoch`; pacing rates are the model's capacities.
+    /// This plan, made over a network restricted to `kept` (renumbered `0..kept.len()`),
+    /// in the original ids of a network of `node_count` nodes: the other nodes are in no
+    /// tree.
+    pub fn lifted(&self, kept: &[NodeId], node_count: usize) -> Plan {
+        let id = |v: &NodeId| kept[*v as usize];
+        let hops = |r: &Vec<NodeId>| r.iter().map(id).collect::<Vec<_>>();
+        let map = |routes: &[Option<Vec<NodeId>>]| {
+            let mut out = vec![None; node_count];
+            for (v, r) in routes.iter().enumerate() {
+                out[kept[v] as usize] = r.as_ref().map(hops);
+            }
+            out
+        };
+        Plan {
+            planner: self.planner.clone(),
+            trees: self
+                .trees
+                .iter()
+                .map(|t| PlannedTree {
+                    root: id(&t.root),
+                    share: t.share,
+                    reduce_route: map(&t.reduce_route),
+                    broadcast_route: map(&t.broadcast_route),
+                    forward: t.forward,
+                    multipath: t
+                        .multipath
+                        .iter()
+                        .map(|m| EdgeMultipath {
+                            node: id(&m.node),
+                            reduce: m.reduce,
+                            routes: m.routes.iter().map(|(r, w)| (hops(r), *w)).collect(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
     pub fn to_policy(&self, builder: &mut PolicyBuilder, net: &NetworkModel, epoch: u32) -> Policy {
         for t in &self.trees {
             if t.multipath.is_empty() {

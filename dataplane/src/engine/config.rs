@@ -222,6 +222,8 @@ pub enum EngineError {
     NodeCount { policy: usize, engine: usize },
     #[error("no policy installed for round {0}")]
     NoPolicy(u32),
+    #[error("round {round} cannot start: this node is not a member of epoch {epoch} (lost, not rejoined)")]
+    NotAMember { round: u32, epoch: u32 },
     #[error("round {round} cannot start: {why}")]
     RoundOrder { round: u32, why: String },
     #[error("a new route for path {0} while packets on its old route are unacknowledged")]

@@ -418,7 +418,7 @@ impl Engine {
             }
         }
         // Paths: (re)create the state of routes that start or end here.
-        self.release_on_activate();
+        self.release_on_activate(&policy);
         self.paths.install(&policy, me, &self.cfg, &self.topo)?;
         let (compiled, queue_need) = CompiledPolicy::compile(
             &policy,
@@ -466,6 +466,12 @@ impl Engine {
         let Some(policy) = self.current.as_mut() else {
             return Err(EngineError::NoPolicy(round));
         };
+        if !self.release.is_member(self.cfg.node) {
+            return Err(EngineError::NotAMember {
+                round,
+                epoch: policy.epoch,
+            });
+        }
         let epoch = policy.epoch;
         let (paths, timers) = (&mut self.paths, &mut self.timers);
         self.round.start(round, policy, &mut |path, item| {

@@ -57,6 +57,14 @@ pub(crate) struct Release {
     released: bool,
     /// A coordinator froze the round: it is released only by [`Engine::release_frozen`].
     frozen: bool,
+    /// Frozen before it completed here (answered "incomplete"): this node's RoundDone is
+    /// withheld from then on, so no member can release the round on its own afterwards
+    /// and the coordinator's "failed" stays the only outcome.
+    withheld: bool,
+    /// Per node: its buffer takes part in the active policy's rounds (issue 19: a policy
+    /// over the survivors leaves lost nodes out of the gossip too).
+    member: Vec<bool>,
+    member_count: usize,
     aborted: bool,
     /// Per node: heard its RoundDone for `round`.
     seen: Vec<bool>,
@@ -90,6 +98,9 @@ impl Release {
             completed: false,
             released: false,
             frozen: false,
+            withheld: false,
+            member: vec![true; n],
+            member_count: n,
             aborted: false,
             seen: vec![false; n],
             seen_count: 0,
@@ -104,7 +115,7 @@ impl Release {
     }
 
     fn members_heard(&self) -> bool {
-        self.seen_count + 1 >= self.seen.len()
+        self.seen_count + 1 >= self.member_count
     }
 
     fn queue(&mut self, to: NodeId, msg: (u32, u32, RoundDoneRole)) {
@@ -113,6 +124,12 @@ impl Release {
             self.pending_count += 1;
         }
         *slot = Some(msg);
+    }
+
+    /// Whether `node` takes part in the active policy's rounds.
+    #[inline]
+    pub fn is_member(&self, node: NodeId) -> bool {
+        self.member.get(node as usize).copied().unwrap_or(false)
     }
 
     /// Data and acks of epochs below this are left over from an aborted round.
@@ -184,6 +201,12 @@ impl Engine {
         }
     }
 
+    /// Whether `node`'s buffer takes part in the rounds of the active policy (every node
+    /// before the first activation).
+    pub fn is_member(&self, node: NodeId) -> bool {
+        self.release.is_member(node)
+    }
+
     /// Stops `round` from being released on its own (a coordinator is deciding its outcome)
     /// and says where it stands. A round already released stays released. `None`: not
     /// started here — the caller must then not start it while the freeze lasts.
@@ -191,6 +214,9 @@ impl Engine {
         let status = self.round_status(round)?;
         if self.release.round.is_some_and(|(cur, _)| cur == round) {
             self.release.frozen = true;
+            if status == RoundStatus::Incomplete {
+                self.release.withheld = true;
+            }
         }
         Some(status)
     }
@@ -287,10 +313,15 @@ impl Engine {
     }
 
     /// A policy activates: after an abort, every path starts afresh.
-    pub(super) fn release_on_activate(&mut self) {
+    pub(super) fn release_on_activate(&mut self, policy: &crate::policy::Policy) {
         if std::mem::take(&mut self.release.paths_reset) {
             self.paths = Paths::default();
         }
+        let r = &mut self.release;
+        for (v, m) in r.member.iter_mut().enumerate() {
+            *m = policy.is_member(v as NodeId);
+        }
+        r.member_count = policy.member_count();
     }
 
     /// `round` started under `epoch`.
@@ -303,6 +334,7 @@ impl Engine {
         r.completed = false;
         r.released = false;
         r.frozen = false;
+        r.withheld = false;
         r.aborted = false;
         r.seen.fill(false);
         r.seen_count = 0;
@@ -317,8 +349,11 @@ impl Engine {
             return;
         }
         let (round, epoch) = r.round.expect("a round ran");
+        if r.withheld {
+            return;
+        }
         for v in 0..r.seen.len() as NodeId {
-            if v != r.me {
+            if v != r.me && r.member[v as usize] {
                 r.queue(v, (round, epoch, RoundDoneRole::Announce));
             }
         }
@@ -360,7 +395,7 @@ impl Engine {
         }
         let (round, epoch) = r.round.expect("a round ran");
         for v in 0..r.seen.len() {
-            if v != r.me as usize && !r.seen[v] {
+            if v != r.me as usize && !r.seen[v] && r.member[v] {
                 r.queue(v as NodeId, (round, epoch, RoundDoneRole::Resend));
             }
         }
@@ -377,7 +412,7 @@ impl Engine {
         };
         let from = pkt.src();
         let r = &mut self.release;
-        if !r.enabled || from == r.me || from as usize >= r.seen.len() {
+        if !r.enabled || from == r.me || !r.member.get(from as usize).copied().unwrap_or(false) {
             self.counters.rx_invalid += 1;
             return;
         }
@@ -392,7 +427,7 @@ impl Engine {
                 r.seen[from as usize] = true;
                 r.seen_count += 1;
             }
-            if done.role == RoundDoneRole::Resend && r.completed {
+            if done.role == RoundDoneRole::Resend && r.completed && !r.withheld {
                 r.queue(from, (msg.0, msg.1, RoundDoneRole::Answer));
             }
             self.try_release(now);

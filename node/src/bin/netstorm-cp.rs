@@ -31,9 +31,10 @@ use netstorm_dataplane::shm::{RingConfig, ShmError, ShmProducer, ShmRegion};
 use netstorm_dataplane::shm_records::{PolicyRecord, TelemetryRecord};
 use netstorm_node::config::ClusterConfig;
 use netstorm_node::coordinator_task::CoordinatorTask;
+use netstorm_node::loss_agent::LossAgent;
 use netstorm_node::metrics::{self, SharedCpMetrics};
 use netstorm_node::nodefile::{NodeFile, NodeFileError, NO_BARRIER};
-use netstorm_node::proto::{parse_link_record, read_msg, write_msg, Wire};
+use netstorm_node::proto::{parse_link_record, parse_peer_record, read_msg, write_msg, Wire};
 use netstorm_node::sys;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -169,6 +170,7 @@ fn run() -> anyhow::Result<()> {
             .map_or_else(|| id.to_string(), |n| n.name.clone())
     };
     let mut agent = NodeAgent::new(me.id, node_file.installed_epoch() as u32);
+    let mut loss = LossAgent::new(me.id);
     // A barrier left by a predecessor cp that died while an activation was undecided.
     let mut inherited: Option<(u64, u32)> = (node_file.barrier() != NO_BARRIER)
         .then(|| (node_file.barrier(), node_file.barrier_epoch() as u32));
@@ -187,6 +189,7 @@ fn run() -> anyhow::Result<()> {
     let mut last_hb_at = Instant::now();
     let mut samples: Vec<LinkSample> = Vec::new();
     let mut last_telemetry = Instant::now();
+    let mut last_silences = Instant::now();
     let mut next_connect = Instant::now();
     let mut tbuf = [0u8; 256];
     loop {
@@ -251,6 +254,20 @@ fn run() -> anyhow::Result<()> {
                 continue;
             };
             let Wire::Control(msg) = m else { continue };
+            if loss.handle(&node_file, &msg) {
+                if let ControlMsg::Decide { round, lost } = &msg {
+                    if lost.is_empty() {
+                        eprintln!("netstorm-cp: round {round} (frozen after a loss) succeeded");
+                    } else {
+                        let names: Vec<String> = lost.iter().map(|&v| node_name(v)).collect();
+                        eprintln!(
+                            "netstorm-cp: round {round} failed: lost {}",
+                            names.join(", ")
+                        );
+                    }
+                }
+                continue;
+            }
             match msg {
                 ControlMsg::Prepare {
                     epoch,
@@ -311,11 +328,14 @@ fn run() -> anyhow::Result<()> {
         gate.publish(&node_file, &agent, None);
         // Telemetry ring → coordinator (batched).
         while let Ok(Some(n)) = telemetry_rx.try_pop(&mut tbuf) {
-            let Some(e) = TelemetryRecord::parse(&tbuf[..n])
-                .ok()
-                .as_ref()
-                .and_then(parse_link_record)
-            else {
+            let Ok(rec) = TelemetryRecord::parse(&tbuf[..n]) else {
+                continue;
+            };
+            if let Some(p) = parse_peer_record(&rec) {
+                loss.peer_record(&p);
+                continue;
+            }
+            let Some(e) = parse_link_record(&rec) else {
                 continue;
             };
             metrics
@@ -333,6 +353,11 @@ fn run() -> anyhow::Result<()> {
                 sent: 0,
                 lost: 0,
             });
+        }
+        out.extend(loss.poll(&node_file));
+        if last_silences.elapsed() > Duration::from_millis(200) {
+            last_silences = Instant::now();
+            out.extend(loss.take_silences());
         }
         if !samples.is_empty() && last_telemetry.elapsed() > Duration::from_millis(200) {
             last_telemetry = Instant::now();

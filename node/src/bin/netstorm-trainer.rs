@@ -8,11 +8,15 @@
 //! netstorm-trainer --config cluster.toml --node a --rounds 10
 //! ```
 //! Prints one line per round and `trainer: OK <rounds> rounds ...` at the end; exits 1 on a
-//! mismatch or a timeout.
+//! mismatch or a timeout. A round the cluster decided failed (a node was lost, issue 19)
+//! prints `trainer <node>: round <r> failed: lost <nodes> ...` and training goes on: later
+//! rounds are checked against the sum over the nodes that contributed, and the last line
+//! reads `trainer: OK <N> rounds, <F> failed (peer lost: <nodes>) of ...`.
 
 use clap::Parser;
-use netstorm_dataplane::reference::{digest, fill_test_gradient, reference_sum, result_ok};
-use netstorm_node::{ClusterConfig, Session};
+use netstorm_dataplane::reference::{digest, fill_test_gradient, reference_sum, result_ok_over};
+use netstorm_node::{ClusterConfig, Session, SessionError};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -69,17 +73,52 @@ fn run() -> anyhow::Result<()> {
     let mut buf = vec![0.0f32; cfg.buffer_elems];
     let mut total = Duration::ZERO;
     let mut epochs = Vec::new();
+    let (mut ok_rounds, mut failed) = (0u32, 0u32);
+    let mut lost_nodes: BTreeSet<String> = BTreeSet::new();
+    let name = |v: u16| {
+        cfg.nodes
+            .get(usize::from(v))
+            .map_or_else(|| v.to_string(), |n| n.name.clone())
+    };
     for i in 0..args.rounds {
         if args.pause_before_round == Some(i) {
             pause(&args)?;
         }
         let r = session.next_round() as u32;
         fill_test_gradient(&mut buf, me, r);
-        let st = session.allreduce(&mut buf)?;
+        let st = match session.allreduce(&mut buf) {
+            Ok(st) => st,
+            Err(SessionError::PeerLost { round, lost }) => {
+                failed += 1;
+                let names: Vec<String> = lost.iter().map(|&v| name(v)).collect();
+                lost_nodes.extend(names.iter().cloned());
+                println!(
+                    "trainer {}: round {round} failed: lost {} (buffer unchanged; going on with the survivors)",
+                    args.node,
+                    names.join(", ")
+                );
+                continue;
+            }
+            Err(SessionError::Alone) => {
+                anyhow::bail!(
+                    "node {} is the only member left (lost: {}): nothing to synchronize with; stopping after {ok_rounds} good rounds",
+                    args.node,
+                    lost_nodes.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+            Err(e) => return Err(e.into()),
+        };
         total += st.elapsed;
+        ok_rounds += 1;
+        // The nodes the result sums (every node unless one was lost).
+        let contributors: Vec<usize> = if st.contributors.is_empty() {
+            (0..n).collect()
+        } else {
+            st.contributors.iter().map(usize::from).collect()
+        };
         for (i, x) in buf.iter().enumerate() {
-            if !result_ok(cfg.wire, n, r, i, *x) {
-                let want = reference_sum(0..n, r, i);
+            if !result_ok_over(cfg.wire, &contributors, r, i, *x) {
+                let want = reference_sum(contributors.iter().copied(), r, i);
                 anyhow::bail!(
                     "round {r}: element {i} is {x}, expected {want}{} (node {})",
                     if cfg.wire.is_16bit() {
@@ -94,8 +133,14 @@ fn run() -> anyhow::Result<()> {
         if !epochs.contains(&st.epoch) {
             epochs.push(st.epoch);
         }
+        let over = if contributors.len() < n {
+            let names: Vec<String> = contributors.iter().map(|&v| name(v as u16)).collect();
+            format!(", over {}", names.join(","))
+        } else {
+            String::new()
+        };
         println!(
-            "trainer {}: round {} ok in {:.3} ms (epoch {}, digest {:016x})",
+            "trainer {}: round {} ok in {:.3} ms (epoch {}, digest {:016x}{over})",
             args.node,
             st.round,
             st.elapsed.as_secs_f64() * 1e3,
@@ -104,10 +149,18 @@ fn run() -> anyhow::Result<()> {
         );
         std::thread::sleep(Duration::from_millis(args.compute_ms));
     }
-    let bits = cfg.buffer_elems as f64 * 32.0 * args.rounds as f64;
+    let bits = cfg.buffer_elems as f64 * 32.0 * f64::from(ok_rounds);
+    let failures = if failed > 0 {
+        format!(
+            ", {failed} failed (peer lost: {})",
+            lost_nodes.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "trainer: OK {} rounds of {} elements at node {}, {}; epochs {:?}; {:.1} Mbit/s of buffer per second of sync",
-        args.rounds,
+        "trainer: OK {} rounds{failures} of {} elements at node {}, {}; epochs {:?}; {:.1} Mbit/s of buffer per second of sync",
+        ok_rounds,
         cfg.buffer_elems,
         args.node,
         if cfg.wire.is_16bit() {

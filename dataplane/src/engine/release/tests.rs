@@ -204,20 +204,20 @@ fn freeze_holds_a_completed_round_until_the_decision() {
     // Node 1's round completes but never releases: run on in virtual time.
     sim.advance_to(sim.now() + 500 * MS).unwrap();
     assert!(sim.rounds()[0].iter().all(|x| x.completed_at > 0));
-    // Node 0 released (it heard 1's RoundDone); node 1 completed and heard 0 but is frozen.
-    assert_eq!(sim.engine(0).round_status(0), Some(RoundStatus::Released));
+    // Frozen "incomplete", node 1 withholds its RoundDone even after completing, so node 0
+    // cannot release the round either: the coordinator's "failed" (node 1 answered
+    // incomplete) stays the only outcome. (It used to announce, and node 0 released.)
+    assert_eq!(sim.engine(0).round_status(0), Some(RoundStatus::Completed));
     assert_eq!(sim.engine(1).round_status(0), Some(RoundStatus::Completed));
-    assert_eq!(sim.engine_mut(1).abort_round(0), Ok(()));
-    let now = sim.now();
-    assert!(
-        !sim.engine_mut(1).release_frozen(now, 0),
-        "an aborted round never releases"
-    );
-    assert!(
-        sim.engine_mut(0).abort_round(0).is_err(),
-        "a released round cannot be aborted"
-    );
-    assert!(sim.engine_mut(0).release_frozen(now, 0));
+    assert_eq!(sim.engine(1).counters().tx_round_done, 0);
+    for v in [1, 0] {
+        assert_eq!(sim.engine_mut(v).abort_round(0), Ok(()));
+        let now = sim.now();
+        assert!(
+            !sim.engine_mut(v).release_frozen(now, 0),
+            "an aborted round never releases"
+        );
+    }
 }
 
 #[test]
