@@ -2,7 +2,7 @@
 //!
 //! * [`wire`] — the versioned packet format and the Ethernet/IPv4/UDP framing under it (checked
 //!   parse/emit, no libdpdk needed).
-//! * [`auth`] — the per-job packet MAC (AES-128-GCM-SIV tag: POLYVAL + AES) carried in the wire tag.
+//! * [`protect`] — packet protection: AES-128-GCM (ring) on every datagram, keys, replay windows.
 //! * [`policy`] — what the control plane installs: trees, shares, routes, pacing rates.
 //! * [`engine`] — the sans-IO synchronization engine (one per node).
 //! * [`kernel`] — the f32 aggregation kernels used on the hot path.
