@@ -14,9 +14,9 @@
 //! Run: `cargo bench --bench aggregator`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use netstorm_dataplane::auth::Auth;
 use netstorm_dataplane::engine::{Engine, EngineConfig, EngineEvent};
 use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder};
+use netstorm_dataplane::protect::{Protection, ProtectionMode};
 use netstorm_dataplane::topology::{Link, Node, Topology};
 use netstorm_dataplane::NodeId;
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new(auth: Auth) -> Self {
+    fn new(protection: Protection) -> Self {
         let n = CHILDREN + 2;
         let mut links = Vec::new();
         let mut link = |from: usize, to: usize| {
@@ -86,7 +86,7 @@ impl Cluster {
                 let mut cfg =
                     EngineConfig::new(v as NodeId, n as u16, SEGMENT_ELEMS * SEGMENTS_PER_ROUND);
                 cfg.segment_elems = SEGMENT_ELEMS;
-                cfg.auth = auth;
+                cfg.protection = protection.clone();
                 cfg.ack_delay_ns = 20_000;
                 let mut e = Engine::new(cfg, &topo).expect("engine");
                 e.install_policy(policy.clone(), 0).expect("policy");
@@ -177,11 +177,15 @@ fn aggregator(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine_aggregator");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
-    for (name, auth) in [
-        ("per_child_segment_1KiB_mac", Auth::default()),
-        ("per_child_segment_1KiB_no_mac", Auth::Disabled),
+    for (name, mode) in [
+        ("per_child_segment_1KiB_mac", ProtectionMode::Encrypt),
+        (
+            "per_child_segment_1KiB_authenticate",
+            ProtectionMode::Authenticate,
+        ),
+        ("per_child_segment_1KiB_no_mac", ProtectionMode::Off),
     ] {
-        let mut cluster = Cluster::new(auth);
+        let mut cluster = Cluster::new(Protection::insecure(mode));
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let (t, segs) = cluster.run(iters);

@@ -6,10 +6,10 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use netstorm_controlplane::network::NetworkModel;
 use netstorm_controlplane::planner::{baselines::SptPlanner, Planner};
-use netstorm_dataplane::auth::Auth;
 use netstorm_dataplane::emu::{EmuConfig, Simulation};
 use netstorm_dataplane::engine::{Engine, EngineConfig};
 use netstorm_dataplane::policy::PolicyBuilder;
+use netstorm_dataplane::protect::{Protection, ProtectionMode};
 use netstorm_dataplane::scenario::Scenario;
 use std::path::Path;
 
@@ -27,15 +27,19 @@ fn sync_round(c: &mut Criterion) {
     let mut group = c.benchmark_group("emu_engine");
     group.sample_size(10);
     group.throughput(Throughput::Bytes(elems as u64 * 4));
-    // With the packet MAC (the default) and with it explicitly disabled: its cost end to end.
-    for (name, auth) in [
-        ("paper9_100MB_spt_round", Auth::default()),
-        ("paper9_100MB_spt_round_auth_off", Auth::Disabled),
+    // Encrypted (the default), authenticated only, and unprotected: the cost end to end.
+    for (name, mode) in [
+        ("paper9_100MB_spt_round", ProtectionMode::Encrypt),
+        (
+            "paper9_100MB_spt_round_authenticate",
+            ProtectionMode::Authenticate,
+        ),
+        ("paper9_100MB_spt_round_auth_off", ProtectionMode::Off),
     ] {
         let mut engines: Vec<Engine> = (0..n)
             .map(|v| {
                 let cfg = EngineConfig {
-                    auth,
+                    protection: Protection::insecure(mode),
                     ..EngineConfig::new(v as u16, n as u16, elems)
                 };
                 let mut e = Engine::new(cfg, &topo).unwrap();

@@ -1,10 +1,10 @@
 //! Wire format cost per packet.
 //!
 //! * `wire/parse_header`  — `Packet::new_checked` + `header()` of a 1456-byte ReduceData
-//!   datagram (48-byte header + 1408-byte payload = 352 f32, the engine's default segment);
+//!   datagram (64-byte header + 1392-byte payload = 348 f32, the engine's default segment);
 //! * `wire/parse_ack`     — `new_checked` + `AckRepr::parse` of an Ack datagram;
-//! * `wire/emit_header`   — `HeaderRepr::emit` of the 48 header bytes;
-//! * `wire/emit_packet`   — `emit_packet`: header + 1408-byte payload copy.
+//! * `wire/emit_header`   — `HeaderRepr::emit` of the 64 header bytes;
+//! * `wire/emit_packet`   — `emit_packet`: header + 1392-byte payload copy.
 //!
 //! Throughput is reported in elements = packets, so criterion prints packets/s directly.
 //!
@@ -18,7 +18,7 @@ use netstorm_dataplane::wire::{
     emit_packet, AckRepr, HeaderRepr, Packet, PacketKind, ACK_PAYLOAD_LEN, HEADER_LEN,
 };
 
-/// The engine's default data datagram: 48-byte header + 352 f32.
+/// The engine's default data datagram without its tag: 64-byte header + 348 f32.
 const DATAGRAM_LEN: usize = 1456;
 const PAYLOAD_LEN: usize = DATAGRAM_LEN - HEADER_LEN;
 
@@ -39,6 +39,8 @@ fn data_repr() -> HeaderRepr {
         segment: 789,
         timestamp_ns: 1_700_000_000_000_000_000,
         payload_type: netstorm_dataplane::wire::PayloadType::F32,
+        packet_number: 1 << 40,
+        sender_start: 1_700_000_000_000_000_000,
     }
 }
 

@@ -5,7 +5,8 @@
 #      ethdev looped onto itself (--port-topology=loop, seeded with --tx-first), macswap
 #      forwarding, frames as long as netstorm's; its Rx-pps is read from --stats-period output.
 #   2. `netstorm bench dataplane --backend dpdk` in raw mode (port + kernel) and engine mode
-#      (the aggregator runs netstorm-dp's own worker loop: the path netstorm-dp ships).
+#      (the aggregator runs netstorm-dp's own worker loop: the path netstorm-dp ships) once
+#      per packet protection: encrypt (the default), authenticate, off.
 # Prints both packet rates, the same in Gbit/s of payload at netstorm's segment size, and the
 # ratio netstorm / testpmd. No NICs, no hugepages; every step is bounded by `timeout`.
 #
@@ -57,23 +58,25 @@ if [ -z "$testpmd_pps" ] || [ "$testpmd_pps" -eq 0 ]; then
 fi
 testpmd_mpps=$(awk -v p="$testpmd_pps" 'BEGIN { printf "%.3f", p / 1e6 }')
 
-run_netstorm() { # mode [--no-mac] -> $work/<mode>[-no-mac].json
-  local name="$1${2:+-no-mac}"
+run_netstorm() { # name args... -> $work/<name>.json
+  local name="$1"
+  shift
   timeout "$((seconds * 4 + 60))" ./target/release/netstorm bench dataplane --backend dpdk \
-    --mode "$1" ${2:+"$2"} --segment-bytes "$seg" --children "$children" --seconds "$seconds" \
+    "$@" --segment-bytes "$seg" --children "$children" --seconds "$seconds" \
     --json "$work/$name.json" >"$work/$name.txt"
   cat "$work/$name.txt"
 }
-run_netstorm raw
-run_netstorm engine
-run_netstorm engine --no-mac
+run_netstorm raw --mode raw
+run_netstorm engine --mode engine --protection encrypt
+run_netstorm engine-authenticate --mode engine --protection authenticate
+run_netstorm engine-no-mac --mode engine --protection off
 
 echo
 echo "one core, net_ring, ${seg}-byte segments (${frame}-byte frames), ${children} children:"
 printf '%-44s %10s %14s %8s %18s\n' "" "Mpps" "Gbit/s (seg)" "ratio" "capacity Gbit/s"
 printf '%-44s %10.3f %14.2f %8s %18s\n' "dpdk-testpmd macswap (1 fwd core, net_ring)" "$testpmd_mpps" \
   "$(awk -v m="$testpmd_mpps" -v s="$seg" 'BEGIN { print m * 1e6 * s * 8 / 1e9 }')" "1.000" "-"
-for mode in raw engine engine-no-mac; do
+for mode in raw engine engine-authenticate engine-no-mac; do
   mpps=$(jq -r .child_mpps "$work/$mode.json")
   gbps=$(jq -r .child_payload_gbps "$work/$mode.json")
   cap=$(jq -r '.aggregator_capacity_gbps // "n/a" | if type == "number" then (. * 100 | round / 100) else . end' "$work/$mode.json")
@@ -81,9 +84,10 @@ for mode in raw engine engine-no-mac; do
     "$(awk -v a="$mpps" -v b="$testpmd_mpps" 'BEGIN { print a / b }')" "$cap"
 done
 raw_cap=$(jq -r '.aggregator_capacity_gbps // 0' "$work/raw.json")
-for mode in engine engine-no-mac; do
+for mode in engine engine-authenticate engine-no-mac; do
   cap=$(jq -r '.aggregator_capacity_gbps // 0' "$work/$mode.json")
-  printf 'capacity %s / raw: %s\n' "$mode" "$(awk -v a="$cap" -v b="$raw_cap" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }')"
+  prot=$(jq -r '.protection' "$work/$mode.json")
+  printf 'capacity engine, protection %-12s / raw: %s\n' "$prot" "$(awk -v a="$cap" -v b="$raw_cap" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }')"
 done
 echo "(engine mode: the aggregator is netstorm-dp's worker loop, recv_each/send_each in place on"
 echo " the mbufs, policy intake, node-file round gate and telemetry sampling included)"
@@ -95,9 +99,11 @@ echo " payloads with the f32 kernel and builds one new frame per C segments)"
 if [ -n "$json" ]; then
   jq -n --argjson testpmd_mpps "$testpmd_mpps" --slurpfile raw "$work/raw.json" \
     --slurpfile engine "$work/engine.json" --slurpfile engine_no_mac "$work/engine-no-mac.json" \
+    --slurpfile engine_authenticate "$work/engine-authenticate.json" \
     --arg frame "$frame" \
     '{testpmd_macswap_mpps: $testpmd_mpps, frame_bytes: ($frame | tonumber),
-      raw: $raw[0], engine: $engine[0], engine_no_mac: $engine_no_mac[0],
+      raw: $raw[0], engine: $engine[0], engine_authenticate: $engine_authenticate[0],
+      engine_no_mac: $engine_no_mac[0],
       ratio_raw: ($raw[0].child_mpps / $testpmd_mpps),
       ratio_engine: ($engine[0].child_mpps / $testpmd_mpps)}' >"$json"
   echo "wrote $json"

@@ -155,6 +155,8 @@ done
 
 CFG=$WORK/cluster.toml
 mkdir -p "$WORK/shm"
+# The job secret the real-host binaries require (mode 0600, 64 hex digits).
+(umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$WORK/job.key")
 if [ "$DPDK" = 1 ]; then
     # n1: a DPDK port on its veth (the kernel of n1's namespace still answers ARP for
     # 10.88.0.1 and carries the control plane's TCP; the port drops those frames as not UDP).
@@ -189,6 +191,7 @@ fi
     echo "job = $(( TAG + 1 ))"
     echo "buffer_elems = $ELEMS"
     echo "shm_dir = \"$WORK/shm\""
+    echo "secret_file = \"job.key\""
     echo "idle_backoff_us = 100"
     echo "trainer_timeout_s = 30"
     echo "replan_threshold = 0.4"

@@ -72,11 +72,14 @@ done
 PARAMS=$("$PY" "$EXAMPLE" --param-count)
 CFG=$WORK/cluster.toml
 mkdir -p "$WORK/shm"
+# The job secret the real-host binaries require (mode 0600, 64 hex digits).
+(umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$WORK/job.key")
 {
     echo "job = $(( TAG + 1 ))"
     echo "# the model's parameters + 1 (the hook's layout check): one round per step"
     echo "buffer_elems = $(( PARAMS + 1 ))"
     echo "shm_dir = \"$WORK/shm\""
+    echo "secret_file = \"job.key\""
     echo "idle_backoff_us = 100"
     echo "trainer_timeout_s = 60"
     echo "replan_interval_ms = 600000"

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use netstorm_dataplane::protect::ProtectionMode;
 use netstorm_node::bench::{
     defaults, run_dataplane, Backend, DataplaneBenchConfig, DataplaneReport, Mode,
 };
@@ -26,6 +27,16 @@ pub enum ModeArg {
     Engine,
     /// Port + aggregation kernel only, no engine (dpdk backend only).
     Raw,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProtectionArg {
+    /// Payload encrypted, header authenticated (the engine's default).
+    Encrypt,
+    /// Payload in clear, header and payload authenticated.
+    Authenticate,
+    /// No tag.
+    Off,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -75,9 +86,12 @@ pub struct DataplaneBenchArgs {
     /// aggregator (0 = always busy-poll). Pinned, every thread has its own core and busy-polls.
     #[arg(long, default_value_t = defaults::PEER_IDLE_SLEEP_US)]
     pub peer_idle_sleep_us: u64,
-    /// Engine mode: send packets without the packet MAC (`Auth::Disabled`), to see the
-    /// engine's cost without authentication. Default: the engine's default (MAC on).
-    #[arg(long)]
+    /// Engine mode: how every datagram is protected (AES-128-GCM, keys derived from the job
+    /// id: the emulator's and tests' setting). Default: the engine's default, encrypt.
+    #[arg(long, value_enum)]
+    pub protection: Option<ProtectionArg>,
+    /// Engine mode: no packet protection, an alias of `--protection off`.
+    #[arg(long, conflicts_with = "protection")]
     pub no_mac: bool,
     /// Datagrams per rx/tx batch of the poll loops (default: netstorm-dp's, 64 = the DPDK
     /// port's largest burst; on the 2-core VM it gave the aggregator ~10 % more capacity
@@ -112,7 +126,14 @@ impl DataplaneBenchArgs {
             ring_size: self.ring_size,
             udp_checksum: self.udp_checksum,
             peer_idle_sleep_us: self.peer_idle_sleep_us,
-            no_mac: self.no_mac,
+            protection: match (self.no_mac, self.protection) {
+                (true, _) => Some(ProtectionMode::Off),
+                (false, arg) => arg.map(|p| match p {
+                    ProtectionArg::Encrypt => ProtectionMode::Encrypt,
+                    ProtectionArg::Authenticate => ProtectionMode::Authenticate,
+                    ProtectionArg::Off => ProtectionMode::Off,
+                }),
+            },
             batch: self.batch,
         }
     }
@@ -136,8 +157,14 @@ pub fn run(a: &DataplaneBenchArgs) -> Result<()> {
 
 fn print_report(r: &DataplaneReport) {
     println!(
-        "bench dataplane: backend {:?}, mode {:?}, {} children -> 1 aggregator -> root, {} B segments, {} segments/round",
-        r.backend, r.mode, r.children, r.segment_bytes, r.segments_per_round
+        "bench dataplane: backend {:?}, mode {:?}{}, {} children -> 1 aggregator -> root, {} B segments, {} segments/round",
+        r.backend,
+        r.mode,
+        r.protection
+            .map_or(String::new(), |p| format!(" (protection {p})")),
+        r.children,
+        r.segment_bytes,
+        r.segments_per_round
     );
     let unit = if r.backend == Backend::Emu {
         "virtual s"

@@ -52,8 +52,9 @@ pub struct CompareArgs {
     /// Seed of the emulator (loss) and randomized planners.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Gradient bytes per segment (one datagram); 1408 fits a 1500-byte MTU.
-    #[arg(long, default_value_t = 1408)]
+    /// Gradient bytes per segment (one datagram); 1392 fits a 1500-byte MTU with the
+    /// 64-byte header and the 16-byte tag.
+    #[arg(long, default_value_t = 1392)]
     pub segment_bytes: usize,
     /// Strategies run in parallel (default: available cores, at most 2).
     #[arg(long)]

@@ -5,6 +5,7 @@ mod bench_cmd;
 mod bench_dataplane;
 mod compare;
 mod faults_cmd;
+mod keygen_cmd;
 mod plan_cmd;
 mod sigpipe;
 mod status_cmd;
@@ -45,6 +46,9 @@ enum Command {
     Faults(faults_cmd::FaultsArgs),
     /// Run NetStorm on a real host: start netstorm-dp + netstorm-cp for one node of a cluster config.
     Up(up_cmd::UpArgs),
+    /// Write a new job secret (32 random bytes as hex, mode 0600) for the cluster config's
+    /// `secret_file`.
+    Keygen(keygen_cmd::KeygenArgs),
     /// What a running cluster is doing: membership, leader, epochs, rounds, traffic, link estimates, alerts (from the nodes' metrics endpoints).
     Status(status_cmd::StatusArgs),
 }
@@ -100,7 +104,7 @@ fn main() -> Result<()> {
                 json: a.json,
                 plot: a.plot,
                 seed: 1,
-                segment_bytes: 1408,
+                segment_bytes: 1392,
                 jobs: None,
                 greed: 0.9,
                 no_progress: a.no_progress,
@@ -117,6 +121,7 @@ fn main() -> Result<()> {
         Command::Faults(a) => faults_cmd::run(&a),
         Command::Up(a) => up_cmd::run(&a),
         Command::Status(a) => status_cmd::run(&a),
+        Command::Keygen(a) => keygen_cmd::run(&a),
         Command::Scenario(a) => {
             for f in &a.files {
                 let s = netstorm_dataplane::scenario::Scenario::load(f)

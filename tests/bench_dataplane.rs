@@ -102,6 +102,7 @@ fn emu_backend_reports_emulated_and_wall_figures() {
         ],
     );
     check_sane(&v, "emu", 3, 40);
+    assert_eq!(v["protection"], "encrypt", "{v}");
     // --max-rounds bounds the run (--seconds is far away): exactly 40 rounds, 10 verified.
     assert_eq!(v["rounds"].as_u64(), Some(40));
     assert_eq!(v["child_segments"].as_u64(), Some(40 * 32 * 3));
@@ -133,7 +134,28 @@ fn emu_backend_reports_emulated_and_wall_figures() {
         ],
     );
     check_sane(&v, "emu", 2, 5);
-    assert!(v["notes"].to_string().contains("--no-mac"), "{v}");
+    // --no-mac is an alias of --protection off.
+    assert_eq!(v["protection"], "off", "{v}");
+    assert!(
+        v["notes"].to_string().contains("packet protection: off"),
+        "{v}"
+    );
+    // Payload in clear, tags over header and payload: the sums are just as exact.
+    let v = bench(
+        "emu-authenticate",
+        &[
+            "--backend",
+            "emu",
+            "--max-rounds",
+            "5",
+            "--protection",
+            "authenticate",
+            "--segments-per-round",
+            "64",
+        ],
+    );
+    check_sane(&v, "emu", 2, 5);
+    assert_eq!(v["protection"], "authenticate", "{v}");
 }
 
 #[test]
@@ -200,8 +222,13 @@ fn bad_arguments_give_clear_errors() {
     fails_with(&["--segment-bytes", "1024"], "--backend");
     fails_with(
         &["--backend", "dpdk", "--mode", "raw", "--no-mac"],
-        "--no-mac applies to the engine mode",
+        "--protection and --no-mac apply to the engine mode",
     );
+    fails_with(
+        &["--backend", "emu", "--no-mac", "--protection", "encrypt"],
+        "cannot be used with",
+    );
+    fails_with(&["--backend", "emu", "--protection", "gmac"], "gmac");
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -229,6 +256,7 @@ fn dpdk_backend_raw_and_engine_modes() {
         ],
     );
     check_sane(&raw, "dpdk", 2, 200);
+    assert!(raw["protection"].is_null(), "{raw}");
     // Every forwarded sum was compared with the reference at the root: all 200 x 64.
     assert_eq!(
         raw["verification"]["verified_rounds"].as_u64(),

@@ -147,6 +147,8 @@ pub struct FaultResult {
     pub retransmits: u64,
     pub rx_bad_mac: u64,
     pub rx_duplicate: u64,
+    /// Datagrams the receivers' anti-replay windows dropped (duplicated frames included).
+    pub rx_replayed: u64,
 }
 
 /// The whole run.
@@ -330,6 +332,7 @@ impl<'p> Job<'p> {
             self.counters.tx_retransmits += c.tx_retransmits;
             self.counters.rx_bad_mac += c.rx_bad_mac;
             self.counters.rx_duplicate += c.rx_duplicate;
+            self.counters.rx_replayed += c.rx_replayed;
         }
     }
 
@@ -487,6 +490,7 @@ fn run_fault(
         retransmits: 0,
         rx_bad_mac: 0,
         rx_duplicate: 0,
+        rx_replayed: 0,
     };
     let mut notes: Vec<String> = Vec::new();
     let base_round_ns = (baseline_s.unwrap_or(1.0) * 1e9) as Nanos;
@@ -680,6 +684,7 @@ fn run_fault(
     res.retransmits = job.counters.tx_retransmits;
     res.rx_bad_mac = job.counters.rx_bad_mac;
     res.rx_duplicate = job.counters.rx_duplicate;
+    res.rx_replayed = job.counters.rx_replayed;
     let exact = if wrong_in_completed == 0 {
         "every completed round bit-exact"
     } else {

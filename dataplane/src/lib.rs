@@ -2,7 +2,7 @@
 //!
 //! * [`wire`] — the versioned packet format and the Ethernet/IPv4/UDP framing under it (checked
 //!   parse/emit, no libdpdk needed).
-//! * [`auth`] — the per-job packet MAC (AES-128-GCM-SIV tag: POLYVAL + AES) carried in the wire tag.
+//! * [`protect`] — packet protection: AES-128-GCM (ring) on every datagram, keys, replay windows.
 //! * [`policy`] — what the control plane installs: trees, shares, routes, pacing rates.
 //! * [`engine`] — the sans-IO synchronization engine (one per node).
 //! * [`kernel`] — the f32 aggregation kernels used on the hot path.
@@ -15,7 +15,6 @@
 //!   `netstorm-cp` and `netstorm-dp` on one host, and the records they carry.
 #![deny(unsafe_code)]
 
-pub mod auth;
 pub mod emu;
 pub mod engine;
 pub mod kernel;
@@ -23,6 +22,7 @@ pub mod kernel16;
 pub mod policy;
 pub mod port;
 pub mod probe;
+pub mod protect;
 pub mod reference;
 pub mod scenario;
 pub mod shm;

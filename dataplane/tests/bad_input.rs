@@ -1,15 +1,15 @@
 //! Bad input is counted and dropped, never panics, and never changes a synchronized result;
 //! impossible policies and configs are rejected with the reason; forged packets (valid in
-//! every field but without the job's key) are rejected by the MAC.
+//! every field but without the job's key) are rejected by the AEAD tag.
 
-use netstorm_dataplane::auth::{Auth, MacKey, PacketMac};
 use netstorm_dataplane::emu::{EmuConfig, Simulation};
 use netstorm_dataplane::engine::{Engine, EngineConfig, EngineError};
 use netstorm_dataplane::policy::{ForwardMode, PolicyBuilder, PolicyError, TreeEdge, WeightedPath};
-use netstorm_dataplane::topology::{Link, Node, Topology};
-use netstorm_dataplane::wire::{
-    emit_packet, flags, HeaderRepr, PacketKind, AUTH_TAG_LEN, HEADER_LEN,
+use netstorm_dataplane::protect::{
+    new_sender_start, JobSecret, Protection, ProtectionMode, Sealer,
 };
+use netstorm_dataplane::topology::{Link, Node, Topology};
+use netstorm_dataplane::wire::{emit_packet, HeaderRepr, PacketKind, AUTH_TAG_LEN, HEADER_LEN};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -47,29 +47,43 @@ fn star_policy(topo: &Topology, epoch: u32) -> netstorm_dataplane::policy::Polic
     b.build(epoch, 3)
 }
 
-/// The job's secret key in these tests (what a deployment puts in its config).
-const SECRET: MacKey = MacKey::from_bytes(*b"job-secret-key!!");
+/// The job's secret in these tests (what a deployment puts in its secret file).
+fn secret() -> JobSecret {
+    JobSecret::new(b"job-secret-key!!job-secret-key!!").unwrap()
+}
+
+/// Encrypted with [`secret`]: the deployment setting.
+fn secret_protection() -> Protection {
+    Protection::with_secret(ProtectionMode::Encrypt, secret())
+}
 
 /// How a test packet is tagged.
-#[derive(Clone, Copy)]
-enum Tag {
+enum Tag<'a> {
     /// No tag (flags 0), as an attacker who ignores authentication would send.
     None,
-    /// Tagged with this key: [`SECRET`] for an insider / replay, another key for a forger.
-    With(MacKey),
+    /// Sealed by this sealer: another key for a forger.
+    With(&'a mut Sealer),
+    /// Sealed by node 1's engine itself (an insider, or a replay of its packets).
+    Insider(&'a mut Simulation),
+}
+
+/// A forger's sealer for node 1: `protection`'s keys, a start of its own.
+fn forger(protection: &Protection) -> Sealer {
+    Sealer::new(protection, 1, 0, 1, new_sender_start())
 }
 
 /// A reduce-data packet from node 1 to node 0 on `path`, round 0, one full segment of poison
 /// values, tagged as `tag` says.
 fn data_packet(job: u32, epoch: u32, path: u16, tree: u16, segment: u32, tag: Tag) -> Vec<u8> {
+    let flags = match &tag {
+        Tag::None => 0,
+        Tag::With(s) => s.flags(),
+        Tag::Insider(sim) => sim.engine(1).config().protection.mode.flags(),
+    };
     let hdr = HeaderRepr {
         kind: PacketKind::ReduceData,
-        flags: if matches!(tag, Tag::With(_)) {
-            flags::AUTH
-        } else {
-            0
-        },
-        payload_len: 352 * 4,
+        flags,
+        payload_len: 348 * 4,
         job,
         epoch,
         round: 0,
@@ -82,13 +96,17 @@ fn data_packet(job: u32, epoch: u32, path: u16, tree: u16, segment: u32, tag: Ta
         ttl: 1,
         timestamp_ns: 1,
         payload_type: netstorm_dataplane::wire::PayloadType::F32,
+        ..HeaderRepr::default()
     };
     // Poison values: if any of these were ever added, the result checks would fail.
-    let payload: Vec<u8> = (0..352).flat_map(|_| 1.0e9f32.to_le_bytes()).collect();
+    let payload: Vec<u8> = (0..348).flat_map(|_| 1.0e9f32.to_le_bytes()).collect();
     let mut buf = vec![0u8; HEADER_LEN + payload.len() + AUTH_TAG_LEN];
     let n = emit_packet(&hdr, &payload, &mut buf).unwrap();
-    if let Tag::With(key) = tag {
-        assert!(PacketMac::new(key).sign(&mut buf, n - AUTH_TAG_LEN));
+    let body = HEADER_LEN + payload.len();
+    match tag {
+        Tag::None => {}
+        Tag::With(s) => assert_eq!(s.seal(&mut buf, body), n),
+        Tag::Insider(sim) => assert_eq!(sim.engine_mut(1).seal_as_self(&mut buf, body), n),
     }
     buf.truncate(n);
     buf
@@ -106,13 +124,13 @@ fn path_of(policy: &netstorm_dataplane::policy::Policy, from: u16, to: u16) -> u
 fn engines(
     topo: &Topology,
     policy: &netstorm_dataplane::policy::Policy,
-    auth: Auth,
+    protection: Protection,
     elems: usize,
 ) -> Vec<Engine> {
     (0..3)
         .map(|v| {
             let cfg = EngineConfig {
-                auth,
+                protection: protection.clone(),
                 ..EngineConfig::new(v, 3, elems)
             };
             let mut e = Engine::new(cfg, topo).unwrap();
@@ -142,15 +160,18 @@ fn hostile_packets_are_counted_dropped_and_change_nothing() {
     let elems = 20_000;
     let policy = star_policy(&topo, 7);
     let path = path_of(&policy, 1, 0);
-    let engines = engines(&topo, &policy, Auth::Key(SECRET), elems);
+    let engines = engines(&topo, &policy, secret_protection(), elems);
     let mut sim = Simulation::new(&topo, engines, EmuConfig::default()).unwrap();
     for v in 0..3 {
         sim.schedule_start(v, 0, 0);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     // A forger knows every header field (job, epoch, path, sequence) but not the key.
-    let forger = Tag::With(MacKey::from_bytes(*b"attacker-guess!!"));
-    let forged = data_packet(1, 7, path, 0, 0, forger);
+    let mut forger = forger(&Protection::with_secret(
+        ProtectionMode::Encrypt,
+        JobSecret::new(&[0x5a; 32]).unwrap(),
+    ));
+    let forged = data_packet(1, 7, path, 0, 0, Tag::With(&mut forger));
     let mut injected = 0u64;
     // Interleave 10,000 random, mutated and forged packets with the real traffic.
     while sim.summary(0).is_none() {
@@ -173,11 +194,11 @@ fn hostile_packets_are_counted_dropped_and_change_nothing() {
                 }
                 2 => forged.clone(), // valid in every field, wrong key
                 3 => data_packet(1, 7, path, 0, 0, Tag::None), // valid in every field, no tag
-                4 => data_packet(99, 7, path, 0, 0, Tag::With(SECRET)), // another job
-                // Authentic but unusable (an insider's or a replayed packet): the checks
-                // behind the MAC still hold.
-                5 => data_packet(1, 3, path, 0, 0, Tag::With(SECRET)), // stale epoch
-                _ => data_packet(1, 7, path, 9, 99_999, Tag::With(SECRET)), // no such tree
+                4 => data_packet(99, 7, path, 0, 0, Tag::Insider(&mut sim)), // another job
+                // Authentic but unusable (an insider's packet): the checks behind the tag
+                // still hold.
+                5 => data_packet(1, 3, path, 0, 0, Tag::Insider(&mut sim)), // stale epoch
+                _ => data_packet(1, 7, path, 9, 99_999, Tag::Insider(&mut sim)), // no such tree
             };
             let target = rng.random_range(0..3u16);
             let now = sim.now();
@@ -203,21 +224,29 @@ fn hostile_packets_are_counted_dropped_and_change_nothing() {
         bad_mac >= 2 * 1_428,
         "forged and untagged packets must fail the MAC ({bad_mac})"
     );
-    let dropped = total(|c| c.rx_stale_epoch + c.rx_invalid + c.rx_duplicate + c.rx_out_of_window);
+    // The insider's packets share node 1's packet numbers: those relayed through node 1
+    // arrive behind the ones injected at node 0 directly, some beyond the replay window.
+    let dropped = total(|c| {
+        c.rx_stale_epoch + c.rx_invalid + c.rx_duplicate + c.rx_out_of_window + c.rx_replayed
+    });
     assert!(
         dropped >= 2 * 1_428,
         "authentic stale-epoch and out-of-range packets must be dropped ({dropped})"
     );
 }
 
-/// Runs one round on the triangle with `auth`, injecting at node 0, as soon as it started,
-/// a poison packet valid in every field (the next sequence number of the path 1 -> 0)
-/// tagged as `tag`. Returns the simulation after the round.
-fn round_with_forgery(auth: Auth, tag: Tag) -> Simulation {
+/// Runs one round on the triangle with `protection`, injecting at node 0, as soon as it
+/// started, a poison packet valid in every field (the next sequence number of the path
+/// 1 -> 0) sealed by `sealer` (`None`: untagged). `sealer` gets node 1's sender start, as
+/// an attacker reads it from node 1's packets. Returns the simulation after the round.
+fn round_with_forgery(
+    protection: Protection,
+    sealer: Option<&dyn Fn(u64) -> Sealer>,
+) -> Simulation {
     let topo = triangle();
     let policy = star_policy(&topo, 7);
     let path = path_of(&policy, 1, 0);
-    let engines = engines(&topo, &policy, auth, 2_000);
+    let engines = engines(&topo, &policy, protection, 2_000);
     let mut sim = Simulation::new(&topo, engines, EmuConfig::default()).unwrap();
     for v in 0..3 {
         sim.schedule_start(v, 0, 0);
@@ -226,8 +255,13 @@ fn round_with_forgery(auth: Auth, tag: Tag) -> Simulation {
         sim.step().unwrap();
     }
     let now = sim.now();
-    sim.engine_mut(0)
-        .handle_packet(now, &data_packet(1, 7, path, 0, 0, tag));
+    let mut sealer = sealer.map(|f| f(sim.engine(1).sender_start()));
+    let tag = match sealer.as_mut() {
+        Some(s) => Tag::With(s),
+        None => Tag::None,
+    };
+    let pkt = data_packet(1, 7, path, 0, 0, tag);
+    sim.engine_mut(0).handle_packet(now, &pkt);
     sim.run_round(0, 60_000_000_000).unwrap();
     sim
 }
@@ -236,22 +270,32 @@ fn round_with_forgery(auth: Auth, tag: Tag) -> Simulation {
 fn a_forged_packet_valid_in_every_field_is_rejected_only_thanks_to_the_mac() {
     // Without authentication the forgery is indistinguishable and poisons the sum — this is
     // what the MAC is for (and shows the check below can fail).
-    let sim = round_with_forgery(Auth::Disabled, Tag::None);
+    let sim = round_with_forgery(Protection::off(), None);
     assert!(!result_is_exact(&sim), "the forgery was expected to land");
-    // With the job's secret key, forged (wrong key) and untagged packets are dropped.
-    for tag in [Tag::None, Tag::With(MacKey::from_bytes([0x5a; 16]))] {
-        let sim = round_with_forgery(Auth::Key(SECRET), tag);
+    // With the job's secret, forged (another secret, even with node 1's start) and
+    // untagged packets are dropped.
+    let other = Protection::with_secret(
+        ProtectionMode::Encrypt,
+        JobSecret::new(&[0x5a; 32]).unwrap(),
+    );
+    let other_key = |start| Sealer::new(&other, 1, 0, 1, start);
+    for sealer in [None, Some(&other_key as &dyn Fn(u64) -> Sealer)] {
+        let sim = round_with_forgery(secret_protection(), sealer);
         assert!(result_is_exact(&sim), "a forged packet changed the result");
         assert_eq!(sim.engine(0).counters().rx_bad_mac, 1);
     }
-    // The default (key derived from the job id) also rejects a packet tagged with another key.
-    let sim = round_with_forgery(Auth::default(), Tag::With(SECRET));
+    // The default (keys derived from the job id) also rejects a packet sealed with the
+    // secret's keys.
+    let with_secret = |start| Sealer::new(&secret_protection(), 1, 0, 1, start);
+    let sim = round_with_forgery(Protection::default(), Some(&with_secret));
     assert!(result_is_exact(&sim));
     assert_eq!(sim.engine(0).counters().rx_bad_mac, 1);
-    // ...but not one tagged with the public job-derived key: that mode is integrity, not
-    // secrecy (deployments set `Auth::Key`).
-    let public = Tag::With(MacKey::derived_for_job(1));
-    let sim = round_with_forgery(Auth::default(), public);
+    // ...but not one sealed with the public job-derived keys: that setting is integrity, not
+    // secrecy (deployments configure a secret file). The forger numbers its packet ahead of
+    // node 1's, within the replay window.
+    let public =
+        |start| Sealer::new(&Protection::default(), 1, 0, 1, start).with_first_packet_number(1500);
+    let sim = round_with_forgery(Protection::default(), Some(&public));
     assert!(!result_is_exact(&sim));
 }
 

@@ -3,14 +3,14 @@
 //! stays bounded (pools and queues have configured limits), the excess is counted, nothing
 //! blocks, nothing is corrupted, and every wait ends with an error naming what it waits for.
 
-use netstorm_dataplane::auth::{MacKey, PacketMac};
 use netstorm_dataplane::emu::{EmuConfig, EmuError, Heartbeat, Simulation};
 use netstorm_dataplane::engine::{Engine, EngineConfig};
 use netstorm_dataplane::policy::{ForwardMode, Policy, PolicyBuilder};
+use netstorm_dataplane::protect::{new_sender_start, Protection, Sealer};
 use netstorm_dataplane::shm::{Consumer, HeapRing, Producer, PushError, RingGeometry};
 use netstorm_dataplane::shm_records::TelemetryRecord;
 use netstorm_dataplane::topology::{Link, Node, Topology};
-use netstorm_dataplane::wire::{emit_packet, flags, HeaderRepr, PacketKind, AUTH_TAG_LEN};
+use netstorm_dataplane::wire::{emit_packet, HeaderRepr, PacketKind, AUTH_TAG_LEN};
 use netstorm_dataplane::NodeId;
 
 const SECOND: u64 = 1_000_000_000;
@@ -123,11 +123,19 @@ fn path_id(policy: &Policy, hops: &[NodeId]) -> u16 {
     policy.routes.iter().position(|r| r.hops == hops).unwrap() as u16
 }
 
-/// An authentic ReduceData packet (default job key) on `path`, `src -> dst`, sequence `seq`.
+/// An authentic ReduceData packet (default job-derived keys) on `path`, `src -> dst`,
+/// sequence `seq`, sealed by `src`'s sealer (one per node and test thread).
 fn packet(path: u16, src: NodeId, dst: NodeId, seq: u32, ttl: u8, round: u32) -> Vec<u8> {
+    thread_local! {
+        static SEALERS: std::cell::RefCell<Vec<Sealer>> = std::cell::RefCell::new(
+            (0..3)
+                .map(|v| Sealer::new(&Protection::default(), 1, 0, v, new_sender_start()))
+                .collect(),
+        );
+    }
     let hdr = HeaderRepr {
         kind: PacketKind::ReduceData,
-        flags: flags::AUTH,
+        flags: Protection::default().mode.flags(),
         job: 1,
         epoch: 1,
         round,
@@ -139,11 +147,15 @@ fn packet(path: u16, src: NodeId, dst: NodeId, seq: u32, ttl: u8, round: u32) ->
         timestamp_ns: 1,
         ..HeaderRepr::default()
     };
-    let payload = vec![0u8; 352 * 4];
+    let payload = vec![0u8; 348 * 4];
     let mut buf = vec![0u8; 2000];
     let n = emit_packet(&hdr, &payload, &mut buf).unwrap();
-    let mac = PacketMac::new(MacKey::derived_for_job(1));
-    assert!(mac.sign(&mut buf, n - AUTH_TAG_LEN));
+    SEALERS.with(|s| {
+        assert_eq!(
+            s.borrow_mut()[src as usize].seal(&mut buf, n - AUTH_TAG_LEN),
+            n
+        )
+    });
     buf.truncate(n);
     buf
 }

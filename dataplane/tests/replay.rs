@@ -1,11 +1,14 @@
 //! Replayed packets: a captured stream of valid, authentic packets (data and acks of earlier
 //! rounds) injected again later — during later rounds, across a policy epoch change and
 //! between rounds — changes no result and is counted (duplicate sequence, stale round, stale
-//! epoch or stale ack), never accepted.
+//! epoch or stale ack), never accepted. With packet protection on (the default) the
+//! receivers' anti-replay windows drop every replayed datagram before the engine sees it
+//! (`rx_replayed`); with it off the protocol's own checks still reject every one.
 
 use netstorm_dataplane::emu::{EmuConfig, Simulation};
 use netstorm_dataplane::engine::{Counters, Engine, EngineConfig};
 use netstorm_dataplane::policy::{ForwardMode, Policy, PolicyBuilder};
+use netstorm_dataplane::protect::Protection;
 use netstorm_dataplane::topology::{Link, Node, Topology};
 use netstorm_dataplane::NodeId;
 
@@ -52,12 +55,16 @@ fn contribution(v: NodeId, round: u32, i: usize) -> f32 {
     ((i + 3 * v as usize + 7 * round as usize) % 50) as f32
 }
 
-fn new_sim() -> Simulation {
+fn new_sim(protection: &Protection) -> Simulation {
     let topo = mesh();
     let p = policy(&topo, 7);
     let engines = (0..N as NodeId)
         .map(|v| {
-            let mut e = Engine::new(EngineConfig::new(v, N as u16, ELEMS), &topo).unwrap();
+            let cfg = EngineConfig {
+                protection: protection.clone(),
+                ..EngineConfig::new(v, N as u16, ELEMS)
+            };
+            let mut e = Engine::new(cfg, &topo).unwrap();
             e.install_policy(p.clone(), 0).unwrap();
             e
         })
@@ -93,8 +100,8 @@ fn total(sim: &Simulation, f: fn(&Counters) -> u64) -> u64 {
 /// rounds 0 and 1 are captured and injected again, at the node that received them, during
 /// rounds 2 and 3 and between rounds 3 and 4. Returns the simulation and the number of
 /// packets replayed.
-fn run(replay: bool) -> (Simulation, u64) {
-    let mut sim = new_sim();
+fn run(replay: bool, protection: &Protection) -> (Simulation, u64) {
+    let mut sim = new_sim(protection);
     let limit = 120_000_000_000;
     if replay {
         sim.set_capture(1_000_000);
@@ -156,9 +163,11 @@ fn run(replay: bool) -> (Simulation, u64) {
 
 #[test]
 fn replayed_packet_stream_changes_nothing_and_is_counted() {
-    let (base, zero) = run(false);
+    // Protection off: the protocol's checks alone.
+    let off = Protection::off();
+    let (base, zero) = run(false, &off);
     assert_eq!(zero, 0);
-    let (sim, replayed) = run(true);
+    let (sim, replayed) = run(true, &off);
     assert!(replayed > 5_000, "replayed only {replayed}");
     // Results: bit-identical to the run without replay (and to the reference, checked per
     // round inside `run`).
@@ -166,7 +175,6 @@ fn replayed_packet_stream_changes_nothing_and_is_counted() {
         assert_eq!(sim.engine(v).buffer(), base.engine(v).buffer(), "node {v}");
     }
     assert_eq!(total(&sim, |c| c.rounds_completed), N as u64 * 5);
-    // Authentic packets: the MAC passes them; the replay defence rejects every one.
     assert_eq!(total(&sim, |c| c.rx_bad_mac), 0);
     let extra = total(&sim, rejected) - total(&base, rejected);
     assert!(
@@ -177,11 +185,29 @@ fn replayed_packet_stream_changes_nothing_and_is_counted() {
     assert!(total(&sim, |c| c.rx_duplicate) > total(&base, |c| c.rx_duplicate));
     assert!(total(&sim, |c| c.rx_stale_ack) > total(&base, |c| c.rx_stale_ack));
     eprintln!(
-        "replayed {replayed}: duplicate {}, stale round {}, stale epoch {}, stale ack {}, invalid {}",
+        "off: replayed {replayed}: duplicate {}, stale round {}, stale epoch {}, stale ack {}, invalid {}",
         total(&sim, |c| c.rx_duplicate),
         total(&sim, |c| c.rx_stale_round),
         total(&sim, |c| c.rx_stale_epoch),
         total(&sim, |c| c.rx_stale_ack),
         total(&sim, |c| c.rx_invalid)
     );
+}
+
+#[test]
+fn replayed_datagrams_are_dropped_by_the_replay_windows() {
+    let on = Protection::default();
+    let (base, _) = run(false, &on);
+    let (sim, replayed) = run(true, &on);
+    assert!(replayed > 5_000, "replayed only {replayed}");
+    for v in 0..N as NodeId {
+        assert_eq!(sim.engine(v).buffer(), base.engine(v).buffer(), "node {v}");
+    }
+    assert_eq!(total(&sim, |c| c.rounds_completed), N as u64 * 5);
+    // Authentic packets: the tag passes them; the window rejects every one, and nothing
+    // replayed reaches the engine's own checks.
+    assert_eq!(total(&sim, |c| c.rx_bad_mac), 0);
+    assert_eq!(total(&base, |c| c.rx_replayed), 0);
+    assert_eq!(total(&sim, |c| c.rx_replayed), replayed);
+    assert_eq!(total(&sim, rejected), total(&base, rejected));
 }

@@ -3,16 +3,19 @@
 //! of overflowing; NaN/infinity inputs are reported and propagate as NaN/infinity; a packet
 //! of another payload type is dropped and counted and changes nothing.
 
-use netstorm_dataplane::auth::{Auth, MacKey, PacketMac};
 use netstorm_dataplane::emu::{EmuConfig, Simulation};
 use netstorm_dataplane::engine::{Engine, EngineConfig};
 use netstorm_dataplane::kernel16::{reduction_error_bound, write_wire, F16_MAX};
 use netstorm_dataplane::policy::{ForwardMode, Policy, PolicyBuilder};
+use netstorm_dataplane::protect::{JobSecret, Protection, ProtectionMode};
 use netstorm_dataplane::topology::Topology;
-use netstorm_dataplane::wire::{emit_packet, flags, HeaderRepr, PacketKind, PayloadType};
+use netstorm_dataplane::wire::{emit_packet, HeaderRepr, PacketKind, PayloadType};
 use netstorm_dataplane::wire::{AUTH_TAG_LEN, HEADER_LEN};
 
-const SECRET: MacKey = MacKey::from_bytes(*b"job-secret-key!!");
+fn secret_protection() -> Protection {
+    let secret = JobSecret::new(b"job-secret-key!!job-secret-key!!").unwrap();
+    Protection::with_secret(ProtectionMode::Encrypt, secret)
+}
 const N: usize = 4;
 const ROUND_NS: u64 = 600_000_000_000;
 
@@ -41,7 +44,7 @@ fn sim(wire: PayloadType, elems: usize, fill: impl Fn(usize, usize) -> f32) -> S
     let engines = (0..N)
         .map(|v| {
             let mut cfg = EngineConfig {
-                auth: Auth::Key(SECRET),
+                protection: secret_protection(),
                 ..EngineConfig::new(v as u16, N as u16, elems)
             };
             cfg.set_wire(wire);
@@ -76,7 +79,7 @@ fn sixteen_bit_rounds_are_bit_identical_within_bound_and_half_the_bytes() {
         let mut s = sim(wire, elems, value);
         assert_eq!(
             s.engine(0).config().segment_elems,
-            if wire.is_16bit() { 704 } else { 352 }
+            if wire.is_16bit() { 696 } else { 348 }
         );
         s.run_round_all(0, ROUND_NS).unwrap();
         assert_bit_identical(&s);
@@ -154,8 +157,9 @@ fn fp16_saturates_and_nonfinite_inputs_are_reported_not_replaced() {
     );
 }
 
-/// An authentic reduce packet from node 1 to node 0 of tree 0, segment 0, of `wire` type.
-fn foreign_packet(s: &Simulation, wire: PayloadType) -> Vec<u8> {
+/// An authentic reduce packet from node 1 to node 0 of tree 0, segment 0, of `wire` type
+/// (sealed by node 1's engine: a misconfigured peer with the right secret).
+fn foreign_packet(s: &mut Simulation, wire: PayloadType) -> Vec<u8> {
     let topo = Topology::full_mesh(N, 1e8, 2_000_000);
     let p = policy(&topo);
     let path = p.routes.iter().position(|r| r.hops == [1, 0]).unwrap() as u16;
@@ -165,7 +169,7 @@ fn foreign_packet(s: &Simulation, wire: PayloadType) -> Vec<u8> {
     write_wire(wire, &mut payload, &poison);
     let hdr = HeaderRepr {
         kind: PacketKind::ReduceData,
-        flags: flags::AUTH,
+        flags: ProtectionMode::Encrypt.flags(),
         job: 1,
         epoch: 1,
         path,
@@ -178,7 +182,7 @@ fn foreign_packet(s: &Simulation, wire: PayloadType) -> Vec<u8> {
     };
     let mut buf = vec![0u8; HEADER_LEN + payload.len() + AUTH_TAG_LEN];
     let n = emit_packet(&hdr, &payload, &mut buf).unwrap();
-    assert!(PacketMac::new(SECRET).sign(&mut buf, n - AUTH_TAG_LEN));
+    assert_eq!(s.engine_mut(1).seal_as_self(&mut buf, n - AUTH_TAG_LEN), n);
     buf.truncate(n);
     buf
 }
@@ -196,16 +200,20 @@ fn a_packet_of_another_payload_type_is_dropped_and_counted() {
         s.schedule_start(v, 0, 0);
     }
     // Same job, same key, right length for f16 (the element size is the same): only the
-    // payload type says it must not be added.
-    let f16 = foreign_packet(&s, PayloadType::F16);
-    let f32 = foreign_packet(&s, PayloadType::F32);
+    // payload type says it must not be added. Each sealed afresh (a new packet number: the
+    // replay window would drop a repeated datagram before its type is looked at).
     let mut injected = 0;
     while s.summary(0).is_none() {
         s.step().unwrap();
         if injected < 200 {
             let now = s.now();
-            let pkt = if injected % 2 == 0 { &f16 } else { &f32 };
-            s.engine_mut(0).handle_packet(now, pkt);
+            let wire = if injected % 2 == 0 {
+                PayloadType::F16
+            } else {
+                PayloadType::F32
+            };
+            let pkt = foreign_packet(&mut s, wire);
+            s.engine_mut(0).handle_packet(now, &pkt);
             injected += 1;
         }
     }

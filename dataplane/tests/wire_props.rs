@@ -127,15 +127,21 @@ fn arb_valid_repr() -> impl Strategy<Value = HeaderRepr> {
                 (any::<bool>(), any::<u8>(), any::<u32>(), any::<u32>()),
                 (any::<u32>(), any::<u16>(), any::<u16>(), any::<u16>()),
                 (any::<u16>(), any::<u32>(), any::<u32>(), any::<u64>()),
+                (any::<bool>(), any::<u64>(), any::<u64>()),
             )
                 .prop_map(
                     move |(
                         (auth, ttl, job, epoch),
                         (round, tree, path, src),
                         (dst, seq, segment, timestamp_ns),
+                        (encrypted, packet_number, sender_start),
                     )| HeaderRepr {
                         kind,
-                        flags: if auth { flags::AUTH } else { 0 },
+                        flags: match (auth, encrypted) {
+                            (false, _) => 0,
+                            (true, false) => flags::AUTH,
+                            (true, true) => flags::AUTH | flags::ENCRYPTED,
+                        },
                         ttl,
                         payload_len,
                         job,
@@ -149,6 +155,8 @@ fn arb_valid_repr() -> impl Strategy<Value = HeaderRepr> {
                         segment,
                         timestamp_ns,
                         payload_type: PayloadType::F32,
+                        packet_number,
+                        sender_start,
                     },
                 )
         })
@@ -389,6 +397,8 @@ fn seed_inputs() -> Vec<(&'static str, Vec<u8>)> {
         segment: 5,
         timestamp_ns: 1_000_000,
         payload_type: PayloadType::F32,
+        packet_number: 9,
+        sender_start: 1 << 50,
     };
     let mut seeds = Vec::new();
 

@@ -3,7 +3,7 @@
 //! ```toml
 //! job = 7                        # job id carried in every packet, > 0
 //! buffer_elems = 262144          # f32 elements per all-reduce (the trainer's buffer length)
-//! segment_elems = 352            # elements per datagram, default 352 (1408 B payload); 704 with a 16-bit wire
+//! segment_elems = 348            # elements per datagram, default 348 (1392 B payload); 696 with a 16-bit wire
 //! wire = "f32"                   # payload type on the wire: "f32" (default), "bf16" or "f16"; nodes
 //!                                # aggregate in f32 either way. Every node must agree: packets of
 //!                                # another type are dropped and counted (rx_wrong_payload)
@@ -20,8 +20,15 @@
 //!                                # 300 = three idle heartbeats, below the trainer timeout). Default:
 //!                                # 5000, or half the trainer timeout if that is less; 0 = off
 //! rates_file = "rates.toml"      # optional: operator link-rate overrides the coordinator watches
-//! mac_key = "00112233445566778899aabbccddeeff"  # per-job secret packet MAC key (32 hex digits);
-//!                                # default: a key derived from the job id; `mac = false` turns it off
+//! secret_file = "job.key"        # the job secret (netstorm keygen --out job.key), relative to
+//!                                # this file; mode 0600, >= 32 bytes. Real hosts (netstorm-dp,
+//!                                # -cp, -trainer) refuse to start without one unless protection
+//!                                # is "off" or insecure_job_derived_keys = true (tests, CI only:
+//!                                # the keys then follow from the public job id)
+//! protection = "encrypt"         # data-plane packets: "encrypt" (default), "authenticate"
+//!                                # (payload in clear, tagged) or "off" (`mac = false` is an alias)
+//! mac_key = "00112233445566778899aabbccddeeff"  # older form of the secret (32 hex digits,
+//!                                # a 128-bit secret); use secret_file instead
 //! mtu = 1500                     # IP MTU of the paths between nodes (576..=9000), default 1500:
 //!                                # segment_elems defaults to what fits; when `mtu` is set,
 //!                                # a larger segment_elems is refused
@@ -54,7 +61,7 @@
 //! Errors name the file, the line and the key: `cluster.toml:12:1: unknown key 'adress' ...`,
 //! `cluster.toml:9: invalid 'address': ...`.
 
-use netstorm_dataplane::auth::{Auth, MacKey};
+use netstorm_dataplane::protect::{JobSecret, KeySource, Protection, ProtectionMode};
 use netstorm_dataplane::scenario::BPS_PER_MBPS;
 use netstorm_dataplane::toml_error::{text_position, KeyContext, Located, TomlSource};
 use netstorm_dataplane::topology::{Link, Node, Topology};
@@ -196,9 +203,16 @@ pub struct ClusterConfig {
     /// no loss detection (`peer_timeout_ms = 0`, or a trainer timeout too short for any).
     pub peer_timeout_ms: Option<u64>,
     pub rates_file: Option<PathBuf>,
-    /// Packet authentication: `mac_key = "<32 hex digits>"` (a secret per job), the default
-    /// job-derived key, or off with `mac = false` (explicitly only).
-    pub auth: Auth,
+    /// Data-plane packet protection: `protection` (mode, default encrypt) and the keys from
+    /// `secret_file` (or the older `mac_key`); without either the insecure job-derived keys,
+    /// which real hosts accept only with `insecure_job_derived_keys = true` (see
+    /// [`ClusterConfig::require_secret`]). `mac = false` = `protection = "off"`.
+    pub protection: Protection,
+    /// `secret_file` as written (resolved against the config's directory when loaded).
+    pub secret_file: Option<PathBuf>,
+    /// `insecure_job_derived_keys = true`: tests and CI may run real-host binaries without a
+    /// secret.
+    pub insecure_job_derived_keys: bool,
     pub coordinator: NodeId,
     pub coordinator_port: u16,
     pub nodes: Vec<NodeConfig>,
@@ -213,9 +227,10 @@ impl ClusterConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut cfg = Self::parse_str(&text, &path.display().to_string())?;
-        // Relative rates and DPDK files are relative to the config file.
+        let mut cfg = Self::parse_text(&text, &path.display().to_string())?;
+        // Relative rates, DPDK and secret files are relative to the config file.
         let dir = path.parent().unwrap_or(Path::new(""));
+        cfg.load_secret(dir)?;
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = dir.join(&*p);
@@ -228,11 +243,55 @@ impl ClusterConfig {
         Ok(cfg)
     }
 
-    /// Parses and validates config text; `origin` names the file in errors.
+    /// Parses and validates config text; `origin` names the file in errors (a relative
+    /// `secret_file` is read relative to the working directory).
     pub fn parse_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let mut cfg = Self::parse_text(text, origin)?;
+        cfg.load_secret(Path::new(""))?;
+        Ok(cfg)
+    }
+
+    fn parse_text(text: &str, origin: &str) -> Result<Self, ConfigError> {
         let src = Source { text, origin };
         let raw: RawCluster = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
         src.build(raw)
+    }
+
+    /// Reads `secret_file` (relative to `dir`) into [`ClusterConfig::protection`].
+    fn load_secret(&mut self, dir: &Path) -> Result<(), ConfigError> {
+        if let Some(p) = self.secret_file.as_mut() {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+            let secret = crate::secret::read_secret_file(p).map_err(|e| ConfigError::Invalid {
+                file: self.origin.clone(),
+                line: None,
+                key: "secret_file".into(),
+                message: e.to_string(),
+            })?;
+            self.protection.keys = KeySource::Secret(secret);
+        }
+        Ok(())
+    }
+
+    /// For real hosts: refuses to run on the public job-derived keys unless protection is
+    /// off or `insecure_job_derived_keys = true` says this is a test.
+    pub fn require_secret(&self) -> Result<(), ConfigError> {
+        if !self.protection.enabled()
+            || self.insecure_job_derived_keys
+            || matches!(self.protection.keys, KeySource::Secret(_))
+        {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            file: self.origin.clone(),
+            line: None,
+            key: "secret_file".into(),
+            message: format!(
+                "missing: real hosts need the job secret (netstorm keygen --out job.key, then secret_file = \"job.key\"); protection = \"{}\" without one would use keys anyone can derive from the job id (insecure_job_derived_keys = true allows that for tests; protection = \"off\" sends no tags)",
+                self.protection.mode
+            ),
+        })
     }
 
     /// The node called `name`.
@@ -371,6 +430,9 @@ struct RawCluster {
     rates_file: Option<String>,
     mac_key: Option<Spanned<String>>,
     mac: Option<Spanned<bool>>,
+    secret_file: Option<Spanned<String>>,
+    protection: Option<Spanned<String>>,
+    insecure_job_derived_keys: Option<Spanned<bool>>,
     mtu: Option<Spanned<u64>>,
     coordinator: Spanned<RawCoordinator>,
     #[serde(default)]
@@ -446,6 +508,83 @@ impl Source<'_> {
         }
     }
 
+    /// `protection`, `mac`, `mac_key`, `secret_file`, `insecure_job_derived_keys` (the
+    /// secret file itself is read by `load_secret`).
+    fn protection(&self, raw: &RawCluster) -> Result<Protection, ConfigError> {
+        let mut mode = match &raw.protection {
+            Some(p) => ProtectionMode::parse(p.get_ref()).ok_or_else(|| {
+                self.invalid(
+                    p.span(),
+                    "protection",
+                    format!(
+                        "{:?} is not one of \"encrypt\", \"authenticate\", \"off\"",
+                        p.get_ref()
+                    ),
+                )
+            })?,
+            None => ProtectionMode::Encrypt,
+        };
+        if let Some(m) = raw.mac.as_ref().filter(|m| !*m.get_ref()) {
+            if raw.mac_key.is_some() || raw.secret_file.is_some() {
+                return Err(self.invalid(
+                    m.span(),
+                    "mac",
+                    "mac = false turns protection off; remove mac_key / secret_file or the mac line"
+                        .into(),
+                ));
+            }
+            if raw.protection.is_some() && mode != ProtectionMode::Off {
+                return Err(self.invalid(
+                    m.span(),
+                    "mac",
+                    format!("mac = false contradicts protection = \"{mode}\""),
+                ));
+            }
+            mode = ProtectionMode::Off;
+        }
+        if let (Some(k), Some(_)) = (&raw.mac_key, &raw.secret_file) {
+            return Err(self.invalid(
+                k.span(),
+                "mac_key",
+                "give the secret once: secret_file (preferred) or mac_key".into(),
+            ));
+        }
+        if let Some(i) = raw
+            .insecure_job_derived_keys
+            .as_ref()
+            .filter(|i| *i.get_ref())
+        {
+            if raw.mac_key.is_some() || raw.secret_file.is_some() {
+                return Err(self.invalid(
+                    i.span(),
+                    "insecure_job_derived_keys",
+                    "a secret is configured: remove this line".into(),
+                ));
+            }
+        }
+        let keys = match &raw.mac_key {
+            Some(k) => {
+                let bad = || {
+                    self.invalid(
+                        k.span(),
+                        "mac_key",
+                        format!(
+                            "expected 32 hex digits, got {} characters (starting {:?}…)",
+                            k.get_ref().len(),
+                            k.get_ref().chars().take(4).collect::<String>()
+                        ),
+                    )
+                };
+                let bytes =
+                    crate::secret::decode_hex(k.get_ref().trim().as_bytes()).ok_or_else(bad)?;
+                let key: [u8; 16] = bytes.try_into().map_err(|_| bad())?;
+                KeySource::Secret(JobSecret::from_mac_key(key))
+            }
+            None => KeySource::InsecureJobDerived,
+        };
+        Ok(Protection { mode, keys })
+    }
+
     fn build(&self, raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
         if *raw.job.get_ref() == 0 {
             return Err(self.invalid(raw.job.span(), "job", "must be > 0".into()));
@@ -510,8 +649,9 @@ impl Source<'_> {
                 }
                 v as usize
             }
-            // 1408 payload bytes (352 f32 or 704 16-bit elements), or what fits a smaller MTU.
-            None => wire.elems_per_segment(room.min(1408)),
+            // 1392 payload bytes (348 f32 or 696 16-bit elements: a 1472-byte datagram with
+            // the 64-byte header and the tag), or what fits a smaller MTU.
+            None => wire.elems_per_segment(room.min(1392)),
         };
         let planner = match &raw.planner {
             Some(p) => {
@@ -871,21 +1011,7 @@ impl Source<'_> {
                 message: "the links do not connect every node to every other".into(),
             });
         }
-        let auth = match (&raw.mac, &raw.mac_key) {
-            (Some(m), Some(_)) if !*m.get_ref() => {
-                return Err(self.invalid(
-                    m.span(),
-                    "mac",
-                    "mac = false turns authentication off; remove mac_key or the mac line".into(),
-                ))
-            }
-            (Some(m), None) if !*m.get_ref() => Auth::Disabled,
-            (_, Some(k)) => Auth::Key(
-                MacKey::from_hex(k.get_ref())
-                    .map_err(|e| self.invalid(k.span(), "mac_key", e.to_string()))?,
-            ),
-            _ => Auth::JobDerived,
-        };
+        let protection = self.protection(&raw)?;
         Ok(ClusterConfig {
             origin: self.origin.to_string(),
             job: *raw.job.get_ref(),
@@ -900,7 +1026,9 @@ impl Source<'_> {
             trainer_timeout_s,
             peer_timeout_ms,
             rates_file: raw.rates_file.map(PathBuf::from),
-            auth,
+            protection,
+            secret_file: raw.secret_file.map(|f| PathBuf::from(f.into_inner())),
+            insecure_job_derived_keys: raw.insecure_job_derived_keys.is_some_and(|b| *b.get_ref()),
             coordinator,
             coordinator_port,
             nodes,
@@ -1097,15 +1225,15 @@ bidirectional = true
     #[test]
     fn wire_payload_type() {
         let c = ClusterConfig::parse_str(GOOD, "c.toml").unwrap();
-        assert_eq!((c.wire, c.segment_elems), (PayloadType::F32, 352));
+        assert_eq!((c.wire, c.segment_elems), (PayloadType::F32, 348));
         for (name, ty) in [("bf16", PayloadType::Bf16), ("f16", PayloadType::F16)] {
             let t = GOOD.replace(
                 "shm_dir = \"/tmp\"",
                 &format!("shm_dir = \"/tmp\"\nwire = \"{name}\""),
             );
             let c = ClusterConfig::parse_str(&t, "c.toml").unwrap();
-            // The same 1408-byte segment carries twice the elements.
-            assert_eq!((c.wire, c.segment_elems), (ty, 704));
+            // The same 1392-byte segment carries twice the elements.
+            assert_eq!((c.wire, c.segment_elems), (ty, 696));
         }
         let e = err(&GOOD.replace("shm_dir = \"/tmp\"", "shm_dir = \"/tmp\"\nwire = \"f64\""));
         assert!(e.starts_with("c.toml:5: invalid 'wire'"), "{e}");
@@ -1115,27 +1243,78 @@ bidirectional = true
     #[test]
     fn mac_key_settings() {
         let c = ClusterConfig::parse_str(GOOD, "c.toml").unwrap();
-        assert_eq!(c.auth, Auth::JobDerived);
+        assert_eq!(c.protection, Protection::default());
+        assert!(c.require_secret().is_err(), "real hosts need a secret");
         let keyed = GOOD.replace(
             "shm_dir = \"/tmp\"",
             "shm_dir = \"/tmp\"\nmac_key = \"00112233445566778899aabbccddeeff\"",
         );
         let c = ClusterConfig::parse_str(&keyed, "c.toml").unwrap();
+        let key = *b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\xcc\xdd\xee\xff";
         assert_eq!(
-            c.auth,
-            Auth::Key(MacKey::from_hex("00112233445566778899aabbccddeeff").unwrap())
+            c.protection,
+            Protection::with_secret(ProtectionMode::Encrypt, JobSecret::from_mac_key(key))
         );
+        assert!(c.require_secret().is_ok());
         let off = GOOD.replace("shm_dir = \"/tmp\"", "shm_dir = \"/tmp\"\nmac = false");
-        assert_eq!(
-            ClusterConfig::parse_str(&off, "c.toml").unwrap().auth,
-            Auth::Disabled
-        );
+        let c = ClusterConfig::parse_str(&off, "c.toml").unwrap();
+        assert_eq!(c.protection, Protection::off());
+        assert!(c.require_secret().is_ok(), "off is explicit");
         let e = err(&GOOD.replace(
             "shm_dir = \"/tmp\"",
             "shm_dir = \"/tmp\"\nmac_key = \"0011zz\"",
         ));
         assert!(e.starts_with("c.toml:5: invalid 'mac_key'"), "{e}");
         assert!(!e.contains("0011zz"), "the key is not echoed whole: {e}");
+    }
+
+    #[test]
+    fn protection_modes_and_secret_files() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "shm_dir = \"/tmp\"",
+                &format!("shm_dir = \"/tmp\"\n{extra}"),
+            )
+        };
+        let c = ClusterConfig::parse_str(&with("protection = \"authenticate\""), "c.toml").unwrap();
+        assert_eq!(c.protection.mode, ProtectionMode::Authenticate);
+        let c =
+            ClusterConfig::parse_str(&with("insecure_job_derived_keys = true"), "c.toml").unwrap();
+        assert!(c.require_secret().is_ok());
+        assert_eq!(c.protection.keys, KeySource::InsecureJobDerived);
+        let e = err(&with("protection = \"secret\""));
+        assert!(e.starts_with("c.toml:5: invalid 'protection'"), "{e}");
+        let e = err(&with("protection = \"encrypt\"\nmac = false"));
+        assert!(e.contains("invalid 'mac'"), "{e}");
+        // A secret file next to the config, relative to it.
+        let dir = std::env::temp_dir().join(format!("netstorm-cfg-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("job.key");
+        let _ = std::fs::remove_file(&key);
+        crate::secret::write_secret_file(&key, &[9; 32], false).unwrap();
+        let cfg = dir.join("cluster.toml");
+        std::fs::write(&cfg, with("secret_file = \"job.key\"")).unwrap();
+        let c = ClusterConfig::load(&cfg).unwrap();
+        assert_eq!(
+            c.protection.keys,
+            KeySource::Secret(JobSecret::new(&[9; 32]).unwrap())
+        );
+        assert!(c.require_secret().is_ok());
+        assert!(
+            !format!("{c:?}").contains("0909"),
+            "Debug redacts the secret"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = ClusterConfig::load(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("invalid 'secret_file'") && e.contains("job.key"),
+            "{e}"
+        );
+        std::fs::remove_file(&key).unwrap();
+        let e = ClusterConfig::load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("secret_file") && e.contains("job.key"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1221,20 +1400,21 @@ bidirectional = true
 
     #[test]
     fn mtu_sizes_segments_and_refuses_what_does_not_fit() {
-        // The default MTU carries today's 1408-byte segments exactly.
+        // The default MTU carries the default 1392-byte segments exactly (1472-byte datagrams).
         let c = ClusterConfig::parse_str(GOOD, "c.toml").unwrap();
-        assert_eq!((c.mtu, c.segment_elems), (1500, 352));
+        assert_eq!((c.mtu, c.segment_elems), (1500, 348));
+        assert_eq!(28 + wire::HEADER_LEN + 348 * 4 + wire::AUTH_TAG_LEN, 1500);
         // A smaller MTU on one node (a VPN path) shrinks every node's segments to fit it.
         let t = GOOD.replace("cores = [1, 0]", "cores = [1, 0]\nmtu = 1400");
         let c = ClusterConfig::parse_str(&t, "c.toml").unwrap();
-        assert_eq!((c.mtu, c.segment_elems), (1400, (1400 - 28 - 48 - 16) / 4));
+        assert_eq!((c.mtu, c.segment_elems), (1400, (1400 - 28 - 64 - 16) / 4));
         let b16 = t.replace("shm_dir = \"/tmp\"", "shm_dir = \"/tmp\"\nwire = \"bf16\"");
         let c = ClusterConfig::parse_str(&b16, "c.toml").unwrap();
-        assert_eq!(c.segment_elems, (1400 - 28 - 48 - 16) / 2);
+        assert_eq!(c.segment_elems, (1400 - 28 - 64 - 16) / 2);
         // A larger MTU does not change the default, but allows larger segments.
         let jumbo = GOOD.replace("shm_dir = \"/tmp\"", "shm_dir = \"/tmp\"\nmtu = 9000");
         let c = ClusterConfig::parse_str(&jumbo, "c.toml").unwrap();
-        assert_eq!((c.mtu, c.segment_elems), (9000, 352));
+        assert_eq!((c.mtu, c.segment_elems), (9000, 348));
         let big = jumbo.replace("mtu = 9000", "mtu = 9000\nsegment_elems = 2200");
         assert_eq!(
             ClusterConfig::parse_str(&big, "c.toml")
@@ -1259,7 +1439,7 @@ bidirectional = true
             "shm_dir = \"/tmp\"\nsegment_elems = 352",
         ));
         assert!(e.starts_with("c.toml:5: invalid 'segment_elems'"), "{e}");
-        assert!(e.contains("1..=327") && e.contains("MTU of 1400"), "{e}");
+        assert!(e.contains("1..=323") && e.contains("MTU of 1400"), "{e}");
         let e = err(&GOOD.replace("shm_dir = \"/tmp\"", "shm_dir = \"/tmp\"\nmtu = 100"));
         assert!(e.starts_with("c.toml:5: invalid 'mtu'"), "{e}");
     }

@@ -24,6 +24,7 @@ pub mod loss_agent;
 pub mod metrics;
 pub mod nodefile;
 pub mod proto;
+pub mod secret;
 pub mod session;
 pub mod status;
 pub mod sys;

@@ -29,6 +29,7 @@ pub fn run(config: &Path, node: &str, extra_dp_args: &[String]) -> anyhow::Resul
     // Validate before spawning anything, so a bad config fails here with its message.
     let cfg = ClusterConfig::load(config)?;
     cfg.node(node)?;
+    cfg.require_secret()?;
     sys::catch_termination_signals();
     let spawn = |bin: &str, extra: &[String]| -> anyhow::Result<Child> {
         let path = find_binary(bin);

@@ -15,14 +15,14 @@ fn config_errors_name_file_line_and_key() {
     let (ok, err) = run_to_end(DP, &cl.config, "a");
     assert!(!ok);
     assert!(
-        err.contains("cluster.toml:24:1: unknown key 'mbsp'"),
+        err.contains("cluster.toml:25:1: unknown key 'mbsp'"),
         "{err}"
     );
     std::fs::write(&cl.config, text.replace("name = \"b\"", "name = \"a\"")).unwrap();
     let (ok, err) = run_to_end(CP, &cl.config, "a");
     assert!(!ok);
     assert!(
-        err.contains("cluster.toml:18: invalid 'name': duplicate node name 'a'"),
+        err.contains("cluster.toml:19: invalid 'name': duplicate node name 'a'"),
         "{err}"
     );
     std::fs::write(&cl.config, text.clone()).unwrap();
@@ -176,7 +176,7 @@ fn bf16_wire_on_real_sockets_is_bit_identical_and_within_bound() {
         loopback_pair(dir, port).replace("segment_elems = 200\n", "wire = \"bf16\"\n")
     });
     let cfg = cl.cfg();
-    assert_eq!((cfg.wire, cfg.segment_elems), (PayloadType::Bf16, 704));
+    assert_eq!((cfg.wire, cfg.segment_elems), (PayloadType::Bf16, 696));
     for n in ["a", "b"] {
         cl.spawn(DP, n);
         cl.spawn(CP, n);

@@ -64,7 +64,14 @@ class Cluster:
         self.procs = []
         ports = free_ports(nodes + 1)
         ncpu = os.cpu_count() or 1
+        # Real-host binaries refuse to run without the job secret: a fresh one (mode 0600).
+        key = self.dir / "job.key"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, os.urandom(32).hex().encode() + b"\n")
+        os.close(fd)
+        os.chmod(key, 0o600)
         lines = [
+            'secret_file = "job.key"',
             f"job = {os.getpid() % 60000 + 1}",
             f"buffer_elems = {buffer_elems}",
             f"segment_elems = {segment_elems}",

@@ -1,8 +1,8 @@
 //! The engine's tunables ([`EngineConfig`]) and the errors of its API ([`EngineError`]).
 
-use crate::auth::Auth;
 use crate::policy::{PathId, PolicyError};
 use crate::probe::ProbeConfig;
+use crate::protect::Protection;
 use crate::wire::{self, PayloadType};
 use crate::{Nanos, NodeId, NANOS_PER_SEC};
 
@@ -19,8 +19,8 @@ pub struct EngineConfig {
     pub job: u32,
     /// Number of f32 elements in the gradient buffer.
     pub buffer_elems: usize,
-    /// Elements per segment. Default 352 (1408 bytes: a 1498-byte frame with our header);
-    /// 704 for the 16-bit payload types (see [`EngineConfig::set_wire`]).
+    /// Elements per segment. Default 348 (1392 bytes: with our 64-byte header and the 16-byte
+    /// tag a 1472-byte datagram, a 1500-byte IP MTU); 696 for the 16-bit payload types (see [`EngineConfig::set_wire`]).
     pub segment_elems: usize,
     /// Payload type of data packets (default f32). Nodes aggregate in f32 whatever it is;
     /// packets of another type are dropped and counted (`Counters::rx_wrong_payload`).
@@ -61,10 +61,16 @@ pub struct EngineConfig {
     /// drop packets at random; queueing delay stays the main congestion signal). Default
     /// 0.02, BBRv2's loss threshold.
     pub loss_tolerance: f64,
-    /// Packet authentication (see [`crate::auth`]). Default [`Auth::JobDerived`]: every
-    /// packet tagged and checked; [`Auth::Key`] for a secret key; off only if set to
-    /// [`Auth::Disabled`].
-    pub auth: Auth,
+    /// Packet protection (see [`crate::protect`]). Default: `encrypt` with the public
+    /// job-derived keys (emulator, tests); real hosts set a secret; off only if set so.
+    pub protection: Protection,
+    /// Run identifier mixed into the traffic keys: packets of another run do not open.
+    /// Default 0 (set from the node config's `run_id`, when the control plane hands one).
+    pub run_id: u64,
+    /// This engine's `sender_start` (selects its traffic keys; must grow across restarts of
+    /// one node in a run). `None` (default): [`crate::protect::new_sender_start`] at
+    /// construction; emulated runs may fix it for byte-identical traces.
+    pub sender_start: Option<u64>,
     /// Active capacity probes on every outgoing link (see [`crate::probe`]).
     pub probe: ProbeConfig,
     /// Release gossip (see the engine's `release` module): a completed round is released
@@ -87,7 +93,7 @@ impl EngineConfig {
             node_count,
             job: 1,
             buffer_elems,
-            segment_elems: 352,
+            segment_elems: 348,
             wire: PayloadType::F32,
             frame_overhead_bytes: wire::FRAME_OVERHEAD_BYTES,
             ack_every: 16,
@@ -100,7 +106,9 @@ impl EngineConfig {
             initial_rto_ns: 200_000_000,
             early_packets: 0,
             relay_packets: 4096,
-            auth: Auth::default(),
+            protection: Protection::default(),
+            run_id: 0,
+            sender_start: None,
             probe: ProbeConfig::default(),
             loss_tolerance: 0.02,
             release_gossip: false,
@@ -124,7 +132,10 @@ impl EngineConfig {
 
     /// Bytes a full data segment occupies on the wire (payload + header + tag + frame overhead).
     pub fn frame_bytes(&self) -> usize {
-        self.segment_bytes() + wire::HEADER_LEN + self.auth.tag_len() + self.frame_overhead_bytes
+        self.segment_bytes()
+            + wire::HEADER_LEN
+            + self.protection.tag_len()
+            + self.frame_overhead_bytes
     }
 
     /// Largest datagram this engine emits or accepts for data.
@@ -317,7 +328,7 @@ mod tests {
             wire::HEADER_LEN + 1024 + wire::AUTH_TAG_LEN
         );
         let tagged = cfg.frame_bytes();
-        cfg.auth = Auth::Disabled;
+        cfg.protection = Protection::off();
         assert_eq!(tagged - cfg.frame_bytes(), wire::AUTH_TAG_LEN);
         assert_eq!(
             cfg.max_datagram_len(),

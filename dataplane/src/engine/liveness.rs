@@ -7,7 +7,6 @@
 //! [`Engine::peer_last_heard`] to tell a dead node from a quiet one.
 
 use super::{Engine, Transmit};
-use crate::auth;
 use crate::topology::Topology;
 use crate::wire::{self, HeaderRepr, PacketKind};
 use crate::{Nanos, NodeId};
@@ -103,7 +102,7 @@ impl Engine {
         let to = self.liveness.neighbours[i];
         let hdr = HeaderRepr {
             kind: PacketKind::Heartbeat,
-            flags: auth::flags_for(self.mac.as_ref()),
+            flags: self.protect.sealer.flags(),
             job: self.cfg.job,
             epoch: self.current.as_ref().map_or(0, |c| c.epoch),
             round: self.round.round,
@@ -115,7 +114,7 @@ impl Engine {
             ..HeaderRepr::default()
         };
         hdr.emit(out).ok()?;
-        let len = auth::seal(self.mac.as_ref(), out, wire::HEADER_LEN);
+        let len = self.protect.sealer.seal(out, wire::HEADER_LEN);
         self.pace_link(now, to, len);
         self.counters.tx_heartbeats += 1;
         self.counters.tx_bytes += len as u64;

@@ -52,12 +52,12 @@ pub use config::{EngineConfig, EngineError, AUTO_EARLY_PACKETS_FLOOR};
 pub use path::rate_sample::RateSample;
 pub use release::RoundStatus;
 
-use crate::auth::{PacketMac, PayloadHash};
 use crate::kernel16;
 use crate::policy::{PathId, Policy};
 use crate::probe::{ProbeReceiver, ProbeSample, ProbeSender};
+use crate::protect::{OpenError, PacketProtection};
 use crate::topology::Topology;
-use crate::wire::{AckRepr, Packet, PacketKind, ProbeRepr};
+use crate::wire::{self, AckRepr, Packet, PacketKind, ProbeRepr};
 use crate::{Nanos, NodeId};
 use early::EarlyHold;
 use pacing::Pacer;
@@ -114,8 +114,16 @@ pub struct Counters {
     pub rx_bytes: u64,
     pub rx_malformed: u64,
     pub rx_wrong_job: u64,
-    /// Packets whose authentication tag is missing or wrong (forged, corrupted, other key).
+    /// Packets whose authentication tag is missing or wrong (forged, corrupted, other key,
+    /// other run, or flags not matching the protection mode).
     pub rx_bad_mac: u64,
+    /// Authenticated packets seen before on their (sender, path), too far behind its replay
+    /// window, or of a sender start older than the newest (see [`crate::protect`]).
+    pub rx_replayed: u64,
+    /// Packets dropped unopened because a new key was needed but the sender's key
+    /// derivation budget was spent (a flood of forged sender starts); also counted in
+    /// `rx_bad_mac`.
+    pub rx_key_limited: u64,
     pub rx_stale_epoch: u64,
     /// Early packets of a policy epoch not installed here yet (left unacknowledged).
     pub rx_future_epoch: u64,
@@ -186,8 +194,11 @@ pub struct Engine {
     links: Vec<Pacer>,
     relay: Relay,
     timers: TimerTable,
-    /// Packet MAC from `cfg.auth` (`None` only when explicitly disabled).
-    mac: Option<PacketMac>,
+    /// Sealing and opening of every datagram (`cfg.protection`, see [`crate::protect`]).
+    protect: PacketProtection,
+    /// A received datagram is copied here and opened (decrypted) in place: the caller's
+    /// buffer stays as received, for relaying.
+    rx_scratch: Box<[u8]>,
     prober: ProbeSender,
     probe_rx: ProbeReceiver,
     events: VecDeque<EngineEvent>,
@@ -229,7 +240,16 @@ impl Engine {
             relay: Relay::new(cfg.relay_packets, cfg.max_datagram_len()),
             timers: TimerTable::default(),
             events: VecDeque::with_capacity(8),
-            mac: cfg.auth.key_for(cfg.job).map(PacketMac::new),
+            protect: PacketProtection::new(
+                &cfg.protection,
+                cfg.job,
+                cfg.run_id,
+                cfg.node,
+                cfg.node_count,
+                cfg.sender_start
+                    .unwrap_or_else(crate::protect::new_sender_start),
+            ),
+            rx_scratch: vec![0u8; wire::MAX_DATAGRAM_LEN].into_boxed_slice(),
             prober: ProbeSender::new(
                 cfg.probe,
                 // Every configured out-link, cut ones included (`out_neighbors` skips
@@ -257,6 +277,18 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// This engine's `sender_start` (in every datagram it sends; see [`crate::protect`]).
+    pub fn sender_start(&self) -> u64 {
+        self.protect.sealer.sender_start()
+    }
+
+    /// Numbers and seals a datagram written by someone else as this node would (next packet
+    /// number, its keys): for tests and tools that inject crafted packets as an insider.
+    /// `out[..body_len]` is the header + payload; returns the datagram length.
+    pub fn seal_as_self(&mut self, out: &mut [u8], body_len: usize) -> usize {
+        self.protect.sealer.seal(out, body_len)
     }
 
     /// The real-time loop tells the engine it fell behind (a long gap between iterations, or
@@ -396,7 +428,7 @@ impl Engine {
             self.cfg.segment_elems,
         );
         self.paths.reserve(&queue_need, self.cfg.max_inflight);
-        self.round.resize(&compiled, self.mac.is_some());
+        self.round.resize(&compiled);
         self.timers.set(Timer::Data, 0);
         self.current = Some(compiled);
         Ok(())
@@ -468,7 +500,7 @@ impl Engine {
         let mut held = std::mem::take(&mut self.early);
         for pkt in held.packets() {
             if let Ok(p) = Packet::new_checked(pkt) {
-                self.deliver(now, &p, None);
+                self.deliver(now, &p);
             }
         }
         held.clear();
@@ -478,13 +510,7 @@ impl Engine {
     }
 
     /// Applies a data packet of the running round. Returns false if it was rejected.
-    /// `payload_hash`: the MAC's hash of its payload, when it was just verified.
-    fn deliver(
-        &mut self,
-        now: Nanos,
-        pkt: &Packet<&[u8]>,
-        payload_hash: Option<PayloadHash>,
-    ) -> bool {
+    fn deliver(&mut self, now: Nanos, pkt: &Packet<&[u8]>) -> bool {
         let Some(policy) = self.current.as_mut() else {
             return false;
         };
@@ -495,7 +521,6 @@ impl Engine {
             self.cfg.wire,
             &mut self.buf,
             pkt,
-            payload_hash,
             &mut self.counters,
             &mut |path, item| {
                 paths.enqueue(path, item);
@@ -553,14 +578,41 @@ impl Engine {
             self.counters.rx_wrong_job += 1;
             return;
         }
-        let mut payload_hash = None;
-        if let Some(mac) = &self.mac {
-            let Some(hash) = mac.verify_payload(&pkt) else {
+        if !self.protect.enabled() {
+            if pkt.flags() & wire::flags::ENCRYPTED != 0 {
+                // Off here, encrypted there: never read ciphertext as gradients.
                 self.counters.rx_bad_mac += 1;
                 return;
-            };
-            payload_hash = Some(hash);
+            }
+            self.dispatch(now, &pkt, data);
+            return;
         }
+        let mut scratch = std::mem::take(&mut self.rx_scratch);
+        if let Some(plain) = scratch.get_mut(..data.len()) {
+            plain.copy_from_slice(data);
+            match self.protect.opener.open(now, plain) {
+                Ok(()) => match Packet::new_checked(&*plain) {
+                    Ok(opened) => self.dispatch(now, &opened, data),
+                    Err(_) => self.counters.rx_malformed += 1,
+                },
+                Err(OpenError::BadTag) => self.counters.rx_bad_mac += 1,
+                Err(OpenError::Replayed) => self.counters.rx_replayed += 1,
+                Err(OpenError::KeyLimited) => {
+                    // Unverifiable is unauthenticated: counted with the bad tags too.
+                    self.counters.rx_bad_mac += 1;
+                    self.counters.rx_key_limited += 1;
+                }
+                Err(OpenError::UnknownSender) => self.counters.rx_invalid += 1,
+            }
+        } else {
+            self.counters.rx_malformed += 1;
+        }
+        self.rx_scratch = scratch;
+    }
+
+    /// Handles a datagram that opened: `pkt` is its plaintext, `received` the bytes as they
+    /// arrived (what a relay forwards).
+    fn dispatch(&mut self, now: Nanos, pkt: &Packet<&[u8]>, received: &[u8]) {
         if pkt.payload_type() != self.cfg.wire {
             // A peer configured for another payload type: never misread its payloads.
             self.counters.rx_wrong_payload += 1;
@@ -570,7 +622,7 @@ impl Engine {
         let me = self.cfg.node;
         let path = pkt.path() as usize;
         if pkt.dst() != me {
-            self.relay_datagram(&pkt, data);
+            self.relay_datagram(pkt, received);
             return;
         }
         match pkt.kind() {
@@ -580,26 +632,17 @@ impl Engine {
             {
                 self.counters.rx_aborted_round += 1
             }
-            PacketKind::Ack => self.on_ack(now, path, &pkt),
-            PacketKind::ReduceData | PacketKind::BroadcastData => {
-                self.on_data(now, path, &pkt, data, payload_hash)
-            }
-            PacketKind::Probe => self.on_probe(now, &pkt, data.len()),
-            PacketKind::RoundDone => self.on_round_done(now, &pkt),
+            PacketKind::Ack => self.on_ack(now, path, pkt),
+            PacketKind::ReduceData | PacketKind::BroadcastData => self.on_data(now, path, pkt),
+            PacketKind::Probe => self.on_probe(now, pkt, received.len()),
+            PacketKind::RoundDone => self.on_round_done(now, pkt),
             PacketKind::Heartbeat => self.counters.rx_heartbeats += 1,
             // Control messages travel outside the data plane.
             _ => self.counters.rx_invalid += 1,
         }
     }
 
-    fn on_data(
-        &mut self,
-        now: Nanos,
-        path: usize,
-        pkt: &Packet<&[u8]>,
-        data: &[u8],
-        payload_hash: Option<PayloadHash>,
-    ) {
+    fn on_data(&mut self, now: Nanos, path: usize, pkt: &Packet<&[u8]>) {
         let Some(Some(rp)) = self.paths.recv.get_mut(path) else {
             self.counters.rx_invalid += 1;
             return;
@@ -621,7 +664,7 @@ impl Engine {
             }
             Arrival::New(seq) => seq,
         };
-        if !self.accept_data(now, pkt, data, payload_hash) {
+        if !self.accept_data(now, pkt) {
             return;
         }
         let rp = self.paths.recv[path].as_mut().expect("checked above");
@@ -637,17 +680,11 @@ impl Engine {
 
     /// Returns whether the packet was taken (delivered, recognised as stale, or held for the
     /// next round), i.e. whether to acknowledge it.
-    fn accept_data(
-        &mut self,
-        now: Nanos,
-        pkt: &Packet<&[u8]>,
-        data: &[u8],
-        payload_hash: Option<PayloadHash>,
-    ) -> bool {
+    fn accept_data(&mut self, now: Nanos, pkt: &Packet<&[u8]>) -> bool {
         let round = pkt.round();
         let next_round = self.round.last.map_or(round, |r| r.wrapping_add(1));
         if self.round.active && round == self.round.round {
-            return self.deliver(now, pkt, payload_hash);
+            return self.deliver(now, pkt);
         }
         if self.round.last.is_some_and(|r| round <= r) {
             // A round that is over here (or ends as soon as our own sends are acknowledged).
@@ -670,7 +707,8 @@ impl Engine {
                 }
                 return false;
             }
-            if !self.early.hold(data) {
+            // Held opened (decrypted): replayed later without opening again.
+            if !self.early.hold(pkt.as_bytes()) {
                 self.counters.rx_early_dropped += 1;
                 return false;
             }

@@ -29,7 +29,6 @@
 
 use super::path::Paths;
 use super::{Engine, EngineError, EngineEvent, Transmit};
-use crate::auth;
 use crate::topology::Topology;
 use crate::wire::{self, HeaderRepr, Packet, PacketKind, RoundDoneRepr, RoundDoneRole};
 use crate::{Nanos, NodeId};
@@ -496,7 +495,7 @@ impl Engine {
             self.release.pending_count -= 1;
             let hdr = HeaderRepr {
                 kind: PacketKind::RoundDone,
-                flags: auth::flags_for(self.mac.as_ref()),
+                flags: self.protect.sealer.flags(),
                 payload_len: wire::ROUND_DONE_PAYLOAD_LEN as u16,
                 job: self.cfg.job,
                 epoch,
@@ -513,7 +512,7 @@ impl Engine {
                 .emit(&mut out[wire::HEADER_LEN..])
                 .ok()?;
             let body_len = wire::HEADER_LEN + wire::ROUND_DONE_PAYLOAD_LEN;
-            let len = auth::seal(self.mac.as_ref(), out, body_len);
+            let len = self.protect.sealer.seal(out, body_len);
             self.pace_link(now, next, len);
             self.counters.tx_round_done += 1;
             self.counters.tx_bytes += len as u64;

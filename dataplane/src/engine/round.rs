@@ -10,7 +10,6 @@
 
 use super::path::send::SendItem;
 use super::Counters;
-use crate::auth::PayloadHash;
 use crate::kernel16;
 use crate::policy::{ForwardMode, PathId, Policy, TreeEdge};
 use crate::wire::{Packet, PacketKind, PayloadType};
@@ -159,21 +158,14 @@ impl CompiledPolicy {
 /// Segment flags.
 const SEG_REDUCED: u8 = 1;
 const SEG_FINAL: u8 = 2;
-/// `hash` holds the MAC's hash of the segment's final payload (it is broadcast as is).
-pub(crate) const SEG_HASHED: u8 = 4;
 
 /// Per-segment and per-tree progress of the round, sized for the current policy.
 #[derive(Debug, Default)]
 pub(crate) struct Segments {
     /// Per segment: the children seen.
     mask: Vec<u64>,
-    /// Per segment: REDUCED/FINAL/HASHED flags.
+    /// Per segment: REDUCED/FINAL flags.
     pub flags: Vec<u8>,
-    /// Per segment, with the MAC on: the payload hash of its final value once SEG_HASHED —
-    /// from the broadcast's verification when received, else from its first send — so that
-    /// each further copy sent (one per broadcast child, retransmissions) hashes only its
-    /// header.
-    pub hash: Vec<PayloadHash>,
     /// Per store-and-forward tree: segments reduced, segments final.
     tree_reduced: Vec<u32>,
     tree_final: Vec<u32>,
@@ -217,16 +209,11 @@ pub(crate) struct RoundState {
 }
 
 impl RoundState {
-    /// Sizes the segment state for `policy`; `hashes` if the MAC keeps payload hashes.
-    pub fn resize(&mut self, policy: &CompiledPolicy, hashes: bool) {
+    /// Sizes the segment state for `policy`.
+    pub fn resize(&mut self, policy: &CompiledPolicy) {
         let n = policy.total_segs;
         self.segs.mask = vec![0; n];
         self.segs.flags = vec![0; n];
-        self.segs.hash = if hashes {
-            vec![PayloadHash::default(); n]
-        } else {
-            Vec::new()
-        };
         self.segs.tree_reduced = vec![0; policy.trees.len()];
         self.segs.tree_final = vec![0; policy.trees.len()];
     }
@@ -264,8 +251,7 @@ impl RoundState {
         self.finals_left == 0
     }
 
-    /// Applies data packet `pkt` of the running round to `buf`. `payload_hash`: the MAC's
-    /// hash of its payload, when it was just verified. `wire`: the job's payload type (the
+    /// Applies data packet `pkt` of the running round to `buf`. `wire`: the job's payload type (the
     /// caller dropped packets of other types); the root of a tree rounds a completed
     /// segment to it before it becomes final, so its own copy is the value it broadcasts.
     #[allow(clippy::too_many_arguments)]
@@ -277,7 +263,6 @@ impl RoundState {
         wire: PayloadType,
         buf: &mut [f32],
         pkt: &Packet<&[u8]>,
-        payload_hash: Option<PayloadHash>,
         counters: &mut Counters,
         enqueue: &mut impl FnMut(PathId, SendItem),
     ) -> Delivery {
@@ -334,13 +319,6 @@ impl RoundState {
                     return Delivery::Duplicate;
                 }
                 kernel16::copy_from_wire(wire, &mut buf[range], pkt.payload());
-                // Sent on to the children byte for byte as received (decoding and
-                // re-encoding is bit-exact for every value an encoder emits), so the
-                // verified hash is theirs too.
-                if let Some(hash) = payload_hash {
-                    self.segs.hash[idx] = hash;
-                    self.segs.flags[idx] |= SEG_HASHED;
-                }
                 self.on_final(policy, t, seg, enqueue);
             }
             _ => return Delivery::Rejected,

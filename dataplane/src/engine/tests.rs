@@ -18,6 +18,9 @@ fn engine(v: NodeId, segments: usize) -> Engine {
         interval_ns: 0,
         ..ProbeConfig::default()
     };
+    // The tests read the acknowledgements the engines send: payloads in clear.
+    cfg.protection =
+        crate::protect::Protection::insecure(crate::protect::ProtectionMode::Authenticate);
     let mut e = Engine::new(cfg, &topo).unwrap();
     e.install_policy(Policy::pair(&topo, 1), 0).unwrap();
     e
@@ -46,7 +49,7 @@ fn drain(e: &mut Engine, now: Nanos) -> Vec<Vec<u8>> {
 #[test]
 fn loss_detected_counts_rto_losses() {
     let topo = Topology::pair(1e9, 1_000_000);
-    let mut cfg = EngineConfig::new(0, 2, 4 * 352);
+    let mut cfg = EngineConfig::new(0, 2, 4 * 348);
     // All four segments leave at once, so one RTO finds all of them due.
     cfg.pacing_burst_ns = 1_000_000;
     cfg.probe = ProbeConfig {
@@ -179,7 +182,7 @@ fn kinds(datagrams: &[Vec<u8>]) -> Vec<PacketKind> {
 
 /// Length of an ack datagram after its header (payload and tag).
 fn wire_ack_len(e: &Engine) -> usize {
-    crate::wire::ACK_PAYLOAD_LEN + e.config().auth.tag_len()
+    crate::wire::ACK_PAYLOAD_LEN + e.config().protection.tag_len()
 }
 
 #[test]

@@ -1,16 +1,14 @@
 //! The datagrams [`Engine::poll_transmit`] sends (it picks, in priority order, a capacity
 //! probe train — back to back, nothing interleaved — relayed datagrams, acknowledgements,
 //! then data round-robin over the paths). Each is written straight into the caller's buffer
-//! (data payloads from the gradient buffer), sealed with the packet MAC, and charged to its
+//! (data payloads from the gradient buffer), sealed (`crate::protect`), and charged to its
 //! link's pacer (data also to its path's).
 //!
 //! The writers are `#[inline]`: they are compiled into `poll_transmit` (in `mod.rs`), as
 //! they were when the engine was one file.
 
-use super::round::SEG_HASHED;
 use super::timers::Timer;
 use super::{Engine, Transmit};
-use crate::auth;
 use crate::kernel16;
 use crate::policy::PathId;
 use crate::wire::{self, HeaderRepr, PacketKind, ProbeRepr};
@@ -32,7 +30,7 @@ impl Engine {
         let ack = rp.take_ack();
         let hdr = HeaderRepr {
             kind: PacketKind::Ack,
-            flags: auth::flags_for(self.mac.as_ref()),
+            flags: self.protect.sealer.flags(),
             payload_len: wire::ACK_PAYLOAD_LEN as u16,
             job: self.cfg.job,
             epoch: self.current.as_ref().map_or(0, |c| c.epoch),
@@ -48,7 +46,7 @@ impl Engine {
         hdr.emit(out).ok()?;
         ack.emit(&mut out[wire::HEADER_LEN..]).ok()?;
         let body_len = wire::HEADER_LEN + wire::ACK_PAYLOAD_LEN;
-        Some(auth::seal(self.mac.as_ref(), out, body_len))
+        Some(self.protect.sealer.seal(out, body_len))
     }
 
     /// Sends the next data datagram of path `id` (a retransmission first), if it has one.
@@ -69,7 +67,7 @@ impl Engine {
         let payload_len = range.len() * wire_type.elem_bytes();
         let hdr = HeaderRepr {
             kind: item.packet_kind(),
-            flags: auth::flags_for(self.mac.as_ref()),
+            flags: self.protect.sealer.flags(),
             payload_len: payload_len as u16,
             job: self.cfg.job,
             epoch: c.epoch,
@@ -83,6 +81,7 @@ impl Engine {
             ttl: (sp.hops.len() - 1) as u8,
             timestamp_ns: now,
             payload_type: wire_type,
+            ..HeaderRepr::default()
         };
         hdr.emit(out).ok()?;
         let saturated = kernel16::write_wire(
@@ -97,30 +96,9 @@ impl Engine {
             self.counters.saturated += u64::from(saturated);
         }
         let body_len = wire::HEADER_LEN + payload_len;
-        let len = match &self.mac {
-            Some(mac) => {
-                let idx = tree.seg_base + item.seg as usize;
-                let broadcast = item.is_broadcast();
-                let segs = &mut self.round.segs;
-                let (flags, kept) = (&mut segs.flags, &mut segs.hash);
-                let signed = mac.sign_with(out, body_len, |payload| {
-                    if !broadcast {
-                        return mac.payload_hash(payload);
-                    }
-                    if flags[idx] & SEG_HASHED == 0 {
-                        kept[idx] = mac.payload_hash(payload);
-                        flags[idx] |= SEG_HASHED;
-                    }
-                    kept[idx]
-                });
-                if signed {
-                    body_len + wire::AUTH_TAG_LEN
-                } else {
-                    body_len
-                }
-            }
-            None => body_len,
-        };
+        // Sealed afresh with a new packet number, retransmissions too (never re-sent
+        // ciphertext: a nonce is used once).
+        let len = self.protect.sealer.seal(out, body_len);
         let next = sp.next_hop;
         let frame_bytes = len + self.cfg.frame_overhead_bytes;
         sp.on_frame_left(now, frame_bytes);
@@ -156,19 +134,19 @@ impl Engine {
     }
 
     fn probe_datagram_len(&self) -> usize {
-        wire::HEADER_LEN + self.cfg.segment_bytes() + self.cfg.auth.tag_len()
+        wire::HEADER_LEN + self.cfg.segment_bytes() + self.cfg.protection.tag_len()
     }
 
     #[inline]
     pub(super) fn send_probe(&mut self, now: Nanos, out: &mut [u8]) -> Option<Transmit> {
         let frame = self.probe_frame_bytes();
         let (to, id) = self.prober.next(now, self.probe_other_bytes(), frame)?;
-        let tag = self.cfg.auth.tag_len();
+        let tag = self.cfg.protection.tag_len();
         let len = self.probe_datagram_len();
         let body_len = len - tag;
         let hdr = HeaderRepr {
             kind: PacketKind::Probe,
-            flags: auth::flags_for(self.mac.as_ref()),
+            flags: self.protect.sealer.flags(),
             payload_len: (body_len - wire::HEADER_LEN) as u16,
             job: self.cfg.job,
             epoch: self.current.as_ref().map_or(0, |c| c.epoch),
@@ -188,7 +166,7 @@ impl Engine {
         }
         .emit(&mut out[wire::HEADER_LEN..body_len])
         .ok()?;
-        let len = auth::seal(self.mac.as_ref(), out, body_len);
+        let len = self.protect.sealer.seal(out, body_len);
         // Probes bypass pacing (they must leave back to back) but count against the link.
         self.pace_link(now, to, len);
         self.prober.sent(frame);

@@ -395,6 +395,9 @@ impl ShmRegion {
             .mode(0o600)
             .open(path)
             .map_err(io_err(path, "open"))?;
+        // `mode` applies to a new file only: a ring left by an older version with wider
+        // permissions is made owner-only too (best effort: it may belong to someone else).
+        let _ = file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
         for _ in 0..100 {
             if try_flock(&file, libc::LOCK_EX).map_err(io_err(path, "flock"))? {
                 let generation = Self::initialise(&file, path, &config)?;

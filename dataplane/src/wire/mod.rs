@@ -4,7 +4,7 @@
 //! owned, high-level form with `parse` / `emit` / `buffer_len`.
 //!
 //! * the NetStorm datagram ([`Packet`], [`HeaderRepr`], [`AckRepr`], [`ProbeRepr`]): a
-//!   48-byte big-endian header, an f32 payload and an optional authentication tag, carried in
+//!   64-byte big-endian header, an f32 payload and an optional authentication tag, carried in
 //!   one UDP datagram by every backend;
 //! * the layers below it that the DPDK port builds and parses itself — [`ethernet`] (Ethernet
 //!   II, no VLAN), [`ipv4`] (no options, never fragmented), [`udp`] — and [`frame`], the three

@@ -1,11 +1,15 @@
-//! The NetStorm packet format: a fixed 48-byte header in network byte order, a payload and an
+//! The NetStorm packet format: a fixed 64-byte header in network byte order, a payload and an
 //! optional authentication tag, carried in one UDP datagram.
 //!
 //! ```text
-//!  0      2   3    4     5    6            8      12      16      20    22    24   26   28    32        36         40            48
-//!  | magic | ver | kind | flags | ttl | payload_len | job | epoch | round | tree | path | src | dst | seq | segment | payload_type | reserved=0 | timestamp_ns |
-//!  | payload (payload_len bytes) | auth tag (AUTH_TAG_LEN bytes, only if flags & AUTH) |
+//!  0      2   3    4     5    6            8      12      16      20    22    24   26   28    32        36         40            48              56             64
+//!  | magic | ver | kind | flags | ttl | payload_len | job | epoch | round | tree | path | src | dst | seq | segment | payload_type | reserved=0 | timestamp_ns | packet_number | sender_start |
+//!  | payload (payload_len bytes; encrypted if flags & ENCRYPTED) | AEAD tag (AUTH_TAG_LEN bytes, only if flags & AUTH) |
 //! ```
+//!
+//! Version 2 added `packet_number` (the sender's AEAD nonce, unique per sender and start) and
+//! `sender_start` (selects the sender's traffic keys; see [`crate::protect`]) and the
+//! [`flags::ENCRYPTED`] bit; version-1 datagrams are rejected as [`WireError::BadVersion`].
 //!
 //! `payload_type` (byte 36, [`PayloadType`]) was the first byte of the reserved word; its
 //! f32 code is 0, so f32 datagrams are unchanged and version 1 stays the version: a reader
@@ -27,9 +31,17 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 /// First two bytes of every NetStorm datagram: ASCII "NS".
 pub const MAGIC: u16 = 0x4E53;
 /// The wire format version this code reads and writes.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Length of the fixed header in bytes.
-pub const HEADER_LEN: usize = 48;
+pub const HEADER_LEN: usize = 64;
+/// Offset of the flags byte in the header.
+pub const FLAGS_OFFSET: usize = 4;
+/// Offset of the TTL byte in the header (relays rewrite it: it is not authenticated).
+pub const TTL_OFFSET: usize = 5;
+/// Offset of the 64-bit packet number in the header.
+pub const PACKET_NUMBER_OFFSET: usize = 48;
+/// Offset of the 64-bit sender start value in the header.
+pub const SENDER_START_OFFSET: usize = 56;
 /// Length of the authentication tag that follows the payload when [`flags::AUTH`] is set.
 pub const AUTH_TAG_LEN: usize = 16;
 /// Ethernet 14 + IPv4 20 + UDP 8: bytes a frame carries on the wire besides our datagram.
@@ -45,8 +57,10 @@ pub const MAX_DATAGRAM_LEN: usize = 65507;
 pub mod flags {
     /// An [`AUTH_TAG_LEN`](super::AUTH_TAG_LEN)-byte authentication tag follows the payload.
     pub const AUTH: u8 = 0x01;
+    /// The payload is encrypted (only together with [`AUTH`]).
+    pub const ENCRYPTED: u8 = 0x02;
     /// Every flag bit this version understands; any other bit set makes a packet invalid.
-    pub const KNOWN: u8 = AUTH;
+    pub const KNOWN: u8 = AUTH | ENCRYPTED;
 }
 
 /// What a packet carries.
@@ -161,6 +175,8 @@ struct RawHeader {
     payload_type: u8,
     reserved: [u8; 3],
     timestamp_ns: U64,
+    packet_number: U64,
+    sender_start: U64,
 }
 
 const _: () = assert!(core::mem::size_of::<RawHeader>() == HEADER_LEN);
@@ -186,9 +202,11 @@ static ZERO_HEADER: RawHeader = RawHeader {
     payload_type: 0,
     reserved: [0; 3],
     timestamp_ns: U64::ZERO,
+    packet_number: U64::ZERO,
+    sender_start: U64::ZERO,
 };
 
-/// The decoded header: every field of the 48-byte header except the constant ones
+/// The decoded header: every field of the 64-byte header except the constant ones
 /// (magic, version, reserved).
 ///
 /// `payload_type` applies to every kind: an engine stamps its job's type on everything it
@@ -225,6 +243,10 @@ pub struct HeaderRepr {
     pub timestamp_ns: u64,
     /// Encoding of data payload elements (the job's type).
     pub payload_type: PayloadType,
+    /// The sender's packet number (AEAD nonce); written by the sealer (`crate::protect`).
+    pub packet_number: u64,
+    /// The sender's start value (selects its traffic keys); written by the sealer.
+    pub sender_start: u64,
 }
 
 impl HeaderRepr {
@@ -272,10 +294,12 @@ impl HeaderRepr {
             payload_type: self.payload_type.as_u8(),
             reserved: [0; 3],
             timestamp_ns: U64::new(self.timestamp_ns),
+            packet_number: U64::new(self.packet_number),
+            sender_start: U64::new(self.sender_start),
         }
     }
 
-    /// Writes the header (only the 48 header bytes) into `buf[..HEADER_LEN]`.
+    /// Writes the header (only the HEADER_LEN header bytes) into `buf[..HEADER_LEN]`.
     ///
     /// Writes the fields as given, without checking the per-kind payload rules (use
     /// [`emit_packet`] / [`prepare_packet`] for a packet that is guaranteed to parse).
@@ -335,6 +359,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if unknown != 0 {
             return Err(WireError::UnknownFlags(unknown));
         }
+        if raw.flags & (flags::AUTH | flags::ENCRYPTED) == flags::ENCRYPTED {
+            // Encryption always comes with its tag.
+            return Err(WireError::UnknownFlags(flags::ENCRYPTED));
+        }
         if raw.reserved != [0; 3] {
             return Err(WireError::Reserved);
         }
@@ -388,6 +416,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
             segment: raw.segment.get(),
             timestamp_ns: raw.timestamp_ns.get(),
             payload_type: self.payload_type,
+            packet_number: raw.packet_number.get(),
+            sender_start: raw.sender_start.get(),
         }
     }
 
@@ -460,6 +490,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
     #[inline]
     pub fn timestamp_ns(&self) -> u64 {
         self.raw().timestamp_ns.get()
+    }
+    /// The sender's packet number.
+    #[inline]
+    pub fn packet_number(&self) -> u64 {
+        self.raw().packet_number.get()
+    }
+    /// The sender's start value.
+    #[inline]
+    pub fn sender_start(&self) -> u64 {
+        self.raw().sender_start.get()
     }
     /// Payload length in bytes.
     #[inline]
@@ -770,6 +810,8 @@ mod tests {
             segment: 77,
             timestamp_ns: 0x1122_3344_5566_7788,
             payload_type: PayloadType::F32,
+            packet_number: 0x0A0B_0C0D_0E0F_1011,
+            sender_start: 0x2122_2324_2526_2728,
         }
     }
 
@@ -942,10 +984,11 @@ mod tests {
     #[test]
     fn error_bad_version() {
         let mut buf = valid_packet(&sample_repr());
-        buf[2] = 2;
+        // Version 1 (the 48-byte header before packet numbers) is refused.
+        buf[2] = 1;
         assert_eq!(
             Packet::new_checked(&buf[..]).unwrap_err(),
-            WireError::BadVersion(2)
+            WireError::BadVersion(1)
         );
     }
 

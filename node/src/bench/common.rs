@@ -111,9 +111,7 @@ pub(super) fn bench_engines(
             let elems = a.segment_bytes / 4;
             let mut cfg = EngineConfig::new(v as NodeId, n as u16, elems * a.segments_per_round);
             cfg.segment_elems = elems;
-            if a.no_mac {
-                cfg.auth = netstorm_dataplane::auth::Auth::Disabled;
-            }
+            cfg.protection = netstorm_dataplane::protect::Protection::insecure(a.protection_mode());
             if real_time {
                 // Loopback/ring RTTs are microseconds: do not wait 200 ms for a first RTO.
                 cfg.initial_rto_ns = 20_000_000;

@@ -74,6 +74,7 @@ pub(super) fn run(a: &DataplaneBenchConfig) -> Result<DataplaneReport, BenchErro
     Ok(DataplaneReport {
         backend: Backend::Emu,
         mode: Mode::Engine,
+        protection: Some(a.protection_mode().name()),
         segment_bytes: a.segment_bytes,
         children: c,
         segments_per_round: a.segments_per_round,
@@ -126,9 +127,10 @@ pub(super) fn run(a: &DataplaneBenchConfig) -> Result<DataplaneReport, BenchErro
             let mut n = vec![
                 "emu: rates are per virtual second (the emulated links bound them); wall figures are the simulator's speed".into(),
             ];
-            if a.no_mac {
-                n.push("--no-mac: packets carry no MAC (engine default: MAC on)".into());
-            }
+            n.push(format!(
+                "packet protection: {} (engine default: encrypt)",
+                a.protection_mode()
+            ));
             n
         },
     })

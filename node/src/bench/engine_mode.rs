@@ -483,9 +483,10 @@ pub(super) fn run_engine_backend(
         if backend == Backend::Dpdk { " in place from and into mbufs" } else { "" },
         a.batch
     )];
-    if a.no_mac {
-        notes.push("--no-mac: packets carry no MAC (engine default: MAC on)".into());
-    }
+    notes.push(format!(
+        "packet protection: {} (engine default: encrypt)",
+        a.protection_mode()
+    ));
     let phase = if left == 0 {
         notes.push("--max-rounds reached during calibration: figures are from those rounds".into());
         cal
@@ -529,6 +530,7 @@ pub(super) fn run_engine_backend(
     let report = DataplaneReport {
         backend,
         mode: Mode::Engine,
+        protection: Some(a.protection_mode().name()),
         segment_bytes: a.segment_bytes,
         children: c,
         segments_per_round: a.segments_per_round,

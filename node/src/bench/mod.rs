@@ -35,6 +35,7 @@ pub mod udp;
 use netstorm_dataplane::engine::EngineError;
 use netstorm_dataplane::port::udp::UdpError;
 use netstorm_dataplane::port::PortError;
+use netstorm_dataplane::protect::ProtectionMode;
 use netstorm_dataplane::wire;
 use serde::Serialize;
 
@@ -103,13 +104,19 @@ pub struct DataplaneBenchConfig {
     pub udp_checksum: bool,
     /// Engine mode, nothing pinned: the peers' thread sleeps this long after an idle sweep.
     pub peer_idle_sleep_us: u64,
-    /// Engine mode: no packet MAC (`Auth::Disabled`).
-    pub no_mac: bool,
+    /// Engine mode: the packet protection every engine uses (`None`: the engine's default,
+    /// `encrypt`, with the public job-derived keys of tests and the emulator).
+    pub protection: Option<ProtectionMode>,
     /// Datagrams per rx/tx batch of the poll loops.
     pub batch: usize,
 }
 
 impl DataplaneBenchConfig {
+    /// The protection mode engine mode runs with (the engine's default unless set).
+    pub fn protection_mode(&self) -> ProtectionMode {
+        self.protection.unwrap_or_default()
+    }
+
     /// Engine mode on `backend` with every other setting at its default.
     pub fn new(backend: Backend) -> Self {
         Self {
@@ -126,7 +133,7 @@ impl DataplaneBenchConfig {
             ring_size: defaults::RING_SIZE,
             udp_checksum: false,
             peer_idle_sleep_us: defaults::PEER_IDLE_SLEEP_US,
-            no_mac: false,
+            protection: None,
             batch: defaults::BATCH,
         }
     }
@@ -249,6 +256,9 @@ pub struct Verification {
 pub struct DataplaneReport {
     pub backend: Backend,
     pub mode: Mode,
+    /// Engine mode: the packet protection of every engine ("encrypt", "authenticate",
+    /// "off"); raw mode: none (no engine).
+    pub protection: Option<&'static str>,
     pub segment_bytes: usize,
     pub children: usize,
     pub segments_per_round: usize,
@@ -340,9 +350,9 @@ pub fn validate(a: &DataplaneBenchConfig) -> Result<(), BenchError> {
             a.backend
         ));
     }
-    if a.no_mac && a.mode == Mode::Raw {
+    if a.protection.is_some() && a.mode == Mode::Raw {
         return bad(
-            "--no-mac applies to the engine mode (raw mode has no engine and no MAC)".into(),
+            "--protection and --no-mac apply to the engine mode (raw mode has no engine and no packet protection)".into(),
         );
     }
     if a.backend == Backend::Dpdk && !cfg!(feature = "dpdk") {

@@ -450,6 +450,7 @@ pub(super) fn run(
     Ok(DataplaneReport {
         backend: Backend::Dpdk,
         mode: Mode::Raw,
+        protection: None,
         segment_bytes: a.segment_bytes,
         children: c,
         segments_per_round: a.segments_per_round,

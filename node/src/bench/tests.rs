@@ -98,9 +98,9 @@ fn bad_settings_name_the_flag() {
     assert!(err(&|a| {
         a.backend = Backend::Dpdk;
         a.mode = Mode::Raw;
-        a.no_mac = true
+        a.protection = Some(netstorm_dataplane::protect::ProtectionMode::Off)
     })
-    .contains("--no-mac applies to the engine mode"));
+    .contains("--protection and --no-mac apply to the engine mode"));
     #[cfg(not(feature = "dpdk"))]
     assert!(err(&|a| a.backend = Backend::Dpdk).contains("--features dpdk"));
 }

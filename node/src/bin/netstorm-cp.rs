@@ -112,6 +112,8 @@ fn wait_for<T, E: std::fmt::Display>(
 fn run() -> anyhow::Result<Exit> {
     let args = Args::parse();
     let cfg = ClusterConfig::load(&args.config)?;
+    // Real hosts never run on keys derived from the public job id (issue 20).
+    cfg.require_secret()?;
     let me = cfg.node(&args.node)?.clone();
     sys::catch_termination_signals();
     let deadline = Instant::now() + Duration::from_secs_f64(args.attach_timeout_s);

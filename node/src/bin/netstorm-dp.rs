@@ -27,6 +27,7 @@ use netstorm_node::worker::{
     SAMPLE_EVERY,
 };
 use serde::Serialize;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -108,6 +109,8 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = ClusterConfig::load(&args.config)?;
+    // Real hosts never run on keys derived from the public job id (issue 20).
+    cfg.require_secret()?;
     let me = cfg.node(&args.node)?.clone();
     // Bad DPDK setup is refused before anything starts.
     let dpdk = dpdk_setup(&cfg, &me)?;
@@ -450,7 +453,15 @@ fn run() -> anyhow::Result<()> {
             stats.uptime_s = start.elapsed().as_secs_f64();
             let json = serde_json::to_string(&stats)?;
             let tmp = stats_path.with_extension("json.tmp");
-            if std::fs::write(&tmp, &json).is_ok() {
+            // Owner-only, like the rings and node files beside it.
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, json.as_bytes()));
+            if written.is_ok() {
                 let _ = std::fs::rename(&tmp, &stats_path);
             }
             if args.stats {
@@ -476,7 +487,7 @@ fn engine_config(cfg: &ClusterConfig, me: &NodeConfig, w: usize) -> EngineConfig
     ec.job = cfg.job;
     ec.segment_elems = cfg.segment_elems;
     ec.wire = cfg.wire;
-    ec.auth = cfg.auth;
+    ec.protection = cfg.protection.clone();
     // Issue 19: a round is handed to the trainer only once every member completed it (so a
     // node lost mid-round never leaves two outcomes), and idle links carry a heartbeat so
     // a quiet peer is told from a dead one.

@@ -59,6 +59,8 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = ClusterConfig::load(&args.config)?;
+    // Real hosts never run on keys derived from the public job id (issue 20).
+    cfg.require_secret()?;
     let me = cfg.node(&args.node)?.id as usize;
     let n = cfg.nodes.len();
     let t0 = std::time::Instant::now();

@@ -37,7 +37,16 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("cluster.toml");
         let port = port_base + (std::process::id() % 500) as u16 * 8;
-        std::fs::write(&config, config_text(&dir, port)).unwrap();
+        // Real-host binaries refuse to run without the job secret: a fresh one per cluster.
+        let mut secret = [0u8; 32];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").unwrap(),
+            &mut secret,
+        )
+        .unwrap();
+        netstorm_node::secret::write_secret_file(&dir.join("job.key"), &secret, false).unwrap();
+        let text = format!("secret_file = \"job.key\"\n{}", config_text(&dir, port));
+        std::fs::write(&config, text).unwrap();
         Self {
             dir,
             config,

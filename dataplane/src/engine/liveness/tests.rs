@@ -2,13 +2,13 @@
 
 use super::*;
 use crate::engine::EngineConfig;
-use crate::wire::{emit_packet, flags, HEADER_LEN};
+use crate::wire::{emit_packet, HEADER_LEN};
 
 const MS: Nanos = 1_000_000;
 
 fn engine(heartbeat_ns: Option<Nanos>) -> Engine {
     let topo = Topology::full_mesh(3, 1e9, MS);
-    let mut cfg = EngineConfig::new(0, 3, 352);
+    let mut cfg = EngineConfig::new(0, 3, 348);
     cfg.heartbeat_ns = heartbeat_ns;
     cfg.probe.interval_ns = 0;
     Engine::new(cfg, &topo).unwrap()
@@ -18,7 +18,7 @@ fn heartbeat_from(src: NodeId, sealed: bool, e: &Engine) -> Vec<u8> {
     let mut buf = vec![0u8; 128];
     let hdr = HeaderRepr {
         kind: PacketKind::Heartbeat,
-        flags: flags::AUTH,
+        flags: e.config().protection.mode.flags(),
         job: e.config().job,
         src,
         dst: 0,
@@ -27,8 +27,15 @@ fn heartbeat_from(src: NodeId, sealed: bool, e: &Engine) -> Vec<u8> {
     };
     let len = emit_packet(&hdr, &[], &mut buf).unwrap();
     if sealed {
-        let mac = crate::auth::PacketMac::new(e.config().auth.key_for(e.config().job).unwrap());
-        assert!(mac.sign(&mut buf, HEADER_LEN));
+        let c = e.config();
+        let mut sealer = crate::protect::Sealer::new(
+            &c.protection,
+            c.job,
+            c.run_id,
+            src,
+            crate::protect::new_sender_start(),
+        );
+        assert_eq!(sealer.seal(&mut buf, HEADER_LEN), len);
     }
     buf.truncate(len);
     buf
@@ -85,11 +92,11 @@ fn heartbeats_go_to_idle_neighbours_only_when_on() {
 #[test]
 fn a_zero_heartbeat_interval_is_refused() {
     let topo = Topology::full_mesh(3, 1e9, MS);
-    let mut cfg = EngineConfig::new(0, 3, 352);
+    let mut cfg = EngineConfig::new(0, 3, 348);
     cfg.heartbeat_ns = Some(0);
     let err = Engine::new(cfg, &topo).unwrap_err().to_string();
     assert!(err.contains("heartbeat_ns"), "{err}");
-    let mut cfg = EngineConfig::new(0, 3, 352);
+    let mut cfg = EngineConfig::new(0, 3, 348);
     cfg.release_resend_ns = 0;
     assert!(Engine::new(cfg, &topo)
         .unwrap_err()

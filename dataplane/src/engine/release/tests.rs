@@ -2,22 +2,28 @@
 //! two-node emulated pair (whole-round behaviour is in `tests/release_gossip.rs`).
 
 use super::*;
-use crate::auth::PacketMac;
 use crate::emu::{EmuConfig, Simulation};
 use crate::engine::EngineConfig;
 use crate::policy::Policy;
+use crate::protect::Sealer;
 use crate::topology::{Link, Topology};
-use crate::wire::{emit_packet, flags, RoundDoneRepr, ROUND_DONE_PAYLOAD_LEN};
+use crate::wire::{emit_packet, RoundDoneRepr, ROUND_DONE_PAYLOAD_LEN};
 
 const MS: Nanos = 1_000_000;
+
+/// The tests read the RoundDone payloads the engines send: authenticated, in clear.
+fn protection() -> crate::protect::Protection {
+    crate::protect::Protection::insecure(crate::protect::ProtectionMode::Authenticate)
+}
 
 /// A pair of engines (gossip as given) that ran and released (or completed) round 0.
 fn pair_after_round(gossip: bool) -> Simulation {
     let topo = Topology::pair(1e9, MS);
     let engines = (0..2)
         .map(|v| {
-            let mut cfg = EngineConfig::new(v, 2, 4 * 352);
+            let mut cfg = EngineConfig::new(v, 2, 4 * 348);
             cfg.release_gossip = gossip;
+            cfg.protection = protection();
             let mut e = Engine::new(cfg, &topo).unwrap();
             e.install_policy(Policy::pair(&topo, 1), 0).unwrap();
             e
@@ -45,11 +51,12 @@ fn round_done(
     payload: &[u8],
     forge: bool,
 ) -> Vec<u8> {
-    let cfg = EngineConfig::new(0, 2, 1);
+    let mut cfg = EngineConfig::new(0, 2, 1);
+    cfg.protection = protection();
     let mut buf = vec![0u8; 256];
     let hdr = HeaderRepr {
         kind: PacketKind::RoundDone,
-        flags: flags::AUTH,
+        flags: cfg.protection.mode.flags(),
         job: cfg.job,
         epoch,
         round,
@@ -60,9 +67,19 @@ fn round_done(
     };
     let len = emit_packet(&hdr, payload, &mut buf).unwrap();
     let body = len - wire::AUTH_TAG_LEN;
-    if !forge {
-        let mac = PacketMac::new(cfg.auth.key_for(cfg.job).unwrap());
-        assert!(mac.sign(&mut buf, body));
+    if forge {
+        // A forgery with a fresh-looking sender start: it must fail at the tag.
+        let start = crate::protect::new_sender_start().to_be_bytes();
+        buf[wire::SENDER_START_OFFSET..wire::SENDER_START_OFFSET + 8].copy_from_slice(&start);
+    } else {
+        let mut sealer = Sealer::new(
+            &cfg.protection,
+            cfg.job,
+            cfg.run_id,
+            src,
+            crate::protect::new_sender_start(),
+        );
+        assert_eq!(sealer.seal(&mut buf, body), len);
     }
     buf.truncate(len);
     buf
@@ -166,7 +183,7 @@ fn freeze_holds_a_completed_round_until_the_decision() {
     let topo = Topology::pair(1e9, MS);
     let engines = (0..2)
         .map(|v| {
-            let mut cfg = EngineConfig::new(v, 2, 4 * 352);
+            let mut cfg = EngineConfig::new(v, 2, 4 * 348);
             cfg.release_gossip = true;
             let mut e = Engine::new(cfg, &topo).unwrap();
             e.install_policy(Policy::pair(&topo, 1), 0).unwrap();

@@ -37,7 +37,7 @@ fn chain(forward: ForwardMode) -> Policy {
 fn compiled(policy: &Policy, me: NodeId) -> (CompiledPolicy, RoundState) {
     let (c, _) = CompiledPolicy::compile(policy, me, 3, ELEMS, SEG_ELEMS);
     let mut r = RoundState::default();
-    r.resize(&c, false);
+    r.resize(&c);
     (c, r)
 }
 
@@ -112,7 +112,6 @@ impl Run {
             crate::wire::PayloadType::F32,
             &mut self.buf,
             &pkt,
-            None,
             &mut self.counters,
             &mut |p, item: SendItem| sent.push((p, item.seg, item.packet_kind())),
         )
