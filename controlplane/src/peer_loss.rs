@@ -22,8 +22,11 @@
 //! succeeded is followed by resolving the next one, which cannot succeed without the lost
 //! node (unless every survivor released it before the loss was seen).
 //!
-//! Not here yet: a replicated leader (this state lives in the configured coordinator) and
-//! rejoining — a lost node stays out until the job restarts.
+//! **Rejoining.** [`PeerLoss::readmit`] makes a lost node a member again (the caller does
+//! so at a round boundary, once its data plane restarted): the silences reported about it
+//! before are forgotten, so it is watched afresh from the survivors' next reports.
+//!
+//! Not here yet: a replicated leader (this state lives in the configured coordinator).
 
 use crate::coordinator::{ControlMsg, NodeRoundStatus};
 use netstorm_dataplane::{Nanos, NodeId};
@@ -123,6 +126,29 @@ impl PeerLoss {
     /// The newest decision.
     pub fn last_decided(&self) -> Option<&(u32, Outcome)> {
         self.last_decided.as_ref()
+    }
+
+    /// Whether every loss so far was followed by its decided rounds (nothing frozen, no
+    /// round still to resolve): a membership change may be planned now.
+    pub fn settled(&self) -> bool {
+        self.resolving.is_none() && !self.unsettled
+    }
+
+    /// Makes lost node `node` a member again (it rejoins with a fresh data plane). Every
+    /// silence report about it, and every report it made before, is forgotten: it is
+    /// declared lost again only on reports made after this call. Returns false (nothing
+    /// changed) if `node` is not lost.
+    pub fn readmit(&mut self, node: NodeId) -> bool {
+        let x = node as usize;
+        if !self.lost.remove(&node) {
+            return false;
+        }
+        self.member[x] = true;
+        for row in &mut self.reports {
+            row[x] = None;
+        }
+        self.reports[x].fill(None);
+        true
     }
 
     /// A node's data-plane silences per peer (`None`: never heard).
@@ -389,6 +415,30 @@ mod tests {
         // Node 1 starts round 0 (under the epoch with node 3 in it): resolved.
         p.handle_timeout(2_700 * MS, &[None, Some(0), None, None]);
         assert_eq!(p.resolving(), Some(0));
+    }
+
+    #[test]
+    fn a_readmitted_node_is_watched_afresh() {
+        let mut p = PeerLoss::new(4, 1_500 * MS);
+        silence_of_3(&mut p, 2_600 * MS);
+        p.handle_timeout(2_600 * MS, &[Some(2); 4]);
+        for v in 0..3 {
+            p.handle_status(v, 2, NodeRoundStatus::Incomplete);
+        }
+        p.handle_timeout(2_610 * MS, &[Some(2); 4]);
+        assert!(p.settled());
+        assert!(!p.readmit(1), "not lost");
+        assert!(p.readmit(3));
+        assert_eq!(p.members(), [0, 1, 2, 3]);
+        assert!(p.lost().is_empty());
+        // The old reports (3 silent for 1.6 s, made 0.1 s ago) no longer count...
+        assert!(p.handle_timeout(2_700 * MS, &[Some(2); 4]).is_empty());
+        // ...new ones do: silent again for the timeout, lost again.
+        silence_of_3(&mut p, 4_200 * MS);
+        assert_eq!(
+            p.handle_timeout(4_200 * MS, &[Some(9); 4]),
+            [LossEvent::Lost { node: 3 }]
+        );
     }
 
     #[test]
