@@ -16,6 +16,8 @@
 //! 64    request          u64   trainer: round + 1 of the newest round it asked for (0 = none)
 //! 72    sync_ack         u64   trainer: `join` value whose state sync it started (rounds at or
 //!                              past a join start only once the trainer acknowledged it)
+//! 80    join_members     [u64; 3] cp: every member of the rounds from `join` on (a NodeSet,
+//!                              before `join`; written once per rejoin)
 //! 128   barrier          u64   cp: rounds at or past this must not start (u64::MAX = none):
 //!                              the node agent's undecided activation round, or a committed
 //!                              activation whose policy the dp has not installed yet
@@ -91,6 +93,7 @@ const OFF_JOIN: usize = 32;
 const OFF_JOINED: usize = 40;
 const OFF_REQUEST: usize = 64;
 const OFF_SYNC_ACK: usize = 72;
+const OFF_JOIN_MEMBERS: usize = 80;
 const OFF_BARRIER: usize = 128;
 const OFF_BARRIER_EPOCH: usize = 136;
 const OFF_FREEZE: usize = 144;
@@ -543,9 +546,14 @@ impl NodeFile {
             .checked_sub(1)?;
         Some((round, self.read_set(OFF_JOINED)))
     }
-    /// The cp: publishes a join (the set first, the round last).
-    pub fn set_join(&self, round: u64, joined: NodeSet) {
+    /// Every member of the rounds from the newest join on (empty without a join).
+    pub fn join_members(&self) -> NodeSet {
+        self.read_set(OFF_JOIN_MEMBERS)
+    }
+    /// The cp: publishes a join (the sets first, the round last).
+    pub fn set_join(&self, round: u64, joined: NodeSet, members: NodeSet) {
         self.write_set(OFF_JOINED, joined);
+        self.write_set(OFF_JOIN_MEMBERS, members);
         self.word64(OFF_JOIN).store(round + 1, Ordering::Release);
     }
     /// The join value (round + 1) the trainer acknowledged (0 = none).
@@ -701,10 +709,11 @@ mod tests {
             (None, None, 0)
         );
         assert!(dp.join_allows(40));
-        tr.set_join(30, [2u16].into_iter().collect());
+        tr.set_join(30, [2u16].into_iter().collect(), NodeSet::first(3));
         tr.set_first_round(30);
         let (round, joined) = dp.join().unwrap();
         assert_eq!((round, joined.iter().collect::<Vec<_>>()), (30, vec![2]));
+        assert_eq!(dp.join_members(), NodeSet::first(3));
         assert_eq!(dp.first_round(), Some(30));
         assert!(dp.join_allows(29) && !dp.join_allows(30) && !dp.join_allows(31));
         tr.set_sync_ack(31);

@@ -79,8 +79,14 @@ pub enum SessionError {
     /// Nodes `joined` (this one, if it just rejoined) take part from `round` on: nothing was
     /// requested and the buffer is unchanged. Call [`Session::sync_state`] (every member,
     /// same root) before contributing again.
-    #[error("round {round}: node(s) {joined:?} rejoin from this round on: call sync_state before contributing (the buffer is unchanged)")]
-    MembersJoined { round: u64, joined: Vec<NodeId> },
+    /// `members`: every member from `round` on (pick the sync's root among those not
+    /// joined, e.g. the lowest).
+    #[error("round {round}: node(s) {joined:?} rejoin from this round on (members {members:?}): call sync_state before contributing (the buffer is unchanged)")]
+    MembersJoined {
+        round: u64,
+        joined: Vec<NodeId>,
+        members: Vec<NodeId>,
+    },
     /// The root's state has `root` bytes, this node's `ours`: nothing was copied (every
     /// round of the sync ran, so the members stay in step).
     #[error("state sync: the root's state is {root} bytes, this node's {ours}: nothing copied")]
@@ -292,22 +298,19 @@ impl Session {
     /// first round, or it is at or past a join the trainer has not acknowledged.
     fn join_blocks(&self, round: u64) -> Option<SessionError> {
         let f = &self.file;
-        let joined = || {
-            f.join()
+        let joined = |round| SessionError::MembersJoined {
+            round,
+            joined: f
+                .join()
                 .map(|(_, j)| j.iter().collect())
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            members: f.join_members().iter().collect(),
         };
         if let Some(first) = f.first_round().filter(|&first| round < first) {
-            return Some(SessionError::MembersJoined {
-                round: first,
-                joined: joined(),
-            });
+            return Some(joined(first));
         }
         let (join, _) = f.join()?;
-        (round >= join && !f.join_allows(round)).then(|| SessionError::MembersJoined {
-            round,
-            joined: joined(),
-        })
+        (round >= join && !f.join_allows(round)).then(|| joined(round))
     }
 
     /// Makes `state` equal, byte for byte, to the root's `state` on every member: every
@@ -647,13 +650,17 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(50));
                 let joined: NodeSet = [1u16].into_iter().collect();
                 cb.set_first_round(3);
-                cb.set_join(3, joined);
-                ca.set_join(3, joined);
+                cb.set_join(3, joined, NodeSet::first(2));
+                ca.set_join(3, joined, NodeSet::first(2));
             })
         };
         let mut b = [5.0f32; 8];
         match sa.allreduce(&mut b) {
-            Err(SessionError::MembersJoined { round: 3, joined }) => assert_eq!(joined, [1]),
+            Err(SessionError::MembersJoined {
+                round: 3,
+                joined,
+                members,
+            }) => assert_eq!((joined, members), (vec![1], vec![0, 1])),
             other => panic!("expected MembersJoined, got {other:?}"),
         }
         cp.join().unwrap();
@@ -664,7 +671,9 @@ mod tests {
             "the request was taken back"
         );
         match sb.allreduce(&mut b) {
-            Err(SessionError::MembersJoined { round: 3, joined }) => assert_eq!(joined, [1]),
+            Err(SessionError::MembersJoined {
+                round: 3, joined, ..
+            }) => assert_eq!(joined, [1]),
             other => panic!("expected MembersJoined, got {other:?}"),
         }
         assert_eq!((dpb.request(), sb.next_round()), (0, 3));

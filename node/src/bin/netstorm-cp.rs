@@ -305,7 +305,11 @@ fn run() -> anyhow::Result<()> {
                             if joined.contains(me.id) {
                                 node_file.set_first_round(at as u64);
                             }
-                            node_file.set_join(at as u64, joined);
+                            let members: NodeSet = match &policy.members {
+                                Some(m) => m.iter().copied().collect(),
+                                None => NodeSet::first(policy.node_count as usize),
+                            };
+                            node_file.set_join(at as u64, joined, members);
                             let names: Vec<String> = joined.iter().map(node_name).collect();
                             eprintln!("netstorm-cp: epoch {e} admits {} back from round {at}: trainers sync state before contributing", names.join(", "));
                         }
