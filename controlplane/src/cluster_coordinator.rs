@@ -183,6 +183,24 @@ impl ClusterCoordinator {
                 }
                 return;
             }
+            let fresh = hello.installed_epoch == 0
+                && hello.started_round.is_none()
+                && hello.barrier_epoch.is_none();
+            let was_running = self.coord.as_ref().is_some_and(|c| {
+                c.committed().is_some() && c.node_round(node).is_some() && c.is_member(node)
+            });
+            if fresh && was_running {
+                // Restarted before anyone noticed it silent: its fresh dp holds no policy and
+                // can take no part in the rounds in flight, yet it is heard. Lost now (the
+                // rounds in flight are decided without it), then admitted like any rejoin.
+                loss.declare_lost(node);
+                if !self.rejoining.contains(&node) {
+                    self.rejoining.push(node);
+                    self.events
+                        .push_back(CoordinatorEvent::RejoinRequested { node });
+                }
+                return;
+            }
             loss.on_hello(node);
         }
         if let (Some(c), Some(round)) = (self.coord.as_mut(), hello.started_round) {
@@ -926,5 +944,50 @@ mod tests {
         )));
         assert!(sim.prepares.iter().all(|p| p.0 != 3), "{:?}", sim.prepares);
         assert_eq!(sim.d.cc.peer_loss().unwrap().members(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_node_restarted_before_it_was_declared_lost_is_lost_then_admitted() {
+        let mut sim = LossSim::new();
+        // Node 3 restarts at once (its dp never went silent for the timeout).
+        sim.nodes.agents[3] = NodeAgent::new(3, 0);
+        sim.nodes.installed[3].clear();
+        sim.rounds[3].clear();
+        let fresh = NodeHello {
+            installed_epoch: 0,
+            started_round: None,
+            barrier_epoch: None,
+        };
+        sim.d.cc.handle_hello(sim.now, 3, fresh);
+        sim.run_for(4 * SECOND);
+        let lost = sim
+            .d
+            .events
+            .iter()
+            .position(|e| matches!(e, CoordinatorEvent::NodeLost { node: 3, .. }));
+        let failed = sim.d.events.iter().position(|e| {
+            matches!(e, CoordinatorEvent::RoundDecided { outcome: Outcome::Failed { lost }, .. } if lost == &[3])
+        });
+        let rejoined = sim
+            .d
+            .events
+            .iter()
+            .position(|e| matches!(e, CoordinatorEvent::NodeRejoined { node: 3, .. }));
+        assert!(
+            lost < failed && failed < rejoined && lost.is_some(),
+            "{:?}",
+            sim.d.events
+        );
+        let at = sim.rounds[3]
+            .first()
+            .copied()
+            .expect("node 3 runs rounds again");
+        for v in 0..4 {
+            assert!(
+                sim.rounds[v].contains(&(at + 3)),
+                "{v}: {:?}",
+                sim.rounds[v]
+            );
+        }
     }
 }

@@ -88,6 +88,8 @@ pub struct PeerLoss {
     /// A loss has not been followed by a failed round yet (so no policy without the lost
     /// node was asked for): the next round a survivor starts must be resolved.
     unsettled: bool,
+    /// Members that restarted: declared lost at the next timeout.
+    restarted: BTreeSet<NodeId>,
     out: Vec<(NodeId, ControlMsg)>,
 }
 
@@ -102,6 +104,7 @@ impl PeerLoss {
             resolving: None,
             last_decided: None,
             unsettled: false,
+            restarted: BTreeSet::new(),
             out: Vec::new(),
         }
     }
@@ -132,6 +135,15 @@ impl PeerLoss {
     /// round still to resolve): a membership change may be planned now.
     pub fn settled(&self) -> bool {
         self.resolving.is_none() && !self.unsettled
+    }
+
+    /// Declares member `node` lost at the next [`PeerLoss::handle_timeout`] whatever the
+    /// silences say: it restarted (its fresh data plane can take no part in the rounds in
+    /// flight, yet it is heard, so silence would never declare it).
+    pub fn declare_lost(&mut self, node: NodeId) {
+        if self.member.get(node as usize).copied().unwrap_or(false) {
+            self.restarted.insert(node);
+        }
     }
 
     /// Makes lost node `node` a member again (it rejoins with a fresh data plane). Every
@@ -192,7 +204,8 @@ impl PeerLoss {
         let mut events = Vec::new();
         let n = self.member.len();
         for x in 0..n {
-            if !self.member[x] || !self.silent_everywhere(now, x) {
+            let restarted = self.restarted.remove(&(x as NodeId));
+            if !self.member[x] || !(restarted || self.silent_everywhere(now, x)) {
                 continue;
             }
             self.member[x] = false;
