@@ -86,6 +86,7 @@ fn seeds() -> Vec<(&'static str, ControlMsg)> {
                 epoch: 2,
                 activate_at_round: 5,
                 policy,
+                joined: Vec::new(),
             },
         ),
         ("prepare_ack", ControlMsg::PrepareAck { node: 1, epoch: 2 }),

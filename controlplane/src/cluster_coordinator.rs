@@ -8,7 +8,17 @@
 //! policy, then re-plans on measured changes or a new prior (the operator's rates file).
 //!
 //! Time is the caller's monotonic clock; the nodes' clocks are not ours, so telemetry is
-//! re-timed on arrival ([`ClusterCoordinator::handle_control`]). Inputs: `handle_hello`,
+//! re-timed on arrival ([`ClusterCoordinator::handle_control`]).
+//!
+//! With loss detection on ([`ClusterCoordinator::with_peer_timeout`]), a lost node whose
+//! control plane says hello again from a *fresh* data plane (nothing installed, no round
+//! started: it restarted) is admitted back at a round boundary — once the loss is settled
+//! and nothing else is being planned — under a new epoch: a policy over the members and it,
+//! proposed with it as `joined`, activating at the coordinator's safe round (past every
+//! round a member reported, so every member can still reach it; a member already past it
+//! Nacks and the install is retried later). One that says hello with its old data plane
+//! (stale epoch: it was cut off, not restarted) stays out and is told why
+//! ([`ControlMsg::Refused`]). Inputs: `handle_hello`,
 //! `handle_control`, `handle_prior`, `handle_timeout` (every tick); outputs: `poll_transmit`
 //! (messages to nodes), `poll_event` (what to tell the operator), `counters`.
 
@@ -46,8 +56,14 @@ pub enum CoordinatorEvent {
     RoundDecided { round: u32, outcome: Outcome },
     /// One member is left: nothing to synchronize with.
     Alone { node: NodeId },
-    /// A lost node said hello again: it stays out (rejoining is not supported yet).
-    LostNodeRefused { node: NodeId },
+    /// A lost node said hello again from its old data plane (stale epoch): it stays out
+    /// and its cp is told `reason`.
+    LostNodeRefused { node: NodeId, reason: String },
+    /// A lost node restarted (fresh data plane) and asked to rejoin: admitted at the next
+    /// round boundary.
+    RejoinRequested { node: NodeId },
+    /// A lost node is a member again: the next policy (over `members`) admits it.
+    NodeRejoined { node: NodeId, members: Vec<NodeId> },
 }
 
 /// Protocol and learning counters, for the coordinator's counters file.
@@ -78,6 +94,8 @@ pub struct ClusterCoordinator {
     /// Loss detection and round resolution (`None`: off).
     loss: Option<PeerLoss>,
     loss_out: VecDeque<(NodeId, ControlMsg)>,
+    /// Lost nodes that restarted and wait to be admitted.
+    rejoining: Vec<NodeId>,
 }
 
 impl ClusterCoordinator {
@@ -100,6 +118,7 @@ impl ClusterCoordinator {
             events: VecDeque::new(),
             loss: None,
             loss_out: VecDeque::new(),
+            rejoining: Vec::new(),
         }
     }
 
@@ -136,8 +155,50 @@ impl ClusterCoordinator {
         *slot = Some(hello);
         if let Some(loss) = self.loss.as_mut() {
             if loss.lost().contains(&node) {
-                self.events
-                    .push_back(CoordinatorEvent::LostNodeRefused { node });
+                let fresh = hello.installed_epoch == 0
+                    && hello.started_round.is_none()
+                    && hello.barrier_epoch.is_none();
+                if fresh {
+                    if !self.rejoining.contains(&node) {
+                        self.rejoining.push(node);
+                        self.events
+                            .push_back(CoordinatorEvent::RejoinRequested { node });
+                    }
+                } else {
+                    // Its data plane still runs the epoch it was lost under: it was cut off,
+                    // not restarted, and its rounds can never match the members' again.
+                    let reason = format!(
+                        "node {node} was declared lost and its data plane still holds epoch {} (round {:?}): stale; restart its netstorm-dp (and netstorm-cp) to rejoin",
+                        hello.installed_epoch, hello.started_round
+                    );
+                    self.rejoining.retain(|&v| v != node);
+                    self.loss_out.push_back((
+                        node,
+                        ControlMsg::Refused {
+                            reason: reason.clone(),
+                        },
+                    ));
+                    self.events
+                        .push_back(CoordinatorEvent::LostNodeRefused { node, reason });
+                }
+                return;
+            }
+            let fresh = hello.installed_epoch == 0
+                && hello.started_round.is_none()
+                && hello.barrier_epoch.is_none();
+            let was_running = self.coord.as_ref().is_some_and(|c| {
+                c.committed().is_some() && c.node_round(node).is_some() && c.is_member(node)
+            });
+            if fresh && was_running {
+                // Restarted before anyone noticed it silent: its fresh dp holds no policy and
+                // can take no part in the rounds in flight, yet it is heard. Lost now (the
+                // rounds in flight are decided without it), then admitted like any rejoin.
+                loss.declare_lost(node);
+                if !self.rejoining.contains(&node) {
+                    self.rejoining.push(node);
+                    self.events
+                        .push_back(CoordinatorEvent::RejoinRequested { node });
+                }
                 return;
             }
             loss.on_hello(node);
@@ -272,6 +333,28 @@ impl ClusterCoordinator {
             }
         }
         self.loss_out.extend(loss.drain_transmit());
+        // Rejoins at a round boundary: the loss settled (its rounds decided, the survivors'
+        // policy asked for and committed), nothing else being planned or installed.
+        if !self.rejoining.is_empty()
+            && loss.settled()
+            && !self.replanner.request_pending()
+            && coord.may_propose()
+        {
+            let joined = std::mem::take(&mut self.rejoining);
+            for &node in &joined {
+                if loss.readmit(node) {
+                    coord.add_member(node);
+                    let members = loss.members();
+                    self.events
+                        .push_back(CoordinatorEvent::NodeRejoined { node, members });
+                }
+            }
+            let members = loss.members();
+            let all = members.len() == self.hellos.len();
+            self.replanner.set_members((!all).then(|| members.clone()));
+            self.replanner
+                .request(format!("rejoin of node(s) {joined:?}"), None);
+        }
     }
 
     /// The next message for a node.
@@ -312,7 +395,7 @@ impl ClusterCoordinator {
 mod tests {
     use super::*;
     use crate::awareness::LinkSample;
-    use crate::coordinator::NodeRoundStatus;
+    use crate::coordinator::{NodeAgent, NodeRoundStatus};
     use crate::planner::{by_name, PlannerOptions};
     use crate::replanner::Trigger;
     use crate::test_support::{link_samples, run, CoordinatorSide, Nodes, SECOND};
@@ -631,5 +714,280 @@ mod tests {
             [(0, ControlMsg::Alone), (0, ControlMsg::Freeze { round })]
         );
         assert!(d.events.contains(&CoordinatorEvent::Alone { node: 0 }));
+    }
+
+    /// A 4-node cluster run by hand through a loss of node 3 and, optionally, its restart:
+    /// a round every 100 ms among the alive nodes whose installed policies cover it, dp
+    /// silences from the alive nodes every 100 ms, freezes answered "incomplete".
+    struct LossSim {
+        d: Driven,
+        nodes: Nodes,
+        alive: Vec<bool>,
+        died_at: Nanos,
+        now: Nanos,
+        prepares: Vec<(NodeId, u32, u32, Policy, Vec<NodeId>)>,
+        refusals: Vec<(NodeId, String)>,
+        /// Per node, the rounds it started.
+        rounds: Vec<Vec<u32>>,
+    }
+
+    use netstorm_dataplane::policy::Policy;
+
+    impl LossSim {
+        fn new() -> Self {
+            let topo = Topology::full_mesh(4, 100.0 * MBPS, 20_000_000);
+            let mut d = driven(&topo);
+            d.cc = std::mem::replace(&mut d.cc, coordinator(&topo)).with_peer_timeout(SECOND);
+            let mut sim = Self {
+                d,
+                nodes: Nodes::new(4),
+                alive: vec![true; 4],
+                died_at: 0,
+                now: 0,
+                prepares: Vec::new(),
+                refusals: Vec::new(),
+                rounds: vec![Vec::new(); 4],
+            };
+            sim.run_for(3 * SECOND);
+            sim
+        }
+
+        fn covered(&self, v: usize, r: u32) -> bool {
+            self.nodes.installed[v].iter().any(|&(_, at)| at <= r)
+        }
+
+        fn run_for(&mut self, span: Nanos) {
+            let until = self.now + span;
+            while self.now < until {
+                self.now += 10_000_000;
+                let now = self.now;
+                if now.is_multiple_of(100_000_000) {
+                    let r = self.nodes.next_round;
+                    let part: Vec<usize> = (0..4)
+                        .filter(|&v| self.alive[v] && self.covered(v, r))
+                        .collect();
+                    if !part.is_empty() && part.iter().all(|&v| self.nodes.agents[v].may_start(r)) {
+                        self.nodes.next_round += 1;
+                        for &v in &part {
+                            self.rounds[v].push(r);
+                            let hb = self.nodes.agents[v].started(r);
+                            self.d.cc.handle_control(now, v as NodeId, hb);
+                        }
+                    }
+                    for v in (0..4).filter(|&v| self.alive[v]) {
+                        let peers = (0..4u16)
+                            .filter(|&u| u as usize != v)
+                            .map(|u| {
+                                let s = if self.alive[u as usize] {
+                                    0
+                                } else {
+                                    now - self.died_at
+                                };
+                                (u, Some(s))
+                            })
+                            .collect();
+                        let node = v as NodeId;
+                        self.d.cc.handle_control(
+                            now,
+                            node,
+                            ControlMsg::PeerSilence { node, peers },
+                        );
+                    }
+                }
+                self.d.tick(now);
+                while let Some((to, msg)) = self.d.cc.poll_transmit() {
+                    if !self.alive[to as usize] {
+                        continue;
+                    }
+                    let reply = match msg {
+                        ControlMsg::Freeze { round } => Some(ControlMsg::FrozenStatus {
+                            node: to,
+                            round,
+                            status: NodeRoundStatus::Incomplete,
+                        }),
+                        ControlMsg::Decide { .. } | ControlMsg::Alone => None,
+                        ControlMsg::Refused { reason } => {
+                            self.refusals.push((to, reason));
+                            None
+                        }
+                        m => {
+                            if let ControlMsg::Prepare {
+                                epoch,
+                                activate_at_round,
+                                policy,
+                                joined,
+                            } = &m
+                            {
+                                self.prepares.push((
+                                    to,
+                                    *epoch,
+                                    *activate_at_round,
+                                    policy.clone(),
+                                    joined.clone(),
+                                ));
+                            }
+                            self.nodes.handle(to, m)
+                        }
+                    };
+                    if let Some(reply) = reply {
+                        self.d.cc.handle_control(now, to, reply);
+                    }
+                }
+            }
+        }
+
+        /// Node 3's dp, cp and trainer die; the survivors run until its loss is settled
+        /// and their policy runs.
+        fn lose_3(&mut self) {
+            self.alive[3] = false;
+            self.died_at = self.now;
+            self.run_for(4 * SECOND);
+            assert!(self.d.events.iter().any(|e| matches!(
+                e,
+                CoordinatorEvent::RoundDecided {
+                    outcome: Outcome::Failed { .. },
+                    ..
+                }
+            )));
+            assert_eq!(self.d.cc.peer_loss().unwrap().members(), [0, 1, 2]);
+        }
+    }
+
+    #[test]
+    fn a_lost_node_that_restarts_is_admitted_at_a_round_boundary_under_a_new_epoch() {
+        let mut sim = LossSim::new();
+        sim.lose_3();
+        let survivors_epoch = sim.d.cc.counters().committed_epoch;
+        let before = sim.nodes.next_round;
+        assert!(
+            sim.rounds[0].contains(&(before - 1)),
+            "the survivors train on"
+        );
+        // Node 3 restarts: fresh dp (nothing installed, no round), fresh cp and agent.
+        sim.nodes.agents[3] = NodeAgent::new(3, 0);
+        sim.nodes.installed[3].clear();
+        sim.rounds[3].clear();
+        sim.alive[3] = true;
+        sim.prepares.clear();
+        let fresh = NodeHello {
+            installed_epoch: 0,
+            started_round: None,
+            barrier_epoch: None,
+        };
+        sim.d.cc.handle_hello(sim.now, 3, fresh);
+        sim.run_for(3 * SECOND);
+        assert!(sim
+            .d
+            .events
+            .contains(&CoordinatorEvent::RejoinRequested { node: 3 }));
+        assert!(sim.d.events.contains(&CoordinatorEvent::NodeRejoined {
+            node: 3,
+            members: vec![0, 1, 2, 3]
+        }));
+        let loss = sim.d.cc.peer_loss().unwrap();
+        assert!(loss.lost().is_empty() && loss.members() == [0, 1, 2, 3]);
+        // One admitting Prepare per node, the rejoiner included, under a newer epoch, with
+        // it as `joined`, over every node, at a round no member had started.
+        let admitting: Vec<_> = sim.prepares.iter().filter(|p| p.4 == [3]).collect();
+        assert_eq!(
+            admitting.iter().map(|p| p.0).collect::<Vec<_>>(),
+            [0, 1, 2, 3],
+            "{:?}",
+            sim.prepares
+        );
+        let (_, epoch, at, policy, _) = admitting[0].clone();
+        assert!(epoch > survivors_epoch);
+        assert!(
+            at >= before,
+            "activates at {at}, a member had started {}",
+            before - 1
+        );
+        assert_eq!(policy.members, None, "over every node again");
+        assert_eq!(sim.d.cc.counters().committed_epoch, epoch);
+        // The rejoiner's first round is the activation round; from it on, every node runs
+        // every round under the new epoch.
+        assert_eq!(sim.rounds[3].first(), Some(&at), "{:?}", sim.rounds[3]);
+        assert!(sim.nodes.next_round > at + 5);
+        for v in 0..4 {
+            assert_eq!(sim.nodes.epoch_of_round(v, at), Some(epoch));
+            assert!(sim.rounds[v].contains(&(at + 5)));
+        }
+        assert!(sim.refusals.is_empty());
+    }
+
+    #[test]
+    fn a_lost_node_back_with_its_old_data_plane_stays_refused_and_is_told_why() {
+        let mut sim = LossSim::new();
+        sim.lose_3();
+        // Node 3 was cut off, not restarted: its dp still holds epoch 1 and round 20.
+        sim.alive[3] = true;
+        sim.prepares.clear();
+        let stale = NodeHello {
+            installed_epoch: 1,
+            started_round: Some(20),
+            barrier_epoch: None,
+        };
+        sim.d.cc.handle_hello(sim.now, 3, stale);
+        sim.run_for(3 * SECOND);
+        assert!(sim.d.events.iter().any(
+            |e| matches!(e, CoordinatorEvent::LostNodeRefused { node: 3, reason } if reason.contains("stale"))
+        ));
+        assert_eq!(sim.refusals.len(), 1, "{:?}", sim.refusals);
+        assert!(
+            sim.refusals[0].1.contains("restart its netstorm-dp"),
+            "{:?}",
+            sim.refusals
+        );
+        assert!(!sim.d.events.iter().any(|e| matches!(
+            e,
+            CoordinatorEvent::NodeRejoined { .. } | CoordinatorEvent::RejoinRequested { .. }
+        )));
+        assert!(sim.prepares.iter().all(|p| p.0 != 3), "{:?}", sim.prepares);
+        assert_eq!(sim.d.cc.peer_loss().unwrap().members(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_node_restarted_before_it_was_declared_lost_is_lost_then_admitted() {
+        let mut sim = LossSim::new();
+        // Node 3 restarts at once (its dp never went silent for the timeout).
+        sim.nodes.agents[3] = NodeAgent::new(3, 0);
+        sim.nodes.installed[3].clear();
+        sim.rounds[3].clear();
+        let fresh = NodeHello {
+            installed_epoch: 0,
+            started_round: None,
+            barrier_epoch: None,
+        };
+        sim.d.cc.handle_hello(sim.now, 3, fresh);
+        sim.run_for(4 * SECOND);
+        let lost = sim
+            .d
+            .events
+            .iter()
+            .position(|e| matches!(e, CoordinatorEvent::NodeLost { node: 3, .. }));
+        let failed = sim.d.events.iter().position(|e| {
+            matches!(e, CoordinatorEvent::RoundDecided { outcome: Outcome::Failed { lost }, .. } if lost == &[3])
+        });
+        let rejoined = sim
+            .d
+            .events
+            .iter()
+            .position(|e| matches!(e, CoordinatorEvent::NodeRejoined { node: 3, .. }));
+        assert!(
+            lost < failed && failed < rejoined && lost.is_some(),
+            "{:?}",
+            sim.d.events
+        );
+        let at = sim.rounds[3]
+            .first()
+            .copied()
+            .expect("node 3 runs rounds again");
+        for v in 0..4 {
+            assert!(
+                sim.rounds[v].contains(&(at + 3)),
+                "{v}: {:?}",
+                sim.rounds[v]
+            );
+        }
     }
 }

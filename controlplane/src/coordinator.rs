@@ -34,6 +34,11 @@ pub enum ControlMsg {
         epoch: u32,
         activate_at_round: u32,
         policy: Policy,
+        /// Nodes this policy admits back (issue 19 rejoin): from `activate_at_round` on they
+        /// take part, and every member's trainer must sync state before contributing.
+        /// Empty (and absent on the wire) for every other policy.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        joined: Vec<NodeId>,
     },
     PrepareAck {
         node: NodeId,
@@ -95,6 +100,11 @@ pub enum ControlMsg {
     },
     /// Leader → node: every other node was lost; no round can run.
     Alone,
+    /// Leader → node: your hello was refused (a node declared lost that came back without
+    /// restarting its data plane: its epoch is stale); `reason` says what to do.
+    Refused {
+        reason: String,
+    },
 }
 
 /// Where a frozen round stands at a node (all its workers).
@@ -147,6 +157,8 @@ struct Txn {
     epoch: u32,
     activate_at_round: u32,
     policy: Policy,
+    /// Nodes the policy admits back (see [`ControlMsg::Prepare`]).
+    joined: Vec<NodeId>,
     phase: Phase,
     last_send: Nanos,
     /// Retries behind this attempt.
@@ -191,6 +203,10 @@ pub struct Coordinator {
     last_heard: Vec<Option<Nanos>>,
     /// Nodes taking part (issue 19): a lost node is sent nothing and acknowledges nothing.
     member: Vec<bool>,
+    /// Members added back whose admitting policy has not committed yet: every proposal
+    /// carries them as `joined` (retries too), and [`Coordinator::may_propose`] does not
+    /// wait for their rounds (a fresh data plane has started none).
+    joining: Vec<NodeId>,
     out: VecDeque<(NodeId, ControlMsg)>,
     telemetry: VecDeque<(NodeId, Vec<LinkSample>)>,
     pub counters: CoordinatorCounters,
@@ -209,6 +225,7 @@ impl Coordinator {
             node_round: vec![None; node_count],
             last_heard: vec![None; node_count],
             member: vec![true; node_count],
+            joining: Vec::new(),
             out: VecDeque::new(),
             telemetry: VecDeque::new(),
             counters: CoordinatorCounters::default(),
@@ -237,6 +254,7 @@ impl Coordinator {
             return;
         }
         self.member[v] = false;
+        self.joining.retain(|&j| j != node);
         let mut i = 0;
         while i < self.txns.len() {
             let all = match &mut self.txns[i].phase {
@@ -260,11 +278,25 @@ impl Coordinator {
         }
     }
 
-    /// Lets `node` take part in installs again (it rejoined).
+    /// Lets `node` take part in installs again (it rejoined with a fresh data plane): the
+    /// rounds it reported before are forgotten, and the next proposals carry it as `joined`
+    /// until one commits.
     pub fn add_member(&mut self, node: NodeId) {
-        if let Some(m) = self.member.get_mut(node as usize) {
-            *m = true;
+        let v = node as usize;
+        if v >= self.n || self.member[v] {
+            return;
         }
+        self.member[v] = true;
+        self.node_round[v] = None;
+        if !self.joining.contains(&node) {
+            self.joining.push(node);
+            self.joining.sort_unstable();
+        }
+    }
+
+    /// Members added back whose admitting policy has not committed yet.
+    pub fn joining(&self) -> &[NodeId] {
+        &self.joining
     }
 
     /// The newest committed `(epoch, activate_at_round)`.
@@ -294,11 +326,15 @@ impl Coordinator {
         }
         match self.committed {
             None => true,
-            Some((_, at)) => self
-                .node_round
-                .iter()
-                .zip(&self.member)
-                .all(|(r, &m)| !m || r.is_some_and(|r| r >= at)),
+            Some((_, at)) => {
+                self.node_round
+                    .iter()
+                    .zip(&self.member)
+                    .enumerate()
+                    .all(|(v, (r, &m))| {
+                        !m || self.joining.contains(&(v as NodeId)) || r.is_some_and(|r| r >= at)
+                    })
+            }
         }
     }
 
@@ -365,6 +401,7 @@ impl Coordinator {
 
     fn start_prepare(&mut self, now: Nanos, policy: Policy, activate_at_round: u32, retry: u32) {
         let epoch = policy.epoch;
+        let joined = self.joining.clone();
         for v in self.member_ids() {
             self.out.push_back((
                 v as NodeId,
@@ -372,6 +409,7 @@ impl Coordinator {
                     epoch,
                     activate_at_round,
                     policy: policy.clone(),
+                    joined: joined.clone(),
                 },
             ));
         }
@@ -379,6 +417,7 @@ impl Coordinator {
             epoch,
             activate_at_round,
             policy,
+            joined,
             phase: Phase::Preparing {
                 acked: self.unacked(),
                 started_at: now,
@@ -454,6 +493,7 @@ impl Coordinator {
         t.last_send = now;
         self.committed = Some((t.epoch, t.activate_at_round));
         self.counters.committed += 1;
+        self.joining.retain(|v| !t.joined.contains(v));
         for v in members {
             self.out.push_back((
                 v as NodeId,
@@ -551,6 +591,7 @@ impl Coordinator {
                             epoch: t.epoch,
                             activate_at_round: t.activate_at_round,
                             policy: t.policy.clone(),
+                            joined: t.joined.clone(),
                         },
                     ),
                     Phase::Committing { acked } => (
@@ -573,6 +614,7 @@ impl Coordinator {
                                 epoch: t.epoch,
                                 activate_at_round: t.activate_at_round,
                                 policy: t.policy.clone(),
+                                joined: t.joined.clone(),
                             },
                         ));
                     }
@@ -666,6 +708,7 @@ impl NodeAgent {
                 epoch,
                 activate_at_round,
                 policy,
+                ..
             } => {
                 if epoch <= self.committed_epoch {
                     // Already decided here (a resend): the commit ack will follow the Commit.
@@ -935,7 +978,8 @@ mod tests {
             a.handle(ControlMsg::Prepare {
                 epoch: 4,
                 activate_at_round: 9,
-                policy: policy(4, 3)
+                policy: policy(4, 3),
+                joined: Vec::new(),
             }),
             None
         );
@@ -968,6 +1012,19 @@ mod tests {
             epoch: 3,
             activate_at_round: 7,
             policy: policy(3, 3),
+            joined: Vec::new(),
+        };
+        let s = serde_json::to_string(&m).unwrap();
+        assert!(
+            !s.contains("joined"),
+            "absent when empty (older cps parse it): {s}"
+        );
+        assert_eq!(serde_json::from_str::<ControlMsg>(&s).unwrap(), m);
+        let m = ControlMsg::Prepare {
+            epoch: 3,
+            activate_at_round: 7,
+            policy: policy(3, 3),
+            joined: vec![2],
         };
         let s = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<ControlMsg>(&s).unwrap(), m);

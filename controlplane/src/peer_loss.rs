@@ -22,8 +22,11 @@
 //! succeeded is followed by resolving the next one, which cannot succeed without the lost
 //! node (unless every survivor released it before the loss was seen).
 //!
-//! Not here yet: a replicated leader (this state lives in the configured coordinator) and
-//! rejoining — a lost node stays out until the job restarts.
+//! **Rejoining.** [`PeerLoss::readmit`] makes a lost node a member again (the caller does
+//! so at a round boundary, once its data plane restarted): the silences reported about it
+//! before are forgotten, so it is watched afresh from the survivors' next reports.
+//!
+//! Not here yet: a replicated leader (this state lives in the configured coordinator).
 
 use crate::coordinator::{ControlMsg, NodeRoundStatus};
 use netstorm_dataplane::{Nanos, NodeId};
@@ -85,6 +88,8 @@ pub struct PeerLoss {
     /// A loss has not been followed by a failed round yet (so no policy without the lost
     /// node was asked for): the next round a survivor starts must be resolved.
     unsettled: bool,
+    /// Members that restarted: declared lost at the next timeout.
+    restarted: BTreeSet<NodeId>,
     out: Vec<(NodeId, ControlMsg)>,
 }
 
@@ -99,6 +104,7 @@ impl PeerLoss {
             resolving: None,
             last_decided: None,
             unsettled: false,
+            restarted: BTreeSet::new(),
             out: Vec::new(),
         }
     }
@@ -123,6 +129,38 @@ impl PeerLoss {
     /// The newest decision.
     pub fn last_decided(&self) -> Option<&(u32, Outcome)> {
         self.last_decided.as_ref()
+    }
+
+    /// Whether every loss so far was followed by its decided rounds (nothing frozen, no
+    /// round still to resolve): a membership change may be planned now.
+    pub fn settled(&self) -> bool {
+        self.resolving.is_none() && !self.unsettled
+    }
+
+    /// Declares member `node` lost at the next [`PeerLoss::handle_timeout`] whatever the
+    /// silences say: it restarted (its fresh data plane can take no part in the rounds in
+    /// flight, yet it is heard, so silence would never declare it).
+    pub fn declare_lost(&mut self, node: NodeId) {
+        if self.member.get(node as usize).copied().unwrap_or(false) {
+            self.restarted.insert(node);
+        }
+    }
+
+    /// Makes lost node `node` a member again (it rejoins with a fresh data plane). Every
+    /// silence report about it, and every report it made before, is forgotten: it is
+    /// declared lost again only on reports made after this call. Returns false (nothing
+    /// changed) if `node` is not lost.
+    pub fn readmit(&mut self, node: NodeId) -> bool {
+        let x = node as usize;
+        if !self.lost.remove(&node) {
+            return false;
+        }
+        self.member[x] = true;
+        for row in &mut self.reports {
+            row[x] = None;
+        }
+        self.reports[x].fill(None);
+        true
     }
 
     /// A node's data-plane silences per peer (`None`: never heard).
@@ -166,7 +204,8 @@ impl PeerLoss {
         let mut events = Vec::new();
         let n = self.member.len();
         for x in 0..n {
-            if !self.member[x] || !self.silent_everywhere(now, x) {
+            let restarted = self.restarted.remove(&(x as NodeId));
+            if !self.member[x] || !(restarted || self.silent_everywhere(now, x)) {
                 continue;
             }
             self.member[x] = false;
@@ -419,6 +458,30 @@ mod tests {
         // Node 1 starts round 0 (under the epoch with node 3 in it): resolved.
         p.handle_timeout(2_700 * MS, &[None, Some(0), None, None]);
         assert_eq!(p.resolving(), Some(0));
+    }
+
+    #[test]
+    fn a_readmitted_node_is_watched_afresh() {
+        let mut p = PeerLoss::new(4, 1_500 * MS);
+        silence_of_3(&mut p, 2_600 * MS);
+        p.handle_timeout(2_600 * MS, &[Some(2); 4]);
+        for v in 0..3 {
+            p.handle_status(v, 2, NodeRoundStatus::Incomplete);
+        }
+        p.handle_timeout(2_610 * MS, &[Some(2); 4]);
+        assert!(p.settled());
+        assert!(!p.readmit(1), "not lost");
+        assert!(p.readmit(3));
+        assert_eq!(p.members(), [0, 1, 2, 3]);
+        assert!(p.lost().is_empty());
+        // The old reports (3 silent for 1.6 s, made 0.1 s ago) no longer count...
+        assert!(p.handle_timeout(2_700 * MS, &[Some(2); 4]).is_empty());
+        // ...new ones do: silent again for the timeout, lost again.
+        silence_of_3(&mut p, 4_200 * MS);
+        assert_eq!(
+            p.handle_timeout(4_200 * MS, &[Some(9); 4]),
+            [LossEvent::Lost { node: 3 }]
+        );
     }
 
     #[test]

@@ -229,6 +229,11 @@ impl<'p> Replanner<'p> {
         self.requested = Some((Trigger::Requested(reason.into()), activate_at_round));
     }
 
+    /// Whether a requested plan (a caller's request or a new prior) waits to be proposed.
+    pub fn request_pending(&self) -> bool {
+        self.requested.is_some()
+    }
+
     /// Plans from now on cover only `members` (ascending node ids; `None`: every node): a
     /// lost node is left out of every tree and route (issue 19). The caller requests the
     /// plan ([`Replanner::request`]).

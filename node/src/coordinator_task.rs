@@ -318,12 +318,29 @@ impl CoordinatorTask {
                     );
                     (self.log)(&line);
                 }
-                CoordinatorEvent::LostNodeRefused { node } => {
+                CoordinatorEvent::LostNodeRefused { node, reason } => {
                     let line = format!(
-                        "node {} said hello after it was declared lost; it stays out (rejoining is not supported yet: restart the job)",
+                        "node {} said hello after it was declared lost; refused: {reason}",
                         self.name(node)
                     );
                     (self.log)(&line);
+                }
+                CoordinatorEvent::RejoinRequested { node } => {
+                    let line = format!(
+                        "node {} restarted after it was lost and asks to rejoin: admitted at the next round boundary",
+                        self.name(node)
+                    );
+                    (self.log)(&line);
+                }
+                CoordinatorEvent::NodeRejoined { node, members } => {
+                    let names: Vec<String> = members.iter().map(|&v| self.name(v)).collect();
+                    let line = format!(
+                        "node {} rejoins: the next policy admits it; members now {}",
+                        self.name(node),
+                        names.join(", ")
+                    );
+                    (self.log)(&line);
+                    self.loss_log.push(line);
                 }
                 CoordinatorEvent::Proposed(p) => {
                     for c in &p.changed_links {

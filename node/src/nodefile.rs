@@ -10,7 +10,14 @@
 //! 12    workers          u32   (dp worker threads; each owns a contiguous element range)
 //! 16    buffer_elems     u64
 //! 24    dp pid           u32
+//! 32    join             u64   cp: round + 1 of the newest round from which rejoined nodes take
+//!                              part (0 = none); stored before the barrier at it is lifted
+//! 40    joined           [u64; 3] cp: the nodes that rejoin at that round (a NodeSet, before `join`)
 //! 64    request          u64   trainer: round + 1 of the newest round it asked for (0 = none)
+//! 72    sync_ack         u64   trainer: `join` value whose state sync it started (rounds at or
+//!                              past a join start only once the trainer acknowledged it)
+//! 80    join_members     [u64; 3] cp: every member of the rounds from `join` on (a NodeSet,
+//!                              before `join`; written once per rejoin)
 //! 128   barrier          u64   cp: rounds at or past this must not start (u64::MAX = none):
 //!                              the node agent's undecided activation round, or a committed
 //!                              activation whose policy the dp has not installed yet
@@ -24,6 +31,7 @@
 //! 200   active_epoch     u64   dp: epoch the newest started round runs under
 //! 208   members          [u64; 3] dp/cp: the nodes rounds sum over now (a NodeSet)
 //! 232   alone            u64   cp: 1 once every other node was lost (no round can run)
+//! 240   first_round      u64   cp of a rejoined node: round + 1 of its first round (0 = none)
 //! 256   done[w]          u64   dp worker w: round + 1 of the newest round complete there
 //! 264   started[w]       u64   dp worker w: round + 1 of the newest round started there
 //! 272   status[w]        u64   dp worker w: its answer to `freeze`: (round + 1) << 2 | status
@@ -49,6 +57,14 @@
 //! words added for this are zero in a file of an older dp (no freeze, no decision, no
 //! abort), so the layout version is unchanged.
 //!
+//! A rejoin (issue 19): the cp of every member of the admitting policy stores `joined`,
+//! then `join` (and the rejoiner's cp `first_round`) when the policy commits, before it
+//! pushes the policy to the dp, so before the barrier at the join round is lifted: a worker
+//! that sees the barrier lifted sees the join. A worker starts a round at or past `join`
+//! only once `sync_ack >= join` (the trainer knows of the join and syncs state first); the
+//! trainer, seeing the join before or while it waits for such a round, takes its request
+//! back (no worker can have started it) and tells its caller. Zero in an older dp's file.
+//!
 //! Start gate (the cp's barrier vs. the worker's start, both SeqCst, Dekker style): a worker
 //! stores `started[w] = r + 1`, then re-reads the barrier and takes the start back if
 //! `r >= barrier`; the cp stores the barrier, then reads `started`. So either the worker sees
@@ -73,7 +89,11 @@ const OFF_VERSION: usize = 8;
 const OFF_WORKERS: usize = 12;
 const OFF_ELEMS: usize = 16;
 const OFF_PID: usize = 24;
+const OFF_JOIN: usize = 32;
+const OFF_JOINED: usize = 40;
 const OFF_REQUEST: usize = 64;
+const OFF_SYNC_ACK: usize = 72;
+const OFF_JOIN_MEMBERS: usize = 80;
 const OFF_BARRIER: usize = 128;
 const OFF_BARRIER_EPOCH: usize = 136;
 const OFF_FREEZE: usize = 144;
@@ -84,6 +104,7 @@ const OFF_INSTALLED: usize = 192;
 const OFF_ACTIVE: usize = 200;
 const OFF_MEMBERS: usize = 208;
 const OFF_ALONE: usize = 232;
+const OFF_FIRST_ROUND: usize = 240;
 const OFF_DONE: usize = 256;
 const OFF_STARTED: usize = 264;
 const OFF_STATUS: usize = 272;
@@ -562,6 +583,51 @@ impl NodeFile {
     pub fn set_members(&self, members: NodeSet) {
         self.write_set(OFF_MEMBERS, members)
     }
+    // -- rejoins (issue 19) ----------------------------------------------------------------
+
+    /// The newest join: the round from which `joined` take part, and who.
+    pub fn join(&self) -> Option<(u64, NodeSet)> {
+        let round = self
+            .word64(OFF_JOIN)
+            .load(Ordering::Acquire)
+            .checked_sub(1)?;
+        Some((round, self.read_set(OFF_JOINED)))
+    }
+    /// Every member of the rounds from the newest join on (empty without a join).
+    pub fn join_members(&self) -> NodeSet {
+        self.read_set(OFF_JOIN_MEMBERS)
+    }
+    /// The cp: publishes a join (the sets first, the round last).
+    pub fn set_join(&self, round: u64, joined: NodeSet, members: NodeSet) {
+        self.write_set(OFF_JOINED, joined);
+        self.write_set(OFF_JOIN_MEMBERS, members);
+        self.word64(OFF_JOIN).store(round + 1, Ordering::Release);
+    }
+    /// The join value (round + 1) the trainer acknowledged (0 = none).
+    pub fn sync_ack(&self) -> u64 {
+        self.word64(OFF_SYNC_ACK).load(Ordering::Acquire)
+    }
+    pub fn set_sync_ack(&self, v: u64) {
+        self.word64(OFF_SYNC_ACK).fetch_max(v, Ordering::AcqRel);
+    }
+    /// Whether round `round` may start as far as joins go: before the newest join, or the
+    /// trainer acknowledged it.
+    pub fn join_allows(&self, round: u64) -> bool {
+        let join = self.word64(OFF_JOIN).load(Ordering::Acquire);
+        join == 0 || round + 1 < join || self.sync_ack() >= join
+    }
+    /// A rejoined node's first round (its data plane started afresh; earlier rounds ran
+    /// without it).
+    pub fn first_round(&self) -> Option<u64> {
+        self.word64(OFF_FIRST_ROUND)
+            .load(Ordering::Acquire)
+            .checked_sub(1)
+    }
+    pub fn set_first_round(&self, round: u64) {
+        self.word64(OFF_FIRST_ROUND)
+            .store(round + 1, Ordering::Release)
+    }
+
     /// Worker `w`'s answer to the freeze: the round and its status there.
     pub fn frozen_status(&self, w: usize) -> Option<(u64, FrozenStatus)> {
         assert!(w < self.workers);
@@ -684,6 +750,21 @@ mod tests {
         assert_eq!(tr.over_all(), 1);
         dp.set_aborted(1, 2);
         assert_eq!(tr.over_all(), 2);
+        // Joins: none in a new file; a round at or past one waits for the trainer's ack.
+        assert_eq!(
+            (tr.join(), tr.first_round(), tr.sync_ack()),
+            (None, None, 0)
+        );
+        assert!(dp.join_allows(40));
+        tr.set_join(30, [2u16].into_iter().collect(), NodeSet::first(3));
+        tr.set_first_round(30);
+        let (round, joined) = dp.join().unwrap();
+        assert_eq!((round, joined.iter().collect::<Vec<_>>()), (30, vec![2]));
+        assert_eq!(dp.join_members(), NodeSet::first(3));
+        assert_eq!(dp.first_round(), Some(30));
+        assert!(dp.join_allows(29) && !dp.join_allows(30) && !dp.join_allows(31));
+        tr.set_sync_ack(31);
+        assert!(dp.join_allows(30) && dp.join_allows(31));
         let mut s = NodeSet::default();
         assert!(!s.insert(192) && s.is_empty() && !s.contains(192));
         let e = NodeFile::open(&path, 99, None).unwrap_err().to_string();

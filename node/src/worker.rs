@@ -16,7 +16,11 @@
 //!
 //! A round starts only when the trainer asked for it **and** it lies below the cp's start
 //! barrier (the node agent's undecided activation round, or a committed one whose policy is
-//! not installed yet), checked with the store-then-recheck handshake of [`crate::nodefile`].
+//! not installed yet), checked with the store-then-recheck handshake of [`crate::nodefile`],
+//! **and**, at or past a rejoin's first round, once the trainer acknowledged the join
+//! (`NodeFile::join_allows`, read after the barrier). A fresh dp learns its first round from
+//! its trainer's request alone: a rejoined node's session requests the join round first
+//! (`first_round`), the one its only policy activates at.
 //! No cp, no barrier: a dp whose cp is gone keeps running its committed policy.
 //!
 //! Failed rounds (issue 19): with release gossip on (real hosts), a round is handed to the
@@ -593,6 +597,12 @@ impl WorkerHook<'_> {
         }
         let over = self.done.max(self.aborted);
         if !(req > over && covered && req - 1 < nf.barrier()) {
+            return Ok(());
+        }
+        if !nf.join_allows(req - 1) {
+            // Nodes rejoin at or before this round and the trainer has not acknowledged it
+            // (read after the barrier: the cp stores the join before lifting it). Its buffer
+            // holds a contribution made without knowing; the trainer takes the request back.
             return Ok(());
         }
         let round = (req - 1) as u32;

@@ -19,6 +19,7 @@ from .errors import (
     BufferError,
     ConfigError,
     DataPlaneNotFoundError,
+    MembersJoinedError,
     NetstormError,
     PeerLostError,
     TimeoutError,
@@ -32,6 +33,7 @@ __all__ = [
     "NetstormError",
     "TimeoutError",
     "PeerLostError",
+    "MembersJoinedError",
     "ConfigError",
     "BufferError",
     "DataPlaneNotFoundError",
@@ -131,6 +133,12 @@ class Session:
         return self._native.broadcast(
             [as_buffer(b, f"buffer {i}") for i, b in enumerate(bufs)], root
         )
+
+    def sync_state(self, state, root):
+        """Returns node ``root``'s ``state`` (bytes-like, the same length on every member)
+        on every member, byte for byte: call it on every member with the same ``root``
+        (an id) after :class:`MembersJoinedError`, before contributing again."""
+        return self._native.sync_state(bytes(state), int(root))
 
     buffer_elems = property(lambda self: self._native.buffer_elems, doc="floats per round")
     node = property(lambda self: self._native.node)

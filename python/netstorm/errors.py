@@ -39,6 +39,21 @@ class PeerLostError(NetstormError, ConnectionError):
         self.nodes = nodes
 
 
+class MembersJoinedError(NetstormError):
+    """Lost nodes rejoin from ``round`` on (issue 19): nothing was reduced and the buffer is
+    unchanged. Every member (the rejoined ones too) must call :meth:`Session.sync_state`
+    with the same root, e.g. the lowest id in ``members`` not in ``nodes``, before
+    contributing again. Attributes: ``round``, ``nodes`` (ids that rejoin), ``members``
+    (every member from ``round`` on).
+    """
+
+    def __init__(self, message, round=None, nodes=None, members=None):
+        super().__init__(message)
+        self.round = round
+        self.nodes = nodes
+        self.members = members
+
+
 class ConfigError(NetstormError, ValueError):
     """The cluster config is unreadable or wrong: ``file``, ``line`` (or None) and ``key``
     (or None) say where."""

@@ -16,6 +16,7 @@ pub enum Kind {
     Buffer,
     NoDataPlane,
     PeerLost,
+    MembersJoined,
 }
 
 impl Kind {
@@ -27,6 +28,7 @@ impl Kind {
             Kind::Buffer => "BufferError",
             Kind::NoDataPlane => "DataPlaneNotFoundError",
             Kind::PeerLost => "PeerLostError",
+            Kind::MembersJoined => "MembersJoinedError",
         }
     }
 }
@@ -116,6 +118,17 @@ pub fn session_error(py: Python<'_>, e: &SessionError, config: &str) -> PyErr {
                 kw.set_item("nodes", lost.clone())
             })
         }
+        SessionError::MembersJoined {
+            round,
+            joined,
+            members,
+        } => raise_with(py, Kind::MembersJoined, e.to_string(), |kw| {
+            kw.set_item("round", round)?;
+            kw.set_item("nodes", joined.clone())?;
+            kw.set_item("members", members.clone())
+        }),
+        SessionError::SyncLength { .. } => raise(py, Kind::Buffer, e.to_string()),
+        SessionError::NoIdentity => raise(py, Kind::Netstorm, e.to_string()),
     }
 }
 

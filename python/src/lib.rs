@@ -302,6 +302,38 @@ impl PySession {
         self.run(py, &bufs, contribution, !me, false, true)
     }
 
+    /// Every member's state bytes become node `root`'s, exactly (issue 19 rejoin): the
+    /// call to make, on every member with the same root, after `MembersJoinedError`.
+    /// Takes and returns `bytes` (copied: state sync is rare, not per step).
+    fn sync_state<'py>(
+        &mut self,
+        py: Python<'py>,
+        state: Vec<u8>,
+        root: usize,
+    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        if root >= self.node_names.len() {
+            return Err(raise(
+                py,
+                Kind::Netstorm,
+                format!(
+                    "sync_state root {root} is not a node id of {} (nodes: {})",
+                    self.config,
+                    self.node_names.join(", ")
+                ),
+            ));
+        }
+        let mut state = state;
+        let session = &mut self.session;
+        let res = py.detach(|| session.sync_state(&mut state, root as u16));
+        if let Err(e) = res {
+            if let SessionError::Timeout { round, .. } = e {
+                self.timed_out = Some(round);
+            }
+            return Err(session_error(py, &e, &self.config));
+        }
+        Ok(pyo3::types::PyBytes::new(py, &state))
+    }
+
     /// Floats one round carries (the cluster's `buffer_elems`).
     #[getter]
     fn buffer_elems(&self) -> usize {

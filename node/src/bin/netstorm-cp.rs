@@ -9,7 +9,11 @@
 //! (then PrepareAck, or PrepareNack if the dp already started the activation round), Commit
 //! → the policy pushed through the shared-memory policy ring (then CommitAck) and the barrier
 //! held until the dp reports the epoch installed, Abort → barrier lifted. It also ships the
-//! dp's link-rate estimates from the telemetry ring as `ControlMsg::Telemetry`.
+//! dp's link-rate estimates from the telemetry ring as `ControlMsg::Telemetry`. A Prepare
+//! that admits lost nodes back (`joined`, issue 19) becomes, at its Commit and before the
+//! policy reaches the dp, the node file's join words (and a rejoined node's first round).
+//! A cp refused by the coordinator (its node was lost and came back without restarting its
+//! dp) logs why.
 //!
 //! Killing a cp does not disturb its dp: without a barrier the dp keeps running its committed
 //! policy. If the cp dies while an activation is undecided, its barrier stays in the node
@@ -33,7 +37,7 @@ use netstorm_node::config::ClusterConfig;
 use netstorm_node::coordinator_task::CoordinatorTask;
 use netstorm_node::loss_agent::LossAgent;
 use netstorm_node::metrics::{self, SharedCpMetrics};
-use netstorm_node::nodefile::{NodeFile, NodeFileError, NO_BARRIER};
+use netstorm_node::nodefile::{NodeFile, NodeFileError, NodeSet, NO_BARRIER};
 use netstorm_node::proto::{parse_link_record, parse_peer_record, read_msg, write_msg, Wire};
 use netstorm_node::sys;
 use std::net::{TcpListener, TcpStream};
@@ -194,6 +198,8 @@ fn run() -> anyhow::Result<Exit> {
             .map_or_else(|| id.to_string(), |n| n.name.clone())
     };
     let mut agent = NodeAgent::new(me.id, node_file.installed_epoch() as u32);
+    // Epochs prepared with rejoining nodes (`Prepare::joined`), until they commit.
+    let mut joins: Vec<(u32, NodeSet)> = Vec::new();
     let mut loss = LossAgent::new(me.id);
     // A barrier left by a predecessor cp that died while an activation was undecided.
     let mut inherited: Option<(u64, u32)> = (node_file.barrier() != NO_BARRIER)
@@ -307,8 +313,13 @@ fn run() -> anyhow::Result<Exit> {
                 ControlMsg::Prepare {
                     epoch,
                     activate_at_round,
+                    ref joined,
                     ..
                 } => {
+                    if !joined.is_empty() {
+                        joins.retain(|&(e, _)| e + 8 > epoch);
+                        joins.push((epoch, joined.iter().copied().collect()));
+                    }
                     // Close the gate first, then look at what the dp started: either the dp
                     // sees the barrier or we see its start (and Nack).
                     gate.publish(&node_file, &agent, Some((activate_at_round as u64, epoch)));
@@ -324,6 +335,21 @@ fn run() -> anyhow::Result<Exit> {
                     let reply = agent.handle(msg);
                     while let Some((policy, at)) = agent.take_install() {
                         let e = policy.epoch;
+                        if let Some(&(_, joined)) = joins.iter().find(|&&(je, _)| je == e) {
+                            // Before the policy reaches the dp, so before the barrier at
+                            // `at` lifts: no round from `at` on starts without the trainer
+                            // knowing (see nodefile).
+                            if joined.contains(me.id) {
+                                node_file.set_first_round(at as u64);
+                            }
+                            let members: NodeSet = match &policy.members {
+                                Some(m) => m.iter().copied().collect(),
+                                None => NodeSet::first(policy.node_count as usize),
+                            };
+                            node_file.set_join(at as u64, joined, members);
+                            let names: Vec<String> = joined.iter().map(node_name).collect();
+                            eprintln!("netstorm-cp: epoch {e} admits {} back from round {at}: trainers sync state before contributing", names.join(", "));
+                        }
                         let rec = PolicyRecord {
                             epoch: e,
                             activate_round: at as u64,
@@ -349,6 +375,9 @@ fn run() -> anyhow::Result<Exit> {
                     }
                     gate.publish(&node_file, &agent, None);
                     out.extend(reply);
+                }
+                ControlMsg::Refused { reason } => {
+                    eprintln!("netstorm-cp: the coordinator refused this node: {reason}");
                 }
                 other => out.extend(agent.handle(other)),
             }
