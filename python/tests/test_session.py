@@ -122,6 +122,32 @@ def test_broadcast_is_bit_identical_to_the_root(make_cluster):
     assert np.signbit(res[0][0][0]) and not np.signbit(res[0][0][1])
 
 
+def test_sync_state_copies_the_roots_bytes_exactly(make_cluster):
+    cl = make_cluster(nodes=3, buffer_elems=100)
+    # Every byte value, then signalling NaN, quiet NaN, -0.0 and +inf as f32 bit patterns:
+    # more than one round (300 state bytes per round at 3 bytes per float).
+    root_state = bytes(range(256)) * 3 + np.array(
+        [0x7F800001, 0x7FC00000, 0x80000000, 0x7F800000], dtype="<u4").tobytes()
+
+    def node(config, name):
+        s = connect(config, name)
+        mine = root_state if s.node_id == 1 else bytes(len(root_state))
+        synced = s.sync_state(mine, 1)
+        # A state of another length is refused, nothing copied, the members still in step.
+        short = bytes(5) if s.node_id == 2 else root_state
+        try:
+            s.sync_state(short, 1)
+            refused = False
+        except netstorm.BufferError as e:
+            refused = "the root's state is" in str(e)
+        return synced, refused
+
+    res = run_nodes(cl, node)
+    assert [r[0] for r in res] == [root_state] * 3
+    assert [r[1] for r in res] == [False, False, True]
+    assert issubclass(netstorm.MembersJoinedError, netstorm.NetstormError)
+
+
 def test_bad_buffers_are_refused_with_what_to_do(make_cluster):
     cl = make_cluster(nodes=2, buffer_elems=64)
     s = connect(str(cl.config), "a")
