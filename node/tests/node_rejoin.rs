@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{wait_file, Cluster, CP, DP};
+use common::{three_nodes, wait_file, Cluster, CP, DP};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,37 +23,6 @@ const TRAINER: &str = env!("CARGO_BIN_EXE_netstorm-trainer");
 const KILL_AT: u32 = 6;
 const REJOIN_AT: u32 = 10;
 const UNTIL: u64 = 22;
-
-fn three_nodes(dir: &Path, port: u16) -> String {
-    let mut s = format!(
-        r#"job = 9
-buffer_elems = 4000
-segment_elems = 200
-shm_dir = "{}"
-idle_backoff_us = 200
-replan_interval_ms = 600000
-trainer_timeout_s = 30
-peer_timeout_ms = 1500
-
-[coordinator]
-node = "a"
-port = {port}
-"#,
-        dir.display()
-    );
-    for (i, n) in ["a", "b", "c"].iter().enumerate() {
-        s += &format!(
-            "\n[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\n",
-            port + 1 + i as u16
-        );
-    }
-    for (x, y) in [("a", "b"), ("a", "c"), ("b", "c")] {
-        s += &format!(
-            "\n[[link]]\nfrom = \"{x}\"\nto = \"{y}\"\nmbps = 500\nbidirectional = true\n"
-        );
-    }
-    s
-}
 
 fn spawn_trainer(cl: &mut Cluster, node: &str, out: &Path, extra: &[String]) -> usize {
     let child = Command::new(TRAINER)

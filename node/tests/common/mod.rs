@@ -224,3 +224,36 @@ pub fn trainer(node: &'static str, rounds: u32, cfg: ClusterConfig) -> JoinHandl
         }
     })
 }
+
+/// Nodes "a", "b", "c" (127.0.0.1:port+1..3) in a full mesh at 500 Mbit/s, coordinator on
+/// "a", loss detection at 1.5 s: the losing and rejoining tests' cluster.
+pub fn three_nodes(dir: &Path, port: u16) -> String {
+    let mut s = format!(
+        r#"job = 9
+buffer_elems = 4000
+segment_elems = 200
+shm_dir = "{}"
+idle_backoff_us = 200
+replan_interval_ms = 600000
+trainer_timeout_s = 30
+peer_timeout_ms = 1500
+
+[coordinator]
+node = "a"
+port = {port}
+"#,
+        dir.display()
+    );
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        s += &format!(
+            "\n[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\n",
+            port + 1 + i as u16
+        );
+    }
+    for (x, y) in [("a", "b"), ("a", "c"), ("b", "c")] {
+        s += &format!(
+            "\n[[link]]\nfrom = \"{x}\"\nto = \"{y}\"\nmbps = 500\nbidirectional = true\n"
+        );
+    }
+    s
+}
