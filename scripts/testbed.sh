@@ -314,6 +314,22 @@ elif ! grep -q "coordinator: replan: estimate of link n$CHANGE_FROM->n$CHANGE_TO
 fi
 echo "testbed: qdisc n$CHANGE_FROM -> n$CHANGE_TO now: $(ip netns exec "$NS-$CHANGE_FROM" tc qdisc show dev "v$TAG-$CHANGE_FROM-$CHANGE_TO")"
 
+# Where the shaped links dropped (tbf's queue overflowing its 100 ms): a dropped datagram costs
+# a loss recovery, so drops are the first suspect when the sync rate trails the limit.
+DROPS=
+for i in $(seq 1 "$K"); do for j in $(seq 1 "$K"); do
+    [ -n "${RATE[$i,$j]:-}" ] || continue
+    d=$(ip netns exec "$NS-$i" tc -s qdisc show dev "v$TAG-$i-$j" 2>/dev/null | sed -n 's/.*dropped \([0-9]*\).*/\1/p' | head -n 1)
+    DROPS="$DROPS n$i->n$j:${d:-?}"
+done; done
+echo "testbed: tbf drops per link:$DROPS"
+RCVBUF=
+for i in $(seq 1 "$K"); do
+    e=$(ip netns exec "$NS-$i" awk '/^Udp:/ { if (!h) { for (c = 1; c <= NF; c++) col[$c] = c; h = 1 } else print $col["RcvbufErrors"] }' /proc/net/snmp)
+    RCVBUF="$RCVBUF n$i:${e:-?}"
+done
+echo "testbed: UDP receive-buffer drops per namespace:$RCVBUF"
+
 # Efficiency: the slowest node's sync rate, the fluid limit of the topology as configured
 # (before any change) for this buffer, and gloo's all_reduce on the same namespaces.
 slowest() { # files... -> the smallest "<X> Mbit/s of buffer per second of sync"
