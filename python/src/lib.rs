@@ -75,10 +75,6 @@ fn seconds(s: f64) -> Duration {
     Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
 }
 
-fn pid_alive(pid: u32) -> bool {
-    pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
 enum ConnectFailure {
     Session(SessionError),
     NotServed(String),
@@ -93,12 +89,8 @@ fn connect_waiting(
     let t0 = Instant::now();
     loop {
         let why = match Session::connect(cfg, node) {
-            Ok(s) if pid_alive(s.dp_pid()) => return Ok(s),
-            Ok(s) => format!(
-                "{} was made by netstorm-dp pid {}, which is not running",
-                cfg.node_file_path(node).display(),
-                s.dp_pid()
-            ),
+            Ok(s) => return Ok(s),
+            // Missing, still being created, or left by a dp that is gone (`NotServed`).
             Err(SessionError::NodeFile(e)) if e.is_dp_pending() => e.to_string(),
             Err(e) => return Err(ConnectFailure::Session(e)),
         };
